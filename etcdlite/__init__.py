@@ -1,0 +1,104 @@
+"""etcdlite: an asyncio-native, in-process etcd v3 store with etcd's semantics.
+
+``Store`` is the embedded store; ``Client`` (``connect("host:port")``) offers the same API
+against any etcd endpoint, etcdlite's own server or a real etcd cluster.
+"""
+
+from __future__ import annotations
+
+from .api import KV
+from .client import Client, connect
+from .clock import Clock, LoopClock, ManualClock
+from .errors import (
+    CompactedError,
+    DuplicateKeyError,
+    EmptyKeyError,
+    EtcdError,
+    FutureRevisionError,
+    KeyNotFoundError,
+    LeaseExistsError,
+    LeaseNotFoundError,
+    LeaseProvidedError,
+    LeaseTTLTooLargeError,
+    RequestTooLargeError,
+    StatusCode,
+    TooManyOpsError,
+    UnavailableError,
+    ValueProvidedError,
+)
+from .lease import Lease, LeaseTimeToLive
+from .ops import (
+    Compare,
+    CompareResult,
+    CompareTarget,
+    Delete,
+    Get,
+    Put,
+    Txn,
+    prefix_end,
+)
+from .store import Store, StoreClosedError
+from .types import (
+    CompactResponse,
+    DeleteRangeResponse,
+    Event,
+    EventType,
+    FilterType,
+    KeyValue,
+    PutResponse,
+    RangeResponse,
+    ResponseHeader,
+    SortOrder,
+    SortTarget,
+    TxnResponse,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KV",
+    "Client",
+    "Clock",
+    "CompactResponse",
+    "CompactedError",
+    "Compare",
+    "CompareResult",
+    "CompareTarget",
+    "Delete",
+    "DeleteRangeResponse",
+    "DuplicateKeyError",
+    "EmptyKeyError",
+    "EtcdError",
+    "Event",
+    "EventType",
+    "FilterType",
+    "FutureRevisionError",
+    "Get",
+    "KeyNotFoundError",
+    "KeyValue",
+    "Lease",
+    "LeaseExistsError",
+    "LeaseNotFoundError",
+    "LeaseProvidedError",
+    "LeaseTTLTooLargeError",
+    "LeaseTimeToLive",
+    "LoopClock",
+    "ManualClock",
+    "Put",
+    "PutResponse",
+    "RangeResponse",
+    "RequestTooLargeError",
+    "ResponseHeader",
+    "SortOrder",
+    "SortTarget",
+    "StatusCode",
+    "Store",
+    "StoreClosedError",
+    "TooManyOpsError",
+    "Txn",
+    "TxnResponse",
+    "UnavailableError",
+    "ValueProvidedError",
+    "connect",
+    "prefix_end",
+]

@@ -1,0 +1,308 @@
+"""The async KV API shared by :class:`~etcdlite.Store` and :class:`~etcdlite.Client`.
+
+:class:`KVBase` implements the convenience names (``get``, ``get_prefix``, ``delete_prefix``,
+``transaction``, …) on top of a few primitives each backend provides, so both spell every
+call the same way and an application moves from the embedded store to a real etcd cluster by
+changing the object it was given. :class:`KV` is the same surface as a ``typing.Protocol``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Protocol
+
+from .lease import Lease, LeaseTimeToLive
+from .ops import (
+    Compare,
+    DeleteRangeRequest,
+    Op,
+    RangeRequest,
+    TxnRequest,
+    _HasId,
+    key_range,
+)
+from .types import (
+    Bytesish,
+    CompactResponse,
+    DeleteRangeResponse,
+    KeyValue,
+    PutResponse,
+    RangeResponse,
+    SortOrder,
+    SortTarget,
+    TxnResponse,
+)
+
+__all__ = ["KV", "KVBase"]
+
+
+class KVBase(ABC):
+    """Convenience methods over the primitives a backend implements."""
+
+    # --- primitives -------------------------------------------------------------------
+
+    @abstractmethod
+    async def _range(self, req: RangeRequest) -> RangeResponse: ...
+
+    @abstractmethod
+    async def _delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse: ...
+
+    @abstractmethod
+    async def _txn(self, req: TxnRequest) -> TxnResponse: ...
+
+    @abstractmethod
+    async def put(
+        self,
+        key: Bytesish,
+        value: Bytesish,
+        *,
+        lease: int | _HasId = 0,
+        prev_kv: bool = False,
+        ignore_value: bool = False,
+        ignore_lease: bool = False,
+    ) -> PutResponse:
+        """Set ``key`` to ``value`` (one new revision). ``lease`` attaches the key to a lease
+        (a plain put detaches it, as in etcd); ``prev_kv`` returns the old KeyValue;
+        ``ignore_value``/``ignore_lease`` keep the stored value/lease (the key must exist).
+        Note etcd's quirk: ``ignore_value`` alone still sets the lease to ``lease`` (0
+        detaches)."""
+
+    @abstractmethod
+    async def compact(self, revision: int, *, physical: bool = False) -> CompactResponse:
+        """Discard history below ``revision``: reads and watches from older revisions fail
+        with ``CompactedError``. ``physical=True`` returns only after the space is freed."""
+
+    @abstractmethod
+    async def grant(self, ttl: int, id: int = 0) -> Lease:
+        """Grant a lease of ``ttl`` seconds (raised to the minimum TTL, 2 s by default)."""
+
+    @abstractmethod
+    async def revoke(self, lease: int | _HasId) -> int:
+        """Revoke a lease, deleting its keys in one revision; returns the header revision."""
+
+    @abstractmethod
+    async def refresh(self, lease: int | _HasId) -> int:
+        """Renew a lease once (a keepalive); returns its TTL, 0 if it no longer exists."""
+
+    @abstractmethod
+    async def time_to_live(self, lease: int | _HasId, *, keys: bool = False) -> LeaseTimeToLive:
+        """Remaining and granted TTL of a lease (TTL -1 if it does not exist)."""
+
+    @abstractmethod
+    async def leases(self) -> list[int]:
+        """Ids of every live lease."""
+
+    # --- reads ------------------------------------------------------------------------
+
+    async def range(
+        self,
+        key: Bytesish,
+        range_end: Bytesish | None = None,
+        *,
+        prefix: bool = False,
+        limit: int = 0,
+        revision: int = 0,
+        sort_order: SortOrder | int = SortOrder.NONE,
+        sort_target: SortTarget | int = SortTarget.KEY,
+        serializable: bool = False,
+        keys_only: bool = False,
+        count_only: bool = False,
+        min_mod_revision: int = 0,
+        max_mod_revision: int = 0,
+        min_create_revision: int = 0,
+        max_create_revision: int = 0,
+    ) -> RangeResponse:
+        """etcd's Range with every option of its RangeRequest.
+
+        ``count`` is the number of keys in the range at that revision before ``limit`` and
+        the min/max filters; ``more`` says the limit cut results off. A ``sort_target`` other
+        than KEY with no ``sort_order`` sorts ascending, as etcd does.
+        """
+        return await self._range(
+            RangeRequest(
+                key,
+                range_end,
+                prefix=prefix,
+                limit=limit,
+                revision=revision,
+                sort_order=sort_order,
+                sort_target=sort_target,
+                serializable=serializable,
+                keys_only=keys_only,
+                count_only=count_only,
+                min_mod_revision=min_mod_revision,
+                max_mod_revision=max_mod_revision,
+                min_create_revision=min_create_revision,
+                max_create_revision=max_create_revision,
+            )
+        )
+
+    async def get(self, key: Bytesish, *, revision: int = 0) -> KeyValue | None:
+        """The KeyValue of ``key`` (at ``revision``, default now), or ``None``."""
+        resp = await self._range(RangeRequest(key, revision=revision))
+        return resp.kvs[0] if resp.kvs else None
+
+    async def get_prefix(
+        self,
+        prefix: Bytesish,
+        *,
+        limit: int = 0,
+        revision: int = 0,
+        sort_order: SortOrder | int = SortOrder.NONE,
+        sort_target: SortTarget | int = SortTarget.KEY,
+        keys_only: bool = False,
+    ) -> RangeResponse:
+        """Every key starting with ``prefix``."""
+        return await self.range(
+            prefix,
+            prefix=True,
+            limit=limit,
+            revision=revision,
+            sort_order=sort_order,
+            sort_target=sort_target,
+            keys_only=keys_only,
+        )
+
+    async def get_range(
+        self,
+        key: Bytesish,
+        range_end: Bytesish,
+        *,
+        limit: int = 0,
+        revision: int = 0,
+        sort_order: SortOrder | int = SortOrder.NONE,
+        sort_target: SortTarget | int = SortTarget.KEY,
+        keys_only: bool = False,
+    ) -> RangeResponse:
+        """Keys in ``[key, range_end)`` (``range_end=b"\\0"``: every key ≥ ``key``)."""
+        return await self.range(
+            key,
+            range_end,
+            limit=limit,
+            revision=revision,
+            sort_order=sort_order,
+            sort_target=sort_target,
+            keys_only=keys_only,
+        )
+
+    async def get_all(self, *, limit: int = 0, revision: int = 0) -> RangeResponse:
+        """Every key in the store."""
+        return await self.range(b"\0", b"\0", limit=limit, revision=revision)
+
+    # --- deletes ----------------------------------------------------------------------
+
+    async def delete(
+        self,
+        key: Bytesish,
+        range_end: Bytesish | None = None,
+        *,
+        prefix: bool = False,
+        prev_kv: bool = False,
+    ) -> DeleteRangeResponse:
+        """Delete ``key`` (or ``[key, range_end)``, or a prefix); ``deleted`` counts them."""
+        k, end = key_range(key, range_end, prefix)
+        return await self._delete_range(DeleteRangeRequest(k, end, prev_kv=prev_kv))
+
+    async def delete_prefix(
+        self, prefix: Bytesish, *, prev_kv: bool = False
+    ) -> DeleteRangeResponse:
+        return await self.delete(prefix, prefix=True, prev_kv=prev_kv)
+
+    async def delete_range(
+        self, key: Bytesish, range_end: Bytesish, *, prev_kv: bool = False
+    ) -> DeleteRangeResponse:
+        return await self.delete(key, range_end, prev_kv=prev_kv)
+
+    # --- transactions -----------------------------------------------------------------
+
+    async def txn(
+        self,
+        compare: Iterable[Compare] | TxnRequest = (),
+        success: Iterable[Op | None] = (),
+        failure: Iterable[Op | None] = (),
+    ) -> TxnResponse:
+        """If every compare holds run ``success`` else ``failure``, atomically, in one
+        revision (none if the ops change nothing). Also accepts a built ``Txn``."""
+        if isinstance(compare, TxnRequest):
+            return await self._txn(compare)
+        return await self._txn(TxnRequest(compare, success, failure))
+
+    transaction = txn
+
+
+class KV(Protocol):
+    """The API every etcdlite backend offers (``Store``, ``Client``)."""
+
+    async def range(
+        self,
+        key: Bytesish,
+        range_end: Bytesish | None = None,
+        *,
+        prefix: bool = False,
+        limit: int = 0,
+        revision: int = 0,
+        sort_order: SortOrder | int = SortOrder.NONE,
+        sort_target: SortTarget | int = SortTarget.KEY,
+        serializable: bool = False,
+        keys_only: bool = False,
+        count_only: bool = False,
+        min_mod_revision: int = 0,
+        max_mod_revision: int = 0,
+        min_create_revision: int = 0,
+        max_create_revision: int = 0,
+    ) -> RangeResponse: ...
+
+    async def get(self, key: Bytesish, *, revision: int = 0) -> KeyValue | None: ...
+
+    async def get_prefix(
+        self,
+        prefix: Bytesish,
+        *,
+        limit: int = 0,
+        revision: int = 0,
+        sort_order: SortOrder | int = SortOrder.NONE,
+        sort_target: SortTarget | int = SortTarget.KEY,
+        keys_only: bool = False,
+    ) -> RangeResponse: ...
+
+    async def put(
+        self,
+        key: Bytesish,
+        value: Bytesish,
+        *,
+        lease: int | _HasId = 0,
+        prev_kv: bool = False,
+        ignore_value: bool = False,
+        ignore_lease: bool = False,
+    ) -> PutResponse: ...
+
+    async def delete(
+        self,
+        key: Bytesish,
+        range_end: Bytesish | None = None,
+        *,
+        prefix: bool = False,
+        prev_kv: bool = False,
+    ) -> DeleteRangeResponse: ...
+
+    async def delete_prefix(
+        self, prefix: Bytesish, *, prev_kv: bool = False
+    ) -> DeleteRangeResponse: ...
+
+    async def txn(
+        self,
+        compare: Iterable[Compare] | TxnRequest = (),
+        success: Iterable[Op | None] = (),
+        failure: Iterable[Op | None] = (),
+    ) -> TxnResponse: ...
+
+    async def compact(self, revision: int, *, physical: bool = False) -> CompactResponse: ...
+
+    async def grant(self, ttl: int, id: int = 0) -> Lease: ...
+
+    async def revoke(self, lease: int | _HasId) -> int: ...
+
+    async def time_to_live(self, lease: int | _HasId, *, keys: bool = False) -> LeaseTimeToLive: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,693 @@
+"""The MVCC key-value store: revisions, key index, change log, transactions, compaction.
+
+Synchronous and deterministic: no asyncio, no protobuf, no clock (time comes in as an
+argument). One caller owns an instance, so every operation runs to completion, which is
+exactly etcd's linearizable order.
+
+Data layout (etcd's design, in Python):
+
+* ``_index``: a ``SortedDict`` key → history, a list of that key's ``KeyValue`` revisions in
+  revision order. A *tombstone* (``version == 0``, only ``key`` and ``mod_revision`` set: the
+  very object a DELETE event carries) ends a generation, like an empty generation in etcd's
+  ``keyIndex``; the next put starts a new one. Point reads are a dict lookup, new keys cost
+  O(log n), ranges bisect the sorted keys, historical reads bisect a key's history.
+* ``_log``: every change in (revision, position-in-txn) order, the same ``KeyValue`` objects
+  the index holds (nothing is copied). It serves watch replay and tells compaction which
+  keys to trim.
+
+Compaction is logical at once (reads below it fail) and physical in bounded steps
+(:meth:`MVCC.compact_step`) so a large compaction never stalls the caller's loop.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from operator import attrgetter
+
+from sortedcontainers import SortedDict
+
+from ..errors import (
+    CompactedError,
+    DuplicateKeyError,
+    EmptyKeyError,
+    FutureRevisionError,
+    KeyNotFoundError,
+    LeaseNotFoundError,
+    LeaseProvidedError,
+    TooManyOpsError,
+    ValueProvidedError,
+)
+from ..ops import (
+    Compare,
+    CompareResult,
+    CompareTarget,
+    DeleteRangeRequest,
+    Op,
+    PutRequest,
+    RangeRequest,
+    TxnRequest,
+)
+from ..types import (
+    DeleteRangeResponse,
+    KeyValue,
+    PutResponse,
+    RangeResponse,
+    ResponseHeader,
+    SortOrder,
+    SortTarget,
+    TxnResponse,
+)
+from .lessor import LeaseEntry, Lessor
+
+__all__ = ["DEFAULT_MAX_TXN_OPS", "MVCC", "CommitHook"]
+
+#: etcd's ``--max-txn-ops`` default.
+DEFAULT_MAX_TXN_OPS = 128
+
+_mod_rev = attrgetter("mod_revision")
+
+#: Called after every revision with ``(revision, changes)``: the revision's KeyValues (and
+#: tombstones) in order.
+CommitHook = Callable[[int, Sequence[KeyValue]], None]
+
+_SORT_KEYS: dict[int, Callable[[KeyValue], object]] = {
+    SortTarget.KEY: attrgetter("key"),
+    SortTarget.VERSION: attrgetter("version"),
+    SortTarget.CREATE: attrgetter("create_revision"),
+    SortTarget.MOD: attrgetter("mod_revision"),
+    SortTarget.VALUE: attrgetter("value"),
+}
+
+
+def _in_range(key: bytes, start: bytes, end: bytes) -> bool:
+    """Whether ``key`` is in etcd's ``[start, end)`` (empty end: the single key)."""
+    if not end:
+        return key == start
+    if end == b"\0":
+        return key >= start
+    return start <= key < end
+
+
+class MVCC:
+    """etcd's MVCC store and KV apply rules in one synchronous object.
+
+    Every public method either completes or raises before changing anything.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_txn_ops: int = DEFAULT_MAX_TXN_OPS,
+        lessor: Lessor | None = None,
+        cluster_id: int = 0,
+        member_id: int = 0,
+        raft_term: int = 0,
+    ) -> None:
+        self.max_txn_ops = max_txn_ops
+        self.cluster_id = cluster_id
+        self.member_id = member_id
+        self.raft_term = raft_term
+        self.lessor = lessor if lessor is not None else Lessor()
+        self._index: SortedDict = SortedDict()
+        self._log: list[KeyValue] = []
+        self._rev = 1
+        # etcd's compactMainRev: -1 until the first compaction, so Compact(0) works once.
+        self._compacted = -1
+        # Physical compaction lags the logical one: log entries below this are trimmed.
+        self._trimmed = -1
+        self._hooks: list[CommitHook] = []
+        # Set while a write txn runs: the revision it writes and whether it changed anything.
+        self._wrev = 0
+        self._dirty = False
+
+    # --- introspection ----------------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        """The current revision (1 on a fresh store)."""
+        return self._rev
+
+    @property
+    def compacted_revision(self) -> int:
+        """The revision of the last compaction, -1 if none yet (etcd's compactMainRev)."""
+        return self._compacted
+
+    @property
+    def compaction_pending(self) -> bool:
+        """Whether :meth:`compact_step` still has physical work to do."""
+        return self._trimmed < self._compacted
+
+    def __len__(self) -> int:
+        """Number of keys in the index, live or not yet compacted away."""
+        return len(self._index)
+
+    def header(self, revision: int | None = None) -> ResponseHeader:
+        """A full response header (ids and term) at ``revision`` (default: current)."""
+        return ResponseHeader(
+            self.cluster_id,
+            self.member_id,
+            self._rev if revision is None else revision,
+            self.raft_term,
+        )
+
+    def add_hook(self, hook: CommitHook) -> None:
+        self._hooks.append(hook)
+
+    def remove_hook(self, hook: CommitHook) -> None:
+        self._hooks.remove(hook)
+
+    # --- reads ------------------------------------------------------------------------
+
+    def _check_read_rev(self, revision: int) -> int:
+        rev = self._rev
+        if revision > rev:
+            raise FutureRevisionError()
+        if revision <= 0:
+            return rev
+        if revision < self._compacted:
+            raise CompactedError()
+        return revision
+
+    def get(self, key: bytes, revision: int = 0) -> KeyValue | None:
+        """The live KeyValue of ``key`` at ``revision`` (0: now), or ``None``."""
+        if not key:
+            raise EmptyKeyError()
+        rev = self._check_read_rev(revision)
+        hist = self._index.get(key)
+        if hist is None:
+            return None
+        kv = hist[-1] if rev >= self._rev else _at(hist, rev)
+        return kv if kv is not None and kv.version else None
+
+    def _live(self, key: bytes, end: bytes, rev: int) -> Iterator[KeyValue]:
+        """Live KeyValues in ``[key, end)`` at ``rev`` (current while a txn writes)."""
+        index = self._index
+        # During a write the histories' tails are at the revision being written.
+        latest = rev >= (self._wrev or self._rev)
+        if not end:
+            hist = index.get(key)
+            keys: Iterator[bytes] = iter(() if hist is None else (key,))
+        elif end == b"\0":
+            keys = index.irange(minimum=key)
+        elif end <= key:
+            return
+        else:
+            keys = index.irange(key, end, inclusive=(True, False))
+        for k in keys:
+            hist = index[k]
+            kv = hist[-1] if latest else _at(hist, rev)
+            if kv is not None and kv.version:
+                yield kv
+
+    def range(self, req: RangeRequest) -> RangeResponse:
+        """etcd's Range, in the order of its apply code (notes §3.2)."""
+        if not req.key:
+            raise EmptyKeyError()
+        return self._range(req, self._rev, self.header())
+
+    def _range(self, req: RangeRequest, cur: int, header: ResponseHeader) -> RangeResponse:
+        revision = req.revision
+        if revision > cur:
+            raise FutureRevisionError()
+        rev = cur if revision <= 0 else revision
+        if rev < self._compacted:
+            raise CompactedError()
+        kvs = list(self._live(req.key, req.range_end, rev))
+        count = len(kvs)
+        if req.count_only:
+            return RangeResponse(header, [], False, count)
+        order = req.sort_order
+        limit = req.limit
+        filtered = (
+            req.min_mod_revision
+            or req.max_mod_revision
+            or req.min_create_revision
+            or req.max_create_revision
+        )
+        if limit > 0 and order == SortOrder.NONE and not filtered:
+            # etcd fetches limit+1 keys in key order *before* sorting when no sort order is
+            # given, so a sort_target alone sorts only that window (real etcd behaviour).
+            del kvs[limit + 1 :]
+        if filtered:
+            kvs = [kv for kv in kvs if _passes(kv, req)]
+        target = req.sort_target
+        if target != SortTarget.KEY and order == SortOrder.NONE:
+            order = SortOrder.ASCEND
+        if order in (SortOrder.ASCEND, SortOrder.DESCEND):
+            sort_key = _SORT_KEYS.get(target)
+            if sort_key is not None and not (
+                target == SortTarget.KEY and order == SortOrder.ASCEND
+            ):
+                kvs.sort(key=sort_key, reverse=order == SortOrder.DESCEND)  # type: ignore[arg-type]
+        more = False
+        if 0 < limit < len(kvs):
+            del kvs[limit:]
+            more = True
+        if req.keys_only:
+            kvs = [
+                KeyValue(kv.key, kv.create_revision, kv.mod_revision, kv.version, b"", kv.lease)
+                for kv in kvs
+            ]
+        return RangeResponse(header, kvs, more, count)
+
+    # --- writes -----------------------------------------------------------------------
+
+    def put(
+        self,
+        key: bytes,
+        value: bytes,
+        lease: int = 0,
+        prev_kv: bool = False,
+        ignore_value: bool = False,
+        ignore_lease: bool = False,
+    ) -> PutResponse:
+        """etcd's Put: validation in etcd's order, then one new revision."""
+        if not key:
+            raise EmptyKeyError()
+        if ignore_value and value:
+            raise ValueProvidedError()
+        if ignore_lease and lease:
+            raise LeaseProvidedError()
+        if lease and lease not in self.lessor:
+            raise LeaseNotFoundError()
+        rev = self._rev + 1
+        if not (lease or ignore_value or ignore_lease or self._hooks or key in self._index):
+            # The hot path: a brand-new key with nothing attached and nobody watching.
+            kv = KeyValue(key, rev, rev, 1, value, 0)
+            self._index[key] = [kv]
+            self._log.append(kv)
+            self._rev = rev
+            return PutResponse(self.header(rev))
+        self._wrev = rev
+        self._dirty = False
+        start = len(self._log)
+        try:
+            prev = self._put(key, value, lease, ignore_value, ignore_lease)
+        finally:
+            self._wrev = 0
+        self._commit(rev, start)
+        return PutResponse(self.header(rev), prev if prev_kv else None)
+
+    def _put(
+        self, key: bytes, value: bytes, lease: int, ignore_value: bool, ignore_lease: bool
+    ) -> KeyValue | None:
+        """Write one put at ``self._wrev``; returns the previous live KeyValue."""
+        rev = self._wrev
+        hist = self._index.get(key)
+        prev = hist[-1] if hist is not None else None
+        if prev is not None and not prev.version:
+            prev = None
+        if prev is None:
+            if ignore_value or ignore_lease:
+                raise KeyNotFoundError()
+        else:
+            if ignore_value:
+                value = prev.value
+            if ignore_lease:
+                lease = prev.lease
+        if prev is None:
+            kv = KeyValue(key, rev, rev, 1, value, lease)
+        else:
+            kv = KeyValue(key, prev.create_revision, rev, prev.version + 1, value, lease)
+        old_lease = prev.lease if prev is not None else 0
+        if old_lease != lease:
+            if old_lease:
+                self.lessor.detach(old_lease, key)
+            if lease:
+                self.lessor.attach(lease, key)
+        if hist is None:
+            self._index[key] = [kv]
+        else:
+            hist.append(kv)
+        self._log.append(kv)
+        self._dirty = True
+        return prev
+
+    def delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
+        """etcd's DeleteRange: every live key in range, one revision, key order."""
+        if not req.key:
+            raise EmptyKeyError()
+        rev = self._rev + 1
+        self._wrev = rev
+        self._dirty = False
+        start = len(self._log)
+        try:
+            deleted, prev = self._delete(req.key, req.range_end)
+        finally:
+            self._wrev = 0
+        if not deleted:
+            return DeleteRangeResponse(self.header())
+        self._commit(rev, start)
+        return DeleteRangeResponse(self.header(rev), deleted, prev if req.prev_kv else [])
+
+    def _delete(self, key: bytes, end: bytes) -> tuple[int, list[KeyValue]]:
+        rev = self._wrev
+        victims = list(self._live(key, end, rev))
+        index = self._index
+        log = self._log
+        lessor = self.lessor
+        for kv in victims:
+            tomb = KeyValue(kv.key, 0, rev, 0, b"", 0)
+            index[kv.key].append(tomb)
+            log.append(tomb)
+            if kv.lease:
+                lessor.detach(kv.lease, kv.key)
+        if victims:
+            self._dirty = True
+        return len(victims), victims
+
+    def _commit(self, rev: int, start: int) -> None:
+        self._rev = rev
+        if self._hooks:
+            changes = self._log[start:]
+            for hook in self._hooks:
+                hook(rev, changes)
+
+    # --- transactions -----------------------------------------------------------------
+
+    def txn(self, req: TxnRequest) -> TxnResponse:
+        """etcd's Txn: static checks, compares on the pre-txn state, data checks of the
+        chosen path, then the ops in order with one shared revision."""
+        self._check_txn(req, self.max_txn_ops)
+        _check_intervals(req.success)
+        _check_intervals(req.failure)
+        path: list[bool] = []
+        self._choose_path(req, path)
+        cur = self._rev
+        self._check_path(req, path, 0, self._check_put)
+        self._check_path(req, path, 0, self._check_range_rev)
+        self._wrev = cur + 1
+        self._dirty = False
+        start = len(self._log)
+        try:
+            resp, _ = self._apply_txn(req, path, 0)
+        finally:
+            self._wrev = 0
+        rev = cur
+        if self._dirty:
+            rev = cur + 1
+            self._commit(rev, start)
+        resp.header = self.header(rev)
+        return resp
+
+    def _check_txn(self, req: TxnRequest, max_ops: int) -> None:
+        opc = max(len(req.compare), len(req.success), len(req.failure))
+        if opc > max_ops:
+            raise TooManyOpsError()
+        for cmp in req.compare:
+            if not cmp.key:
+                raise EmptyKeyError()
+        for op in (*req.success, *req.failure):
+            self._check_op(op, max_ops - opc)
+
+    def _check_op(self, op: Op | None, max_ops: int) -> None:
+        if isinstance(op, PutRequest):
+            if not op.key:
+                raise EmptyKeyError()
+            if op.ignore_value and op.value:
+                raise ValueProvidedError()
+            if op.ignore_lease and op.lease:
+                raise LeaseProvidedError()
+        elif isinstance(op, RangeRequest | DeleteRangeRequest):
+            if not op.key:
+                raise EmptyKeyError()
+        elif isinstance(op, TxnRequest):
+            self._check_txn(op, max_ops)
+        else:
+            raise KeyNotFoundError()
+
+    def _choose_path(self, req: TxnRequest, path: list[bool]) -> None:
+        """Depth-first branch choices of this txn and every nested txn that would run."""
+        ok = all(self._compare(c) for c in req.compare)
+        path.append(ok)
+        for op in req.success if ok else req.failure:
+            if isinstance(op, TxnRequest):
+                self._choose_path(op, path)
+
+    def _compare(self, cmp: Compare) -> bool:
+        kvs = list(self._live(cmp.key, cmp.range_end, self._rev))
+        if not kvs:
+            if cmp.target == CompareTarget.VALUE:
+                return False
+            return _compare_kv(cmp, None)
+        return all(_compare_kv(cmp, kv) for kv in kvs)
+
+    def _check_path(
+        self, req: TxnRequest, path: list[bool], i: int, check: Callable[[Op], None]
+    ) -> int:
+        """Apply ``check`` to every op the chosen path would run; returns the next index."""
+        ops = req.success if path[i] else req.failure
+        i += 1
+        for op in ops:
+            if isinstance(op, TxnRequest):
+                i = self._check_path(op, path, i, check)
+            elif op is not None:
+                check(op)
+        return i
+
+    def _check_put(self, op: Op) -> None:
+        if not isinstance(op, PutRequest):
+            return
+        if op.ignore_value or op.ignore_lease:
+            hist = self._index.get(op.key)
+            if hist is None or not hist[-1].version:
+                raise KeyNotFoundError()
+        if op.lease and op.lease not in self.lessor:
+            raise LeaseNotFoundError()
+
+    def _check_range_rev(self, op: Op) -> None:
+        if not isinstance(op, RangeRequest) or op.revision == 0:
+            return
+        if op.revision > self._rev:
+            raise FutureRevisionError()
+        if op.revision < self._compacted:
+            raise CompactedError()
+
+    def _apply_txn(self, req: TxnRequest, path: list[bool], i: int) -> tuple[TxnResponse, int]:
+        ok = path[i]
+        i += 1
+        responses: list[RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse] = []
+        wrev = self._wrev
+        for op in req.success if ok else req.failure:
+            if isinstance(op, RangeRequest):
+                cur = wrev if self._dirty else wrev - 1
+                responses.append(self._range(op, cur, ResponseHeader(revision=cur)))
+            elif isinstance(op, PutRequest):
+                prev = self._put(op.key, op.value, op.lease, op.ignore_value, op.ignore_lease)
+                responses.append(
+                    PutResponse(ResponseHeader(revision=wrev), prev if op.prev_kv else None)
+                )
+            elif isinstance(op, DeleteRangeRequest):
+                deleted, prevs = self._delete(op.key, op.range_end)
+                responses.append(
+                    DeleteRangeResponse(
+                        ResponseHeader(revision=wrev if self._dirty else wrev - 1),
+                        deleted,
+                        prevs if op.prev_kv else [],
+                    )
+                )
+            else:
+                assert isinstance(op, TxnRequest)
+                sub, i = self._apply_txn(op, path, i)
+                responses.append(sub)
+        return TxnResponse(ResponseHeader(), ok, responses), i
+
+    # --- leases -----------------------------------------------------------------------
+
+    def grant(self, ttl: int, lease_id: int, now: float) -> LeaseEntry:
+        return self.lessor.grant(ttl, lease_id, now)
+
+    def revoke(self, lease_id: int) -> int:
+        """Revoke a lease, deleting its keys in one revision (key order); returns the
+        revision after it (bumped only if the lease had live keys)."""
+        entry = self.lessor.revoke(lease_id)
+        if not entry.keys:
+            return self._rev
+        rev = self._rev + 1
+        self._wrev = rev
+        self._dirty = False
+        start = len(self._log)
+        try:
+            for key in sorted(entry.keys):
+                self._delete(key, b"")
+        finally:
+            self._wrev = 0
+        if self._dirty:
+            self._commit(rev, start)
+        return self._rev
+
+    # --- compaction -------------------------------------------------------------------
+
+    def compact(self, revision: int) -> None:
+        """Logical compaction: reads below ``revision`` fail from now on. The physical work
+        is done by :meth:`compact_step` (or :meth:`compact_all`)."""
+        if revision > self._rev:
+            raise FutureRevisionError()
+        if revision <= self._compacted:
+            raise CompactedError()
+        self._compacted = revision
+
+    def compact_step(self, budget: int = 10_000) -> bool:
+        """Trim up to ``budget`` changes below the compacted revision; True when done.
+
+        For each changed key keep only what reads at or after the compacted revision need:
+        its last revision at or below it (dropped if that is a tombstone below it) and all
+        later ones. A tombstone *at* the compacted revision stays in the change log, so a
+        watch from that revision still replays the DELETE (etcd-io/etcd#18089, fixed in
+        3.4.34/3.5.16; 3.4.23 drops it).
+        """
+        target = self._compacted
+        log = self._log
+        n = min(budget, bisect_left(log, target, key=_mod_rev))
+        if n <= 0:
+            self._trimmed = target
+            return True
+        index = self._index
+        for key in {kv.key for kv in log[:n]}:
+            hist = index.get(key)
+            if hist is None:
+                continue
+            i = bisect_right(hist, target, key=_mod_rev) - 1
+            if i >= 0 and not hist[i].version:
+                i += 1
+            if i >= len(hist):
+                del index[key]
+            elif i > 0:
+                del hist[:i]
+        del log[:n]
+        done = not log or log[0].mod_revision >= target
+        if done:
+            self._trimmed = target
+        return done
+
+    def compact_all(self) -> None:
+        while not self.compact_step(1 << 30):
+            pass
+
+    def changes_since(self, revision: int) -> Sequence[KeyValue]:
+        """The change log from ``revision`` on (for watch replay); revision ≥ compacted."""
+        log = self._log
+        return log[bisect_left(log, revision, key=_mod_rev) :]
+
+    # --- invariants -------------------------------------------------------------------
+
+    def _check(self) -> None:
+        """Assert every invariant of the index and the log (used by tests)."""
+        assert self._rev >= 1
+        prev_rev = 0
+        for kv in self._log:
+            assert kv.mod_revision >= prev_rev
+            prev_rev = kv.mod_revision
+            assert kv.mod_revision <= self._rev
+        for key, hist in self._index.items():
+            assert hist, key
+            last = None
+            for kv in hist:
+                assert kv.key == key
+                if last is not None:
+                    assert kv.mod_revision > last.mod_revision
+                    if kv.version:
+                        if last.version:
+                            assert kv.version == last.version + 1
+                            assert kv.create_revision == last.create_revision
+                        else:
+                            assert kv.version == 1 and kv.create_revision == kv.mod_revision
+                    else:
+                        assert last.version, "two tombstones in a row"
+                elif kv.version and kv.mod_revision > self._compacted:
+                    assert kv.create_revision <= kv.mod_revision
+                last = kv
+            tail = hist[-1]
+            if tail.version and tail.lease:
+                entry = self.lessor.get(tail.lease)
+                assert entry is not None and key in entry.keys, key
+        for entry in self.lessor.leases():
+            for key in entry.keys:
+                hist = self._index.get(key)
+                assert hist is not None and hist[-1].version and hist[-1].lease == entry.id
+        self.lessor._check()
+
+
+def _at(hist: list[KeyValue], rev: int) -> KeyValue | None:
+    i = bisect_right(hist, rev, key=_mod_rev)
+    return hist[i - 1] if i else None
+
+
+def _passes(kv: KeyValue, req: RangeRequest) -> bool:
+    if req.max_mod_revision and kv.mod_revision > req.max_mod_revision:
+        return False
+    if req.min_mod_revision and kv.mod_revision < req.min_mod_revision:
+        return False
+    if req.max_create_revision and kv.create_revision > req.max_create_revision:
+        return False
+    return not (req.min_create_revision and kv.create_revision < req.min_create_revision)
+
+
+def _compare_kv(cmp: Compare, kv: KeyValue | None) -> bool:
+    target = cmp.target
+    operand = cmp.operand
+    result: int
+    if target == CompareTarget.VALUE:
+        have = kv.value if kv is not None else b""
+        want = operand if isinstance(operand, bytes) else b""
+        result = (have > want) - (have < want)
+    else:
+        if target == CompareTarget.VERSION:
+            ival = kv.version if kv is not None else 0
+        elif target == CompareTarget.CREATE:
+            ival = kv.create_revision if kv is not None else 0
+        elif target == CompareTarget.MOD:
+            ival = kv.mod_revision if kv is not None else 0
+        elif target == CompareTarget.LEASE:
+            ival = kv.lease if kv is not None else 0
+        else:
+            ival = 0
+        iop = operand if isinstance(operand, int) else 0
+        result = (ival > iop) - (ival < iop)
+    res = cmp.result
+    if res == CompareResult.EQUAL:
+        return result == 0
+    if res == CompareResult.NOT_EQUAL:
+        return result != 0
+    if res == CompareResult.GREATER:
+        return result > 0
+    if res == CompareResult.LESS:
+        return result < 0
+    return True
+
+
+def _check_intervals(ops: Sequence[Op | None]) -> tuple[set[bytes], list[tuple[bytes, bytes]]]:
+    """etcd's duplicate-key rule for one branch (v3rpc ``checkIntervals``), order included:
+    a put may not repeat a put nor fall in a delete range of its level, of a nested txn
+    seen before it, or of its parent. A delete's ``range_end`` of ``b"\\0"`` is compared as
+    a plain string there, so such a delete never conflicts (as in etcd)."""
+    dels: list[tuple[bytes, bytes]] = [
+        (op.key, op.range_end) for op in ops if isinstance(op, DeleteRangeRequest)
+    ]
+    puts: set[bytes] = set()
+
+    def hits(k: bytes) -> bool:
+        return any((k == start) if not end else (start <= k < end) for start, end in dels)
+
+    for op in ops:
+        if not isinstance(op, TxnRequest):
+            continue
+        puts_then, dels_then = _check_intervals(op.success)
+        puts_else, dels_else = _check_intervals(op.failure)
+        for k in puts_then:
+            if k in puts or hits(k):
+                raise DuplicateKeyError()
+            puts.add(k)
+        for k in puts_else:
+            if (k in puts and k not in puts_then) or hits(k):
+                raise DuplicateKeyError()
+            puts.add(k)
+        dels.extend(dels_then)
+        dels.extend(dels_else)
+    for op in ops:
+        if isinstance(op, PutRequest):
+            if op.key in puts or hits(op.key):
+                raise DuplicateKeyError()
+            puts.add(op.key)
+    return puts, dels

@@ -1,0 +1,204 @@
+"""etcd's errors, one exception class each, with etcd's gRPC status code and exact message.
+
+etcd reports every failure as a gRPC status; its Go client maps the *message text* back to a
+typed error (``rpctypes``), python-etcd3 and aetcd map on the code. etcdlite raises the same
+classes from the embedded :class:`~etcdlite.Store`, from :class:`~etcdlite.Client` talking to
+any etcd, and its server sends the same code and text, so code that handles one handles all.
+
+Messages are kept verbatim in this one module.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import ClassVar
+
+__all__ = [
+    "CompactedError",
+    "DuplicateKeyError",
+    "EmptyKeyError",
+    "EtcdError",
+    "FutureRevisionError",
+    "KeyNotFoundError",
+    "LeaderChangedError",
+    "LeaseExistsError",
+    "LeaseNotFoundError",
+    "LeaseProvidedError",
+    "LeaseTTLTooLargeError",
+    "NoLeaderError",
+    "NoSpaceError",
+    "RequestTooLargeError",
+    "ServerStoppedError",
+    "StatusCode",
+    "TimeoutError_",
+    "TooManyOpsError",
+    "TooManyRequestsError",
+    "UnavailableError",
+    "ValueProvidedError",
+    "error_from_status",
+]
+
+
+class StatusCode(IntEnum):
+    """gRPC status codes (same numbers as ``grpclib.Status`` and grpc-go's ``codes``)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+class EtcdError(Exception):
+    """Base of every etcd error: ``code`` is the gRPC status, ``message`` etcd's exact text.
+
+    A status that etcdlite does not know by text (e.g. a transport failure reported by a
+    client) is raised as a plain ``EtcdError`` carrying that code and text.
+    """
+
+    code: StatusCode = StatusCode.UNKNOWN
+    message: str = ""
+    _by_message: ClassVar[dict[str, type[EtcdError]]] = {}
+
+    def __init__(self, message: str | None = None, code: StatusCode | None = None) -> None:
+        if message is not None:
+            self.message = message
+        if code is not None:
+            self.code = code
+        super().__init__(self.message)
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "message" in cls.__dict__:
+            EtcdError._by_message[cls.message] = cls
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.message, self.code))
+
+
+def error_from_status(code: int, message: str) -> EtcdError:
+    """The exception for a gRPC status, matched on the message text as clientv3 does."""
+    cls = EtcdError._by_message.get(message)
+    if cls is not None and cls.code == code:
+        return cls()
+    try:
+        status = StatusCode(code)
+    except ValueError:
+        status = StatusCode.UNKNOWN
+    if status == StatusCode.UNAVAILABLE:
+        return UnavailableError(message)
+    return EtcdError(message, status)
+
+
+# --- KV / lease errors (identical in etcd 3.4, 3.5, 3.6) ----------------------------------
+
+
+class EmptyKeyError(EtcdError, ValueError):
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: key is not provided"
+
+
+class KeyNotFoundError(EtcdError, ValueError):
+    """``ignore_value``/``ignore_lease`` on a missing key, or a txn op with no request."""
+
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: key not found"
+
+
+class ValueProvidedError(EtcdError, ValueError):
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: value is provided"
+
+
+class LeaseProvidedError(EtcdError, ValueError):
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: lease is provided"
+
+
+class TooManyOpsError(EtcdError, ValueError):
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: too many operations in txn request"
+
+
+class DuplicateKeyError(EtcdError, ValueError):
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: duplicate key given in txn request"
+
+
+class CompactedError(EtcdError):
+    """The requested revision is older than the compacted revision."""
+
+    code = StatusCode.OUT_OF_RANGE
+    message = "etcdserver: mvcc: required revision has been compacted"
+
+
+class FutureRevisionError(EtcdError):
+    code = StatusCode.OUT_OF_RANGE
+    message = "etcdserver: mvcc: required revision is a future revision"
+
+
+class NoSpaceError(EtcdError):
+    code = StatusCode.RESOURCE_EXHAUSTED
+    message = "etcdserver: mvcc: database space exceeded"
+
+
+class LeaseNotFoundError(EtcdError, LookupError):
+    code = StatusCode.NOT_FOUND
+    message = "etcdserver: requested lease not found"
+
+
+class LeaseExistsError(EtcdError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: lease already exists"
+
+
+class LeaseTTLTooLargeError(EtcdError, ValueError):
+    code = StatusCode.OUT_OF_RANGE
+    message = "etcdserver: too large lease TTL"
+
+
+class RequestTooLargeError(EtcdError, ValueError):
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: request is too large"
+
+
+class TooManyRequestsError(EtcdError):
+    code = StatusCode.RESOURCE_EXHAUSTED
+    message = "etcdserver: too many requests"
+
+
+# --- cluster / server-state errors a client may see -------------------------------------
+
+
+class UnavailableError(EtcdError):
+    """Base of the UNAVAILABLE family (no leader, leader changed, timeouts, stopped)."""
+
+    code = StatusCode.UNAVAILABLE
+
+
+class NoLeaderError(UnavailableError):
+    message = "etcdserver: no leader"
+
+
+class LeaderChangedError(UnavailableError):
+    message = "etcdserver: leader changed"
+
+
+class TimeoutError_(UnavailableError):
+    message = "etcdserver: request timed out"
+
+
+class ServerStoppedError(UnavailableError):
+    message = "etcdserver: server stopped"

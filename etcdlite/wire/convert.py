@@ -1,0 +1,177 @@
+"""Translation between etcdlite's request/result types and etcd's protobuf messages.
+
+No semantics here: every field maps to the field of the same name and number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import betterproto2
+
+from ..ops import (
+    Compare,
+    CompareTarget,
+    DeleteRangeRequest,
+    Op,
+    PutRequest,
+    RangeRequest,
+    TxnRequest,
+)
+from ..types import (
+    DeleteRangeResponse,
+    KeyValue,
+    PutResponse,
+    RangeResponse,
+    ResponseHeader,
+    TxnResponse,
+)
+from .pb import etcdserverpb as pb
+from .pb import mvccpb
+
+__all__ = [
+    "delete_range_request_to_pb",
+    "delete_range_response_from_pb",
+    "header_from_pb",
+    "kv_from_pb",
+    "put_request_to_pb",
+    "put_response_from_pb",
+    "range_request_to_pb",
+    "range_response_from_pb",
+    "txn_request_to_pb",
+    "txn_response_from_pb",
+]
+
+
+# --- requests → protobuf ------------------------------------------------------------------
+
+
+def range_request_to_pb(req: RangeRequest) -> pb.RangeRequest:
+    return pb.RangeRequest(
+        key=req.key,
+        range_end=req.range_end,
+        limit=req.limit,
+        revision=req.revision,
+        # out-of-range values are legal on the wire (3.4 ignores them): betterproto2 keeps them
+        sort_order=pb.RangeRequestSortOrder(int(req.sort_order)),
+        sort_target=pb.RangeRequestSortTarget(int(req.sort_target)),
+        serializable=req.serializable,
+        keys_only=req.keys_only,
+        count_only=req.count_only,
+        min_mod_revision=req.min_mod_revision,
+        max_mod_revision=req.max_mod_revision,
+        min_create_revision=req.min_create_revision,
+        max_create_revision=req.max_create_revision,
+    )
+
+
+def put_request_to_pb(req: PutRequest) -> pb.PutRequest:
+    return pb.PutRequest(
+        key=req.key,
+        value=req.value,
+        lease=req.lease,
+        prev_kv=req.prev_kv,
+        ignore_value=req.ignore_value,
+        ignore_lease=req.ignore_lease,
+    )
+
+
+def delete_range_request_to_pb(req: DeleteRangeRequest) -> pb.DeleteRangeRequest:
+    return pb.DeleteRangeRequest(key=req.key, range_end=req.range_end, prev_kv=req.prev_kv)
+
+
+_UNION_FIELD: dict[int, str] = {
+    CompareTarget.VERSION: "version",
+    CompareTarget.CREATE: "create_revision",
+    CompareTarget.MOD: "mod_revision",
+    CompareTarget.VALUE: "value",
+    CompareTarget.LEASE: "lease",
+}
+
+
+def compare_to_pb(cmp: Compare) -> pb.Compare:
+    msg = pb.Compare(
+        result=pb.CompareCompareResult(int(cmp.result)),
+        target=pb.CompareCompareTarget(int(cmp.target)),
+        key=cmp.key,
+        range_end=cmp.range_end,
+    )
+    field = _UNION_FIELD.get(cmp.target)
+    if field is not None:
+        setattr(msg, field, cmp.operand)
+    return msg
+
+
+def request_op_to_pb(op: Op | None) -> pb.RequestOp:
+    if isinstance(op, RangeRequest):
+        return pb.RequestOp(request_range=range_request_to_pb(op))
+    if isinstance(op, PutRequest):
+        return pb.RequestOp(request_put=put_request_to_pb(op))
+    if isinstance(op, DeleteRangeRequest):
+        return pb.RequestOp(request_delete_range=delete_range_request_to_pb(op))
+    if isinstance(op, TxnRequest):
+        return pb.RequestOp(request_txn=txn_request_to_pb(op))
+    return pb.RequestOp()
+
+
+def txn_request_to_pb(req: TxnRequest) -> pb.TxnRequest:
+    return pb.TxnRequest(
+        compare=[compare_to_pb(c) for c in req.compare],
+        success=[request_op_to_pb(op) for op in req.success],
+        failure=[request_op_to_pb(op) for op in req.failure],
+    )
+
+
+# --- protobuf → results -------------------------------------------------------------------
+
+
+def header_from_pb(h: pb.ResponseHeader | None) -> ResponseHeader:
+    if h is None:
+        return ResponseHeader()
+    return ResponseHeader(h.cluster_id, h.member_id, h.revision, h.raft_term)
+
+
+def kv_from_pb(kv: mvccpb.KeyValue) -> KeyValue:
+    return KeyValue(kv.key, kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease)
+
+
+def _kvs(kvs: Sequence[mvccpb.KeyValue]) -> list[KeyValue]:
+    return [kv_from_pb(kv) for kv in kvs]
+
+
+def range_response_from_pb(r: pb.RangeResponse) -> RangeResponse:
+    return RangeResponse(header_from_pb(r.header), _kvs(r.kvs), r.more, r.count)
+
+
+def put_response_from_pb(r: pb.PutResponse) -> PutResponse:
+    return PutResponse(
+        header_from_pb(r.header), kv_from_pb(r.prev_kv) if r.prev_kv is not None else None
+    )
+
+
+def delete_range_response_from_pb(r: pb.DeleteRangeResponse) -> DeleteRangeResponse:
+    return DeleteRangeResponse(header_from_pb(r.header), r.deleted, _kvs(r.prev_kvs))
+
+
+def _response_op_from_pb(
+    op: pb.ResponseOp,
+) -> RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse:
+    name, value = betterproto2.which_one_of(op, "response")
+    assert value is not None, "empty ResponseOp"
+    if name == "response_range":
+        return range_response_from_pb(value)
+    if name == "response_put":
+        return put_response_from_pb(value)
+    if name == "response_delete_range":
+        return delete_range_response_from_pb(value)
+    if name == "response_txn":
+        return txn_response_from_pb(value)
+    raise ValueError(f"unexpected ResponseOp {name!r}")
+
+
+def txn_response_from_pb(r: pb.TxnResponse) -> TxnResponse:
+    return TxnResponse(
+        header_from_pb(r.header),
+        r.succeeded,
+        [_response_op_from_pb(op) for op in r.responses],
+    )
