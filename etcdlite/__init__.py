@@ -25,6 +25,8 @@ from .errors import (
     TooManyOpsError,
     UnavailableError,
     ValueProvidedError,
+    WatchCanceledError,
+    WatchCompactedError,
 )
 from .lease import Lease, LeaseTimeToLive
 from .ops import (
@@ -51,7 +53,9 @@ from .types import (
     SortOrder,
     SortTarget,
     TxnResponse,
+    WatchResponse,
 )
+from .watch import Watch
 
 __version__ = "0.1.0"
 
@@ -99,6 +103,10 @@ __all__ = [
     "TxnResponse",
     "UnavailableError",
     "ValueProvidedError",
+    "Watch",
+    "WatchCanceledError",
+    "WatchCompactedError",
+    "WatchResponse",
     "connect",
     "prefix_end",
 ]

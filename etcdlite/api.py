@@ -8,6 +8,7 @@ changing the object it was given. :class:`KV` is the same surface as a ``typing.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Protocol
@@ -26,6 +27,8 @@ from .types import (
     Bytesish,
     CompactResponse,
     DeleteRangeResponse,
+    Event,
+    FilterType,
     KeyValue,
     PutResponse,
     RangeResponse,
@@ -33,6 +36,7 @@ from .types import (
     SortTarget,
     TxnResponse,
 )
+from .watch import Watch, WatchSpec
 
 __all__ = ["KV", "KVBase"]
 
@@ -92,6 +96,9 @@ class KVBase(ABC):
     @abstractmethod
     async def leases(self) -> list[int]:
         """Ids of every live lease."""
+
+    @abstractmethod
+    def _open_watch(self, spec: WatchSpec) -> Watch: ...
 
     # --- reads ------------------------------------------------------------------------
 
@@ -230,6 +237,83 @@ class KVBase(ABC):
 
     transaction = txn
 
+    # --- watches ----------------------------------------------------------------------
+
+    def watch(
+        self,
+        key: Bytesish,
+        range_end: Bytesish | None = None,
+        *,
+        prefix: bool = False,
+        start_revision: int = 0,
+        filters: Iterable[FilterType | int] = (),
+        prev_kv: bool = False,
+        progress_notify: bool = False,
+        fragment: bool = False,
+    ) -> Watch:
+        """Watch a key, a ``[key, range_end)`` range or a prefix.
+
+        ``start_revision`` 0 watches changes after the watch is created; a past revision
+        replays history from it first (a compacted one raises ``WatchCompactedError``).
+        ``filters`` drop PUT (``FilterType.NOPUT``) or DELETE (``NODELETE``) events;
+        ``prev_kv`` attaches the previous KeyValue to each event that is not a creation.
+        Use as ``async with kv.watch(k) as w: async for event in w: ...`` or ``await``.
+        """
+        return self._open_watch(
+            WatchSpec(
+                key,
+                range_end,
+                prefix=prefix,
+                start_revision=start_revision,
+                filters=filters,
+                prev_kv=prev_kv,
+                progress_notify=progress_notify,
+                fragment=fragment,
+            )
+        )
+
+    def watch_prefix(
+        self,
+        prefix: Bytesish,
+        *,
+        start_revision: int = 0,
+        filters: Iterable[FilterType | int] = (),
+        prev_kv: bool = False,
+        progress_notify: bool = False,
+    ) -> Watch:
+        """Watch every key that starts with ``prefix``."""
+        return self.watch(
+            prefix,
+            prefix=True,
+            start_revision=start_revision,
+            filters=filters,
+            prev_kv=prev_kv,
+            progress_notify=progress_notify,
+        )
+
+    async def watch_once(
+        self,
+        key: Bytesish,
+        range_end: Bytesish | None = None,
+        *,
+        prefix: bool = False,
+        start_revision: int = 0,
+        filters: Iterable[FilterType | int] = (),
+        prev_kv: bool = False,
+        timeout: float | None = None,
+    ) -> Event:
+        """The next event on a key (or range); ``TimeoutError`` after ``timeout`` seconds."""
+        async with self.watch(
+            key,
+            range_end,
+            prefix=prefix,
+            start_revision=start_revision,
+            filters=filters,
+            prev_kv=prev_kv,
+        ) as w:
+            async with asyncio.timeout(timeout):
+                return await anext(w)
+
 
 class KV(Protocol):
     """The API every etcdlite backend offers (``Store``, ``Client``)."""
@@ -304,5 +388,30 @@ class KV(Protocol):
     async def revoke(self, lease: int | _HasId) -> int: ...
 
     async def time_to_live(self, lease: int | _HasId, *, keys: bool = False) -> LeaseTimeToLive: ...
+
+    def watch(
+        self,
+        key: Bytesish,
+        range_end: Bytesish | None = None,
+        *,
+        prefix: bool = False,
+        start_revision: int = 0,
+        filters: Iterable[FilterType | int] = (),
+        prev_kv: bool = False,
+        progress_notify: bool = False,
+        fragment: bool = False,
+    ) -> Watch: ...
+
+    async def watch_once(
+        self,
+        key: Bytesish,
+        range_end: Bytesish | None = None,
+        *,
+        prefix: bool = False,
+        start_revision: int = 0,
+        filters: Iterable[FilterType | int] = (),
+        prev_kv: bool = False,
+        timeout: float | None = None,
+    ) -> Event: ...
 
     async def close(self) -> None: ...

@@ -17,6 +17,7 @@ from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from .api import KVBase
+from .client_watch import ClientWatch, WatchStream
 from .errors import EtcdError, UnavailableError, error_from_status
 from .lease import Lease, LeaseTimeToLive
 from .ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, lease_id
@@ -29,6 +30,7 @@ from .types import (
     TxnResponse,
     to_bytes,
 )
+from .watch import Watch, WatchSpec
 from .wire import convert
 from .wire.pb import etcdserverpb as pb
 
@@ -68,6 +70,7 @@ class Client(KVBase):
         self._channel: Channel | None = None
         self._kv: pb.KvStub | None = None
         self._lease: pb.LeaseStub | None = None
+        self._watches: WatchStream | None = None
 
     async def __aenter__(self) -> Client:
         return self
@@ -81,6 +84,9 @@ class Client(KVBase):
         await self.close()
 
     async def close(self) -> None:
+        if self._watches is not None:
+            await self._watches.close()
+            self._watches = None
         if self._channel is not None:
             self._channel.close()
             self._channel = None
@@ -156,6 +162,16 @@ class Client(KVBase):
         msg = pb.CompactionRequest(revision=revision, physical=physical)
         resp = await self._call(lambda: self.kv_stub.compact(msg))
         return CompactResponse(convert.header_from_pb(resp.header))
+
+    # --- watches --------------------------------------------------------------------
+
+    def _open_watch(self, spec: WatchSpec) -> Watch:
+        return ClientWatch(self, spec)
+
+    async def _watch_stream(self) -> WatchStream:
+        if self._watches is None or not self._watches.alive:
+            self._watches = WatchStream(self)
+        return self._watches
 
     # --- leases -----------------------------------------------------------------------
 

@@ -35,6 +35,8 @@ __all__ = [
     "TooManyRequestsError",
     "UnavailableError",
     "ValueProvidedError",
+    "WatchCanceledError",
+    "WatchCompactedError",
     "error_from_status",
 ]
 
@@ -202,3 +204,33 @@ class TimeoutError_(UnavailableError):
 
 class ServerStoppedError(UnavailableError):
     message = "etcdserver: server stopped"
+
+
+# --- watch outcomes -----------------------------------------------------------------------
+
+
+class WatchCanceledError(EtcdError):
+    """The watch was cancelled by the server (``reason`` is etcd's ``cancel_reason``), e.g.
+    ``mvcc: watcher range is empty`` or ``mvcc: duplicate watch ID provided on the
+    WatchStream``."""
+
+    code = StatusCode.CANCELLED
+
+    def __init__(self, reason: str = "", code: StatusCode | None = None) -> None:
+        super().__init__(reason, code)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.reason,))
+
+
+class WatchCompactedError(CompactedError):
+    """Compaction overtook the watch: events from ``compact_revision`` on are no longer
+    available. Re-read the current state and watch again from a newer revision."""
+
+    def __init__(self, compact_revision: int = 0, code: StatusCode | None = None) -> None:
+        super().__init__(None, code)
+        self.compact_revision = compact_revision
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.compact_revision,))

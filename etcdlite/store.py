@@ -15,6 +15,8 @@ from .api import KVBase
 from .clock import Clock, LoopClock
 from .core.autocompact import AutoCompactor
 from .core.mvcc import DEFAULT_MAX_TXN_OPS, MVCC
+from .core.watch import EMPTY_RANGE_REASON, REQUESTED, Watcher, WatchRegistry
+from .errors import WatchCanceledError, WatchCompactedError
 from .lease import Lease, LeaseTimeToLive
 from .ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, lease_id
 from .types import (
@@ -25,8 +27,10 @@ from .types import (
     PutResponse,
     RangeResponse,
     TxnResponse,
+    WatchResponse,
     to_bytes,
 )
+from .watch import Watch, WatchSpec
 
 __all__ = ["Store", "StoreClosedError"]
 
@@ -54,6 +58,11 @@ class Store(KVBase):
       ``retention`` seconds of history; revision keeps the last ``retention`` revisions
       (checked every 5 minutes, as etcd does).
     * ``compaction_batch``: changes trimmed per event-loop turn by physical compaction.
+    * ``watch_buffer``: revisions buffered per watcher before it falls back to catching up
+      from history (etcd buffers 128 responses per stream).
+    * ``watch_progress_notify_interval``: seconds between progress notifications for
+      ``progress_notify`` watches (etcd's ``--experimental-watch-progress-notify-interval``,
+      10 minutes).
     """
 
     def __init__(
@@ -65,6 +74,8 @@ class Store(KVBase):
         auto_compaction_mode: str | None = None,
         auto_compaction_retention: float = 0,
         compaction_batch: int = 10_000,
+        watch_buffer: int = 128,
+        watch_progress_notify_interval: float = 600.0,
         cluster_id: int = CLUSTER_ID,
         member_id: int = MEMBER_ID,
     ) -> None:
@@ -77,6 +88,11 @@ class Store(KVBase):
         )
         self.core.lessor.min_ttl = min_lease_ttl
         self.compaction_batch = compaction_batch
+        self.watches = WatchRegistry(self.core, buffer_size=watch_buffer)
+        self.watch_progress_notify_interval = watch_progress_notify_interval
+        self._watch_ids: dict[int, Watcher] = {}
+        self._next_watch_id = 0
+        self._ticker: asyncio.Task[None] | None = None
         self._auto = (
             AutoCompactor(auto_compaction_mode, auto_compaction_retention)
             if auto_compaction_mode
@@ -115,8 +131,10 @@ class Store(KVBase):
         return task
 
     async def close(self) -> None:
-        """Stop background work. The data stays readable by nobody: further calls fail."""
+        """Stop background work and end every watch; further calls fail."""
         self._closed = True
+        for w in list(self.watches.watchers):
+            self.watches.cancel(w)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -206,6 +224,46 @@ class Store(KVBase):
             if target is not None and target > self.core.compacted_revision:
                 await self.compact(min(target, self.core.revision))
 
+    # --- watches --------------------------------------------------------------------
+
+    def _open_watch(self, spec: WatchSpec) -> Watch:
+        return StoreWatch(self, spec)
+
+    def _register_watcher(self, spec: WatchSpec) -> Watcher:
+        self._check()
+        if spec.empty_range:
+            raise WatchCanceledError(EMPTY_RANGE_REASON)
+        wid = self._next_watch_id
+        while wid in self._watch_ids:
+            wid += 1
+        self._next_watch_id = wid + 1
+        w = Watcher(
+            spec.key,
+            spec.range_end,
+            prev_kv=spec.prev_kv,
+            noput=spec.noput,
+            nodelete=spec.nodelete,
+            progress_notify=spec.progress_notify,
+            watch_id=wid,
+        )
+        self.watches.add(w, spec.start_revision)
+        self._watch_ids[wid] = w
+        if spec.progress_notify and (self._ticker is None or self._ticker.done()):
+            self._ticker = self._spawn(self._progress_ticker())
+        return w
+
+    def _unregister_watcher(self, w: Watcher) -> None:
+        self.watches.remove(w)
+        if self._watch_ids.get(w.id) is w:
+            del self._watch_ids[w.id]
+        if w.id < self._next_watch_id:
+            self._next_watch_id = w.id  # ids are reused like etcd's per-stream counter
+
+    async def _progress_ticker(self) -> None:
+        while any(w.progress_notify for w in self.watches.watchers):
+            await self.clock.sleep(self.watch_progress_notify_interval)
+            self.watches.progress_tick()
+
     # --- leases -----------------------------------------------------------------------
 
     async def grant(self, ttl: int, id: int = 0) -> Lease:
@@ -236,3 +294,74 @@ class Store(KVBase):
     async def leases(self) -> list[int]:
         self._check()
         return [entry.id for entry in self.core.lessor.leases()]
+
+
+class StoreWatch(Watch):
+    """A watch on the embedded store (see :class:`~etcdlite.watch.Watch`)."""
+
+    def __init__(self, store: Store, spec: WatchSpec) -> None:
+        super().__init__(spec)
+        self._store = store
+        self._watcher: Watcher | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._pending: list[WatchResponse] = []
+
+    async def _create(self) -> None:
+        store = self._store
+        self.revision = store.core.revision
+        w = store._register_watcher(self.spec)
+        w.wake = self._wake
+        self._watcher = w
+        self.id = w.id
+
+    def _wake(self) -> None:
+        fut = self._wakeup
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def _next(self) -> WatchResponse | None:
+        pending = self._pending
+        w = self._watcher
+        assert w is not None
+        registry = self._store.watches
+        header = self._store.core.header
+        while not pending:
+            if self._done:
+                return None
+            batches = registry.take(w)
+            if batches:
+                wid = w.id
+                for rev, events, kind in batches:
+                    # A requested progress answers with watch_id -1, as etcd's does.
+                    pending.append(
+                        WatchResponse(header(rev), -1 if kind == REQUESTED else wid, events)
+                    )
+                pending.reverse()
+                break
+            if w.canceled:
+                self._store._unregister_watcher(w)
+                self._done = True
+                if w.compacted:
+                    raise WatchCompactedError(w.compact_revision)
+                raise WatchCanceledError("etcdserver: watch canceled")
+            if registry.ready(w):
+                await asyncio.sleep(0)  # catching up: one chunk per loop turn
+                continue
+            fut = self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await fut
+            finally:
+                self._wakeup = None
+        return pending.pop()
+
+    async def _cancel(self) -> None:
+        w = self._watcher
+        if w is not None:
+            self._store._unregister_watcher(w)
+            w.wake = None
+        self._wake()
+
+    async def request_progress(self) -> None:
+        await self._ensure_created()
+        assert self._watcher is not None
+        self._store.watches.request_progress(self._watcher)

@@ -25,6 +25,7 @@ __all__ = [
     "SortOrder",
     "SortTarget",
     "TxnResponse",
+    "WatchResponse",
     "to_bytes",
 ]
 
@@ -279,3 +280,71 @@ class Event:
 
     def __repr__(self) -> str:
         return f"Event(type={self.type.name}, kv={self.kv!r}, prev_kv={self.prev_kv!r})"
+
+
+class WatchResponse:
+    """One delivery to a watch (etcd's ``WatchResponse``): ``events`` of one or more whole
+    revisions in order, never part of a revision.
+
+    ``header.revision`` is the revision of the events for a watcher at the head, or the store
+    revision when it caught up from history; a response with no events and ``progress``
+    set is a progress notification: every event up to ``header.revision`` was delivered.
+    """
+
+    __slots__ = (
+        "cancel_reason",
+        "canceled",
+        "compact_revision",
+        "created",
+        "events",
+        "fragment",
+        "header",
+        "watch_id",
+    )
+
+    def __init__(
+        self,
+        header: ResponseHeader,
+        watch_id: int = 0,
+        events: list[Event] | None = None,
+        *,
+        created: bool = False,
+        canceled: bool = False,
+        compact_revision: int = 0,
+        cancel_reason: str = "",
+        fragment: bool = False,
+    ) -> None:
+        self.header = header
+        self.watch_id = watch_id
+        self.events = events if events is not None else []
+        self.created = created
+        self.canceled = canceled
+        self.compact_revision = compact_revision
+        self.cancel_reason = cancel_reason
+        self.fragment = fragment
+
+    @property
+    def progress(self) -> bool:
+        """A progress notification: no events, not a create/cancel/compaction response."""
+        return (
+            not self.events
+            and not self.created
+            and not self.canceled
+            and not self.compact_revision
+            and self.header.revision != 0
+        )
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __repr__(self) -> str:
+        flags = "".join(
+            f", {name}" for name in ("created", "canceled", "fragment") if getattr(self, name)
+        )
+        return (
+            f"WatchResponse(revision={self.header.revision}, watch_id={self.watch_id}, "
+            f"events={self.events!r}{flags})"
+        )

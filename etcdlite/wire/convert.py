@@ -20,12 +20,16 @@ from ..ops import (
 )
 from ..types import (
     DeleteRangeResponse,
+    Event,
+    EventType,
     KeyValue,
     PutResponse,
     RangeResponse,
     ResponseHeader,
     TxnResponse,
+    WatchResponse,
 )
+from ..watch import WatchSpec
 from .pb import etcdserverpb as pb
 from .pb import mvccpb
 
@@ -174,4 +178,41 @@ def txn_response_from_pb(r: pb.TxnResponse) -> TxnResponse:
         header_from_pb(r.header),
         r.succeeded,
         [_response_op_from_pb(op) for op in r.responses],
+    )
+
+
+# --- watch --------------------------------------------------------------------------------
+
+
+def watch_create_to_pb(spec: WatchSpec, watch_id: int = 0) -> pb.WatchRequest:
+    return pb.WatchRequest(
+        create_request=pb.WatchCreateRequest(
+            key=spec.key,
+            range_end=spec.range_end,
+            start_revision=spec.start_revision,
+            progress_notify=spec.progress_notify,
+            filters=[pb.WatchCreateRequestFilterType(int(f)) for f in spec.filters],
+            prev_kv=spec.prev_kv,
+            watch_id=watch_id,
+            fragment=spec.fragment,
+        )
+    )
+
+
+def event_from_pb(ev: mvccpb.Event) -> Event:
+    kv = kv_from_pb(ev.kv) if ev.kv is not None else KeyValue(b"")
+    prev = kv_from_pb(ev.prev_kv) if ev.prev_kv is not None else None
+    return Event(EventType(int(ev.type)), kv, prev)
+
+
+def watch_response_from_pb(r: pb.WatchResponse) -> WatchResponse:
+    return WatchResponse(
+        header_from_pb(r.header),
+        r.watch_id,
+        [event_from_pb(ev) for ev in r.events],
+        created=r.created,
+        canceled=r.canceled,
+        compact_revision=r.compact_revision,
+        cancel_reason=r.cancel_reason,
+        fragment=r.fragment,
     )

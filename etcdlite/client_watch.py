@@ -1,0 +1,210 @@
+"""Watches over etcd's bidirectional Watch stream: all of a Client's watches on one stream.
+
+As etcd's Go client does: creates are sent one at a time and the next ``created`` response
+belongs to the oldest outstanding create; responses are routed by ``watch_id``; a progress
+response (``watch_id`` -1) goes to every watch of the stream; fragments are reassembled.
+A stream that breaks ends every watch on it with ``UnavailableError`` (no automatic resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from grpclib.const import Cardinality
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from .errors import (
+    EtcdError,
+    UnavailableError,
+    WatchCanceledError,
+    WatchCompactedError,
+    error_from_status,
+)
+from .types import Event, WatchResponse
+from .watch import Watch, WatchSpec
+from .wire import convert
+from .wire.pb import etcdserverpb as pb
+
+if TYPE_CHECKING:
+    from grpclib.client import Stream
+
+    from .client import Client
+
+__all__ = ["ClientWatch", "WatchStream"]
+
+_END = object()
+
+
+class ClientWatch(Watch):
+    """A watch carried by a Client's shared Watch stream."""
+
+    def __init__(self, client: Client, spec: WatchSpec) -> None:
+        super().__init__(spec)
+        self._client = client
+        self._queue: asyncio.Queue[WatchResponse | BaseException | None] = asyncio.Queue()
+        self._fragments: list[Event] = []
+
+    async def _create(self) -> None:
+        stream = await self._client._watch_stream()
+        await stream.create(self)
+
+    def _deliver(self, resp: WatchResponse) -> None:
+        if resp.fragment:
+            self._fragments.extend(resp.events)
+            return
+        if self._fragments:
+            resp.events = self._fragments + resp.events
+            self._fragments = []
+        self._queue.put_nowait(resp)
+
+    def _end(self, error: BaseException | None) -> None:
+        self._queue.put_nowait(error)
+
+    async def _next(self) -> WatchResponse | None:
+        item = await self._queue.get()
+        if isinstance(item, WatchResponse):
+            return item
+        self._done = True
+        if item is None:
+            return None
+        raise item
+
+    async def _cancel(self) -> None:
+        stream = self._client._watches
+        if stream is not None:
+            await stream.cancel(self)
+        self._end(None)
+
+    async def request_progress(self) -> None:
+        await self._ensure_created()
+        stream = await self._client._watch_stream()
+        await stream.send(pb.WatchRequest(progress_request=pb.WatchProgressRequest()))
+
+
+class WatchStream:
+    """One open ``/etcdserverpb.Watch/Watch`` stream and the watches it carries."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._watches: dict[int, ClientWatch] = {}
+        self._create_lock = asyncio.Lock()
+        self._send_lock = asyncio.Lock()
+        self._pending: asyncio.Future[WatchResponse] | None = None
+        self._pending_watch: ClientWatch | None = None
+        self._stream: Stream[pb.WatchRequest, pb.WatchResponse] | None = None
+        self._ready = asyncio.get_running_loop().create_future()
+        self._task = asyncio.ensure_future(self._run())
+        self._error: BaseException | None = None
+
+    @property
+    def alive(self) -> bool:
+        return not self._task.done()
+
+    async def _run(self) -> None:
+        try:
+            channel = self._client._open()
+            async with channel.request(
+                "/etcdserverpb.Watch/Watch",
+                Cardinality.STREAM_STREAM,
+                pb.WatchRequest,
+                pb.WatchResponse,
+            ) as stream:
+                await stream.send_request()
+                self._stream = stream
+                if not self._ready.done():
+                    self._ready.set_result(None)
+                while True:
+                    msg = await stream.recv_message()
+                    if msg is None:
+                        break
+                    self._dispatch(convert.watch_response_from_pb(msg))
+            error: BaseException = UnavailableError("etcdlite: watch stream ended")
+        except asyncio.CancelledError:
+            error = UnavailableError("etcdlite: watch stream closed")
+            self._fail(error)
+            raise
+        except GRPCError as e:
+            error = error_from_status(e.status.value, e.message or "")
+        except (OSError, StreamTerminatedError) as e:
+            error = UnavailableError(f"etcdlite: {self._client.endpoint}: {e}")
+        self._fail(error)
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        if not self._ready.done():
+            self._ready.set_exception(error)
+        if self._pending is not None and not self._pending.done():
+            self._pending.set_exception(error)
+        for w in self._watches.values():
+            w._end(error)
+        self._watches.clear()
+
+    def _dispatch(self, resp: WatchResponse) -> None:
+        if resp.created:
+            fut, w = self._pending, self._pending_watch
+            if fut is not None and not fut.done():
+                if not resp.canceled and w is not None:
+                    # Register now: its events may follow before create() resumes.
+                    w.id = resp.watch_id
+                    w.revision = resp.header.revision
+                    self._watches[resp.watch_id] = w
+                fut.set_result(resp)
+            return
+        if resp.watch_id == -1 and not resp.events and not resp.canceled:
+            for w in self._watches.values():
+                w._deliver(resp)
+            return
+        w = self._watches.get(resp.watch_id)
+        if w is None:
+            return
+        if resp.canceled:
+            del self._watches[resp.watch_id]
+            if resp.events:
+                w._deliver(resp)
+            if resp.compact_revision:
+                w._end(WatchCompactedError(resp.compact_revision))
+            else:
+                w._end(WatchCanceledError(resp.cancel_reason or "etcdserver: watch canceled"))
+            return
+        w._deliver(resp)
+
+    async def send(self, req: pb.WatchRequest) -> None:
+        await asyncio.shield(self._ready)
+        stream = self._stream
+        if stream is None or self._error is not None:
+            raise self._error or UnavailableError("etcdlite: watch stream closed")
+        async with self._send_lock:
+            try:
+                await stream.send_message(req)
+            except (OSError, StreamTerminatedError) as e:
+                raise UnavailableError(f"etcdlite: {self._client.endpoint}: {e}") from e
+
+    async def create(self, watch: ClientWatch) -> None:
+        async with self._create_lock:
+            fut: asyncio.Future[WatchResponse] = asyncio.get_running_loop().create_future()
+            self._pending = fut
+            self._pending_watch = watch
+            try:
+                await self.send(convert.watch_create_to_pb(watch.spec))
+                resp = await fut
+            finally:
+                self._pending = None
+                self._pending_watch = None
+            if resp.canceled:
+                raise WatchCanceledError(resp.cancel_reason)
+
+    async def cancel(self, watch: ClientWatch) -> None:
+        if self._watches.get(watch.id) is not watch:
+            return
+        del self._watches[watch.id]
+        with contextlib.suppress(EtcdError):
+            await self.send(
+                pb.WatchRequest(cancel_request=pb.WatchCancelRequest(watch_id=watch.id))
+            )
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
