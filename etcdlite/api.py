@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Protocol
 
-from .lease import Lease, LeaseTimeToLive
+from .lease import Lease, LeaseKeeper, LeaseTimeToLive
 from .ops import (
     Compare,
     DeleteRangeRequest,
@@ -96,6 +96,11 @@ class KVBase(ABC):
     @abstractmethod
     async def leases(self) -> list[int]:
         """Ids of every live lease."""
+
+    def lease(self, ttl: int, id: int = 0) -> LeaseKeeper:
+        """``async with kv.lease(ttl) as lease:`` grants a lease, keeps it alive in the
+        background and revokes it on exit (see :class:`~etcdlite.Lease`)."""
+        return LeaseKeeper(self.grant, ttl, id)
 
     @abstractmethod
     def _open_watch(self, spec: WatchSpec) -> Watch: ...

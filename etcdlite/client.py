@@ -7,17 +7,20 @@ etcdlite's exception classes by their exact text, as etcd's Go client does.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from grpclib.client import Channel
+from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from .api import KVBase
 from .client_watch import ClientWatch, WatchStream
+from .clock import Clock, LoopClock
 from .errors import EtcdError, UnavailableError, error_from_status
 from .lease import Lease, LeaseTimeToLive
 from .ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, lease_id
@@ -71,6 +74,10 @@ class Client(KVBase):
         self._kv: pb.KvStub | None = None
         self._lease: pb.LeaseStub | None = None
         self._watches: WatchStream | None = None
+        self._keepalive: KeepAliveStream | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: The clock keepalive tasks sleep on.
+        self.clock: Clock = LoopClock()
 
     async def __aenter__(self) -> Client:
         return self
@@ -83,7 +90,21 @@ class Client(KVBase):
     ) -> None:
         await self.close()
 
+    def _spawn(self, coro: object) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._keepalive is not None:
+            await self._keepalive.close()
+            self._keepalive = None
         if self._watches is not None:
             await self._watches.close()
             self._watches = None
@@ -188,25 +209,11 @@ class Client(KVBase):
         return convert.header_from_pb(resp.header).revision
 
     async def refresh(self, lease: int | _HasId) -> int:
-        msg = pb.LeaseKeepAliveRequest(id=lease_id(lease))
-
-        async def once() -> pb.LeaseKeepAliveResponse:
-            async with self._open().request(
-                "/etcdserverpb.Lease/LeaseKeepAlive",
-                Cardinality.STREAM_STREAM,
-                pb.LeaseKeepAliveRequest,
-                pb.LeaseKeepAliveResponse,
-                timeout=self.timeout,
-            ) as stream:
-                await stream.send_message(msg, end=True)
-                resp = await stream.recv_message()
-                if resp is None:
-                    raise UnavailableError("etcdlite: keepalive stream ended without a response")
-                await stream.recv_trailing_metadata()
-                return resp
-
-        resp = await self._call(once)
-        return resp.ttl
+        """One keepalive on the Client's shared LeaseKeepAlive stream; 0 if the lease is
+        gone."""
+        if self._keepalive is None or not self._keepalive.alive:
+            self._keepalive = KeepAliveStream(self)
+        return await self._keepalive.refresh(lease_id(lease))
 
     async def time_to_live(self, lease: int | _HasId, *, keys: bool = False) -> LeaseTimeToLive:
         msg = pb.LeaseTimeToLiveRequest(id=lease_id(lease), keys=keys)
@@ -227,3 +234,83 @@ class Client(KVBase):
 def connect(endpoint: str = "127.0.0.1:2379", *, timeout: float | None = DEFAULT_TIMEOUT) -> Client:
     """A :class:`Client` for ``endpoint`` (``"host:port"``); use ``async with``."""
     return Client(endpoint, timeout=timeout)
+
+
+class KeepAliveStream:
+    """The Client's one ``LeaseKeepAlive`` stream: each request gets one response, in order,
+    so concurrent refreshes of different leases share it (answers are matched by ID)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._waiters: dict[int, list[asyncio.Future[int]]] = {}
+        self._stream: Stream[pb.LeaseKeepAliveRequest, pb.LeaseKeepAliveResponse] | None = None
+        self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._send_lock = asyncio.Lock()
+        self._task = asyncio.ensure_future(self._run())
+
+    @property
+    def alive(self) -> bool:
+        return not self._task.done()
+
+    async def _run(self) -> None:
+        error: BaseException
+        try:
+            async with self._client._open().request(
+                "/etcdserverpb.Lease/LeaseKeepAlive",
+                Cardinality.STREAM_STREAM,
+                pb.LeaseKeepAliveRequest,
+                pb.LeaseKeepAliveResponse,
+            ) as stream:
+                await stream.send_request()
+                self._stream = stream
+                self._ready.set_result(None)
+                while True:
+                    msg = await stream.recv_message()
+                    if msg is None:
+                        break
+                    waiters = self._waiters.get(msg.id)
+                    if waiters:
+                        fut = waiters.pop(0)
+                        if not waiters:
+                            del self._waiters[msg.id]
+                        if not fut.done():
+                            fut.set_result(msg.ttl)
+            error = UnavailableError("etcdlite: keepalive stream ended")
+        except asyncio.CancelledError:
+            self._fail(UnavailableError("etcdlite: keepalive stream closed"))
+            raise
+        except GRPCError as e:
+            error = error_from_status(e.status.value, e.message or "")
+        except (OSError, StreamTerminatedError) as e:
+            error = UnavailableError(f"etcdlite: {self._client.endpoint}: {e}")
+        self._fail(error)
+
+    def _fail(self, error: BaseException) -> None:
+        if not self._ready.done():
+            self._ready.set_exception(error)
+        for waiters in self._waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(error)
+        self._waiters.clear()
+
+    async def refresh(self, lease: int) -> int:
+        await asyncio.shield(self._ready)
+        stream = self._stream
+        assert stream is not None
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(lease, []).append(fut)
+        try:
+            async with self._send_lock:
+                await stream.send_message(pb.LeaseKeepAliveRequest(id=lease))
+        except (OSError, StreamTerminatedError) as e:
+            raise UnavailableError(f"etcdlite: {self._client.endpoint}: {e}") from e
+        if self._client.timeout is None:
+            return await fut
+        async with asyncio.timeout(self._client.timeout):
+            return await fut
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task

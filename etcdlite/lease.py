@@ -1,10 +1,30 @@
-"""Lease handles returned by ``grant()`` on every backend."""
+"""Lease handles returned by ``grant()`` and ``lease()`` on every backend.
+
+A :class:`Lease` is a granted lease: ``id``, the granted ``ttl`` and methods to refresh,
+inspect and revoke it. ``async with kv.lease(ttl) as lease:`` also keeps it alive in the
+background (a refresh about every ``ttl / 3``, as etcd's clients do) and revokes it on exit.
+If the keepalive finds the lease gone (expired or revoked elsewhere) it stops: ``alive``
+turns false and ``await lease.lost()`` returns. It never spins and never raises into
+unrelated code.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["Lease", "LeaseTimeToLive"]
+from .errors import EtcdError, LeaseNotFoundError
+
+if TYPE_CHECKING:
+    from .clock import Clock
+
+__all__ = ["Lease", "LeaseKeeper", "LeaseTimeToLive"]
+
+#: Smallest pause between keepalive refreshes (seconds), however short the TTL.
+MIN_KEEPALIVE_INTERVAL = 0.05
 
 
 class LeaseTimeToLive:
@@ -30,11 +50,15 @@ class LeaseTimeToLive:
 
 
 class _LeaseBackend(Protocol):
+    clock: Clock
+
     async def revoke(self, lease: int) -> int: ...
 
     async def refresh(self, lease: int) -> int: ...
 
     async def time_to_live(self, lease: int, *, keys: bool = False) -> LeaseTimeToLive: ...
+
+    def _spawn(self, coro: object) -> asyncio.Task[None]: ...
 
 
 class Lease:
@@ -44,28 +68,115 @@ class Lease:
     revoked or expires, its keys are deleted in one revision.
     """
 
-    __slots__ = ("_backend", "id", "ttl")
+    __slots__ = ("_backend", "_keeper", "_lost", "id", "ttl")
 
     def __init__(self, backend: _LeaseBackend, id: int, ttl: int) -> None:
         self._backend = backend
         self.id = id
         self.ttl = ttl
+        self._keeper: asyncio.Task[None] | None = None
+        self._lost: asyncio.Future[None] | None = None
 
     async def revoke(self) -> int:
         """Revoke the lease and delete its keys; returns the header revision."""
-        return await self._backend.revoke(self.id)
+        self.stop_keepalive()
+        rev = await self._backend.revoke(self.id)
+        self._mark_lost()
+        return rev
 
     async def refresh(self) -> int:
         """Renew the lease once; returns the TTL (``LeaseNotFoundError`` if it is gone)."""
-        from .errors import LeaseNotFoundError
-
         ttl = await self._backend.refresh(self.id)
         if ttl <= 0:
+            self._mark_lost()
             raise LeaseNotFoundError()
         return ttl
 
     async def time_to_live(self, keys: bool = False) -> LeaseTimeToLive:
+        """Remaining TTL (floored seconds, -1 if gone), granted TTL and, if asked, keys."""
         return await self._backend.time_to_live(self.id, keys=keys)
+
+    # --- keepalive --------------------------------------------------------------------
+
+    def keepalive(self) -> None:
+        """Start refreshing the lease in the background (about every ``ttl / 3``)."""
+        if self._keeper is None or self._keeper.done():
+            self._keeper = self._backend._spawn(self._keep())
+
+    def stop_keepalive(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
+
+    @property
+    def alive(self) -> bool:
+        """False once the lease is known to be gone (revoked, or expired under keepalive)."""
+        return self._lost is None or not self._lost.done()
+
+    def _lost_future(self) -> asyncio.Future[None]:
+        if self._lost is None:
+            self._lost = asyncio.get_running_loop().create_future()
+        return self._lost
+
+    def _mark_lost(self) -> None:
+        fut = self._lost_future()
+        if not fut.done():
+            fut.set_result(None)
+
+    async def lost(self) -> None:
+        """Return when the lease is known to be gone."""
+        await asyncio.shield(self._lost_future())
+
+    async def _keep(self) -> None:
+        clock = self._backend.clock
+        self._lost_future()
+        interval = max(self.ttl / 3, MIN_KEEPALIVE_INTERVAL)
+        deadline = clock.time() + self.ttl
+        while True:
+            await clock.sleep(interval)
+            try:
+                ttl = await self._backend.refresh(self.id)
+            except EtcdError:
+                # Transient (e.g. connection) failure: retry until the lease must be gone.
+                if clock.time() >= deadline:
+                    self._mark_lost()
+                    return
+                continue
+            if ttl <= 0:
+                self._mark_lost()
+                return
+            deadline = clock.time() + ttl
 
     def __repr__(self) -> str:
         return f"Lease(id={self.id}, ttl={self.ttl})"
+
+
+class LeaseKeeper:
+    """``async with kv.lease(ttl) as lease``: grant, keep alive, revoke on exit."""
+
+    def __init__(
+        self, grant: Callable[[int, int], Awaitable[Lease]], ttl: int, lease_id: int
+    ) -> None:
+        self._grant = grant
+        self._ttl = ttl
+        self._id = lease_id
+        self._lease: Lease | None = None
+
+    async def __aenter__(self) -> Lease:
+        lease = await self._grant(self._ttl, self._id)
+        lease.keepalive()
+        self._lease = lease
+        return lease
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        lease = self._lease
+        if lease is None:
+            return
+        lease.stop_keepalive()
+        with contextlib.suppress(LeaseNotFoundError):
+            await lease.revoke()

@@ -58,6 +58,7 @@ class Store(KVBase):
       ``retention`` seconds of history; revision keeps the last ``retention`` revisions
       (checked every 5 minutes, as etcd does).
     * ``compaction_batch``: changes trimmed per event-loop turn by physical compaction.
+    * ``lease_expiry_batch``: expired leases revoked per event-loop turn (one revision each).
     * ``watch_buffer``: revisions buffered per watcher before it falls back to catching up
       from history (etcd buffers 128 responses per stream).
     * ``watch_progress_notify_interval``: seconds between progress notifications for
@@ -76,9 +77,18 @@ class Store(KVBase):
         compaction_batch: int = 10_000,
         watch_buffer: int = 128,
         watch_progress_notify_interval: float = 600.0,
+        lease_expiry_batch: int = 1000,
         cluster_id: int = CLUSTER_ID,
         member_id: int = MEMBER_ID,
     ) -> None:
+        for name, value in (
+            ("compaction_batch", compaction_batch),
+            ("watch_buffer", watch_buffer),
+            ("lease_expiry_batch", lease_expiry_batch),
+            ("max_txn_ops", max_txn_ops),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
         self.clock: Clock = clock if clock is not None else LoopClock()
         self.core = MVCC(
             max_txn_ops=max_txn_ops,
@@ -93,6 +103,11 @@ class Store(KVBase):
         self._watch_ids: dict[int, Watcher] = {}
         self._next_watch_id = 0
         self._ticker: asyncio.Task[None] | None = None
+        self.lease_expiry_batch = lease_expiry_batch
+        self._expirer: asyncio.Task[None] | None = None
+        self._expiry_wakeup = asyncio.Event()
+        #: Leases revoked by the last expiry pass (tests check the batch bound with it).
+        self.last_expiry_batch = 0
         self._auto = (
             AutoCompactor(auto_compaction_mode, auto_compaction_retention)
             if auto_compaction_mode
@@ -269,7 +284,47 @@ class Store(KVBase):
     async def grant(self, ttl: int, id: int = 0) -> Lease:
         self._check()
         entry = self.core.grant(ttl, id, self.clock.time())
+        if self._expirer is None or self._expirer.done():
+            self._expirer = self._spawn(self._expiry_loop())
+        else:
+            self._expiry_wakeup.set()
         return Lease(self, entry.id, entry.ttl)
+
+    async def _expiry_loop(self) -> None:
+        """Revoke leases as they expire: sleep until the soonest expiry (woken early when a
+        grant may have moved it), then revoke what is due, at most ``lease_expiry_batch``
+        per loop turn, one revision per lease as etcd does."""
+        lessor = self.core.lessor
+        clock = self.clock
+        wakeup = self._expiry_wakeup
+        while True:
+            wakeup.clear()
+            nxt = lessor.next_expiry()
+            delay = None if nxt is None else nxt - clock.time()
+            if delay is None or delay > 0:
+                waiter = asyncio.ensure_future(wakeup.wait())
+                sleeper = None if delay is None else asyncio.ensure_future(clock.sleep(delay))
+                try:
+                    await asyncio.wait(
+                        [t for t in (waiter, sleeper) if t is not None],
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    waiter.cancel()
+                    if sleeper is not None:
+                        sleeper.cancel()
+            expired = lessor.pop_expired(clock.time(), self.lease_expiry_batch)
+            for expired_id in expired:
+                self.core.revoke(expired_id)
+            self.last_expiry_batch = len(expired)
+            if len(expired) == self.lease_expiry_batch:
+                await asyncio.sleep(0)  # more are due: let the loop breathe between batches
+
+    def simulate_leader_change(self) -> None:
+        """Fault injection: what a leader change does to leases in etcd (the new leader's
+        lessor ``Promote``): every lease gets its full TTL back."""
+        self.core.lessor.promote(self.clock.time())
+        self._expiry_wakeup.set()
 
     async def revoke(self, lease: int | _HasId) -> int:
         self._check()
@@ -286,7 +341,9 @@ class Store(KVBase):
         now = self.clock.time()
         if entry is None or entry.expiry <= now:
             return LeaseTimeToLive(lid, -1, 0, [], self.core.revision)
-        remaining = math.floor(entry.expiry - now)
+        # etcd floors the remaining seconds, and on a real server some time has always passed
+        # since the grant or renew; "floor of an instant later" keeps that on a frozen clock.
+        remaining = math.ceil(entry.expiry - now) - 1
         return LeaseTimeToLive(
             lid, remaining, entry.ttl, sorted(entry.keys) if keys else [], self.core.revision
         )

@@ -10,6 +10,7 @@ Without etcd the ``etcd`` cases skip, except in CI (``CI=true``) where they fail
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -43,12 +44,23 @@ def etcd_endpoint() -> Iterator[str]:
 
 @dataclass
 class Ctx:
-    """One test's view of a backend: the API, a private key prefix and its start revision."""
+    """One test's view of a backend: the API, a private key prefix and its start revision.
+
+    The embedded store runs on a ``ManualClock``: :meth:`advance` steps it; on real etcd it
+    sleeps for real (add etcd's expiry slack yourself: its lessor checks every 500 ms).
+    """
 
     kv: KV
     backend: str
     prefix: bytes
     rev0: int
+    clock: etcdlite.ManualClock | None = None
+
+    async def advance(self, seconds: float) -> None:
+        if self.clock is not None:
+            await self.clock.advance(seconds)
+        else:
+            await asyncio.sleep(seconds)
 
     def k(self, name: str | bytes = b"") -> bytes:
         return self.prefix + (name.encode() if isinstance(name, str) else name)
@@ -67,9 +79,10 @@ async def ctx(request: pytest.FixtureRequest) -> AsyncIterator[Ctx]:
     backend: str = request.param
     prefix = f"t{next(_counter)}-{request.node.name[:40]}/".encode()
     if backend == "store":
-        async with etcdlite.Store() as store:
+        clock = etcdlite.ManualClock()
+        async with etcdlite.Store(clock=clock) as store:
             rev0 = (await store.range(b"\0", b"\0", count_only=True)).header.revision
-            yield Ctx(store, backend, prefix, rev0)
+            yield Ctx(store, backend, prefix, rev0, clock)
     else:
         endpoint = request.getfixturevalue("etcd_endpoint")
         async with etcdlite.Client(endpoint, timeout=10) as client:
