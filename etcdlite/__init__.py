@@ -39,6 +39,7 @@ from .ops import (
     Txn,
     prefix_end,
 )
+from .server import EtcdServer, serve
 from .store import Store, StoreClosedError
 from .types import (
     CompactResponse,
@@ -73,6 +74,7 @@ __all__ = [
     "DuplicateKeyError",
     "EmptyKeyError",
     "EtcdError",
+    "EtcdServer",
     "Event",
     "EventType",
     "FilterType",
@@ -109,4 +111,5 @@ __all__ = [
     "WatchResponse",
     "connect",
     "prefix_end",
+    "serve",
 ]

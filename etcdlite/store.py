@@ -245,13 +245,20 @@ class Store(KVBase):
         return StoreWatch(self, spec)
 
     def _register_watcher(self, spec: WatchSpec) -> Watcher:
-        self._check()
         if spec.empty_range:
             raise WatchCanceledError(EMPTY_RANGE_REASON)
         wid = self._next_watch_id
         while wid in self._watch_ids:
             wid += 1
         self._next_watch_id = wid + 1
+        w = self.register_watcher(spec, wid)
+        self._watch_ids[wid] = w
+        return w
+
+    def register_watcher(self, spec: WatchSpec, watch_id: int) -> Watcher:
+        """Add a core watcher for ``spec`` (the caller owns the id space and refuses empty
+        ranges); used by the Store's own watches and by the server's watch streams."""
+        self._check()
         w = Watcher(
             spec.key,
             spec.range_end,
@@ -259,10 +266,9 @@ class Store(KVBase):
             noput=spec.noput,
             nodelete=spec.nodelete,
             progress_notify=spec.progress_notify,
-            watch_id=wid,
+            watch_id=watch_id,
         )
         self.watches.add(w, spec.start_revision)
-        self._watch_ids[wid] = w
         if spec.progress_notify and (self._ticker is None or self._ticker.done()):
             self._ticker = self._spawn(self._progress_ticker())
         return w

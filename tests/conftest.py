@@ -1,6 +1,7 @@
 """Backends for the behavioural suite: every parity test runs on each of them.
 
 * ``store``: the embedded :class:`etcdlite.Store`;
+* ``serve``: :class:`etcdlite.Client` → etcdlite's own server on a free loopback port;
 * ``etcd``: :class:`etcdlite.Client` → a real etcd started once per test session.
 
 Real etcd is shared by the whole session, so each test works under its own key prefix
@@ -25,7 +26,7 @@ from etcdlite import KV
 from .etcd_process import EtcdMissing, etcd_version, running_etcd
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-BACKENDS = ["store", "etcd"]
+BACKENDS = ["store", "serve", "etcd"]
 ETCD_VERSION = etcd_version()
 
 _counter = itertools.count()
@@ -83,6 +84,15 @@ async def ctx(request: pytest.FixtureRequest) -> AsyncIterator[Ctx]:
         async with etcdlite.Store(clock=clock) as store:
             rev0 = (await store.range(b"\0", b"\0", count_only=True)).header.revision
             yield Ctx(store, backend, prefix, rev0, clock)
+    elif backend == "serve":
+        # etcdlite's own server on a free loopback port, on the real clock like etcd.
+        async with (
+            etcdlite.Store() as store,
+            etcdlite.serve(store, port=0) as server,
+            etcdlite.Client(server.endpoint, timeout=10) as client,
+        ):
+            rev0 = (await client.range(b"\0", b"\0", count_only=True)).header.revision
+            yield Ctx(client, backend, prefix, rev0)
     else:
         endpoint = request.getfixturevalue("etcd_endpoint")
         async with etcdlite.Client(endpoint, timeout=10) as client:

@@ -216,3 +216,93 @@ def watch_response_from_pb(r: pb.WatchResponse) -> WatchResponse:
         cancel_reason=r.cancel_reason,
         fragment=r.fragment,
     )
+
+
+# --- protobuf requests → etcdlite requests (the server side) ------------------------------
+
+
+def range_request_from_pb(m: pb.RangeRequest) -> RangeRequest:
+    return RangeRequest(
+        m.key,
+        m.range_end,
+        limit=m.limit,
+        revision=m.revision,
+        sort_order=int(m.sort_order),
+        sort_target=int(m.sort_target),
+        serializable=m.serializable,
+        keys_only=m.keys_only,
+        count_only=m.count_only,
+        min_mod_revision=m.min_mod_revision,
+        max_mod_revision=m.max_mod_revision,
+        min_create_revision=m.min_create_revision,
+        max_create_revision=m.max_create_revision,
+    )
+
+
+def put_request_from_pb(m: pb.PutRequest) -> PutRequest:
+    return PutRequest(
+        m.key,
+        m.value,
+        lease=m.lease,
+        prev_kv=m.prev_kv,
+        ignore_value=m.ignore_value,
+        ignore_lease=m.ignore_lease,
+    )
+
+
+def delete_range_request_from_pb(m: pb.DeleteRangeRequest) -> DeleteRangeRequest:
+    return DeleteRangeRequest(m.key, m.range_end, prev_kv=m.prev_kv)
+
+
+_TARGET_OF_MEMBER = {name: target for target, name in _UNION_FIELD.items()}
+
+
+def compare_from_pb(m: pb.Compare) -> Compare:
+    """etcd uses the operand only if the set union member matches the target; otherwise it
+    compares against 0 (or ``b""``)."""
+    target = int(m.target)
+    member, value = betterproto2.which_one_of(m, "target_union")
+    if _TARGET_OF_MEMBER.get(member) != target or value is None:
+        value = b"" if target == CompareTarget.VALUE else 0
+    return Compare(m.key, target, int(m.result), value, m.range_end)
+
+
+def request_op_from_pb(m: pb.RequestOp) -> Op | None:
+    name, value = betterproto2.which_one_of(m, "request")
+    if value is None:
+        return None
+    if name == "request_range":
+        return range_request_from_pb(value)
+    if name == "request_put":
+        return put_request_from_pb(value)
+    if name == "request_delete_range":
+        return delete_range_request_from_pb(value)
+    if name == "request_txn":
+        return txn_request_from_pb(value)
+    return None
+
+
+def txn_request_from_pb(m: pb.TxnRequest) -> TxnRequest:
+    return TxnRequest(
+        [compare_from_pb(c) for c in m.compare],
+        [request_op_from_pb(op) for op in m.success],
+        [request_op_from_pb(op) for op in m.failure],
+    )
+
+
+def watch_spec_from_pb(m: pb.WatchCreateRequest) -> WatchSpec:
+    return WatchSpec(
+        m.key,
+        m.range_end,
+        start_revision=m.start_revision,
+        filters=[int(f) for f in m.filters if int(f) in (0, 1)],
+        prev_kv=m.prev_kv,
+        progress_notify=m.progress_notify,
+        fragment=m.fragment,
+    )
+
+
+def header_to_pb(h: ResponseHeader) -> pb.ResponseHeader:
+    return pb.ResponseHeader(
+        cluster_id=h.cluster_id, member_id=h.member_id, revision=h.revision, raft_term=h.raft_term
+    )

@@ -1,0 +1,164 @@
+"""``etcdlite serve``: etcd's gRPC API on loopback, backed by an in-memory store.
+
+Flags use etcd's names where they apply::
+
+    etcdlite serve --listen-client-urls http://127.0.0.1:2379
+
+Also runnable as ``python -m etcdlite serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from .server import DEFAULT_MAX_REQUEST_BYTES, parse_listen_url, serve
+from .store import Store
+
+__all__ = ["main"]
+
+log = logging.getLogger("etcdlite")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="etcdlite", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="serve etcd's gRPC API from an in-memory store")
+    s.add_argument(
+        "--listen-client-urls",
+        default="http://127.0.0.1:2379",
+        help="URL to listen on (one; loopback unless --allow-remote)",
+    )
+    s.add_argument("--advertise-client-urls", default="", help="URLs reported by MemberList")
+    s.add_argument("--name", default="default", help="member name")
+    s.add_argument("--max-txn-ops", type=int, default=128)
+    s.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
+    s.add_argument(
+        "--experimental-watch-progress-notify-interval",
+        default="10m",
+        help="progress notification interval (etcd duration, e.g. 10m, 5s, 100ms)",
+    )
+    s.add_argument("--auto-compaction-mode", choices=("periodic", "revision"), default=None)
+    s.add_argument(
+        "--auto-compaction-retention",
+        default="0",
+        help="periodic: a duration (e.g. 1h; a bare number means hours, as in etcd); "
+        "revision: a number of revisions",
+    )
+    s.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="permit a non-loopback listen address (etcdlite has no TLS and no auth)",
+    )
+    s.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def parse_duration(text: str, bare_unit: float = 1.0) -> float:
+    """Go-style durations (``1h30m``, ``500ms``, ``10s``); a bare number is in ``bare_unit``."""
+    text = text.strip()
+    try:
+        return float(text) * bare_unit
+    except ValueError:
+        pass
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+    total, num = 0.0, ""
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c.isdigit() or c == ".":
+            num += c
+            i += 1
+            continue
+        for unit in ("ms", "us", "µs", "ns", "h", "m", "s"):
+            if text.startswith(unit, i):
+                if not num:
+                    raise ValueError(f"invalid duration {text!r}")
+                total += float(num) * units[unit]
+                num = ""
+                i += len(unit)
+                break
+        else:
+            raise ValueError(f"invalid duration {text!r}")
+    if num:
+        raise ValueError(f"invalid duration {text!r} (missing unit)")
+    return total
+
+
+async def run_server(args: argparse.Namespace) -> int:
+    host, port = parse_listen_url(args.listen_client_urls)
+    if not _is_loopback(host) and not args.allow_remote:
+        log.error("refusing to listen on %s without --allow-remote (no TLS, no auth)", host)
+        return 2
+    retention: float = 0
+    if args.auto_compaction_mode == "periodic":
+        retention = parse_duration(args.auto_compaction_retention, bare_unit=3600)
+    elif args.auto_compaction_mode == "revision":
+        retention = int(args.auto_compaction_retention)
+    started = time.perf_counter()
+    store = Store(
+        max_txn_ops=args.max_txn_ops,
+        watch_progress_notify_interval=parse_duration(
+            args.experimental_watch_progress_notify_interval
+        ),
+        auto_compaction_mode=args.auto_compaction_mode,
+        auto_compaction_retention=retention,
+    )
+    advertise = [u for u in args.advertise_client_urls.split(",") if u]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with (
+        store,
+        serve(
+            store,
+            host=host,
+            port=port,
+            name=args.name,
+            advertise_client_urls=advertise or None,
+            max_request_bytes=args.max_request_bytes,
+        ) as server,
+    ):
+        log.info(
+            "etcdlite ready to serve client requests on %s (name %s, %.0f ms)",
+            server.endpoint,
+            args.name,
+            (time.perf_counter() - started) * 1000,
+        )
+        await stop.wait()
+        log.info("shutting down")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "serve":
+        return asyncio.run(run_server(args))
+    return 2  # pragma: no cover - argparse requires a command
+
+
+if __name__ == "__main__":
+    sys.exit(main())

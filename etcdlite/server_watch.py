@@ -1,0 +1,248 @@
+"""One ``/etcdserverpb.Watch/Watch`` stream on the server: many watchers, one writer.
+
+A reader task handles create/cancel/progress requests in order; everything the client
+receives goes through this object's single sender, so a ``created`` response always
+precedes the watcher's events and frames never interleave. Watch ids are per stream: a
+counter from 0 skipping ids in use, or the client's own non-zero id.
+
+Delivery follows etcd: a watcher at the head gets one response per revision with that
+revision as header; a watcher with several pending revisions (slow connection, slow
+consumer, or history replay) gets them coalesced, at most ``MAX_REVISIONS_PER_RESPONSE``
+revisions per response, with the current revision as header. Each event is encoded once
+(its KeyValue bytes are cached) however many watchers receive it. A client's half-close does
+not end the stream; the client cancelling the RPC does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import betterproto2
+
+from .core.watch import EMPTY_RANGE_REASON, EVENTS, REQUESTED, Watcher
+from .errors import EtcdError
+from .types import Event, ResponseHeader
+from .wire import convert, fastpb
+from .wire.pb import etcdserverpb as pb
+
+if TYPE_CHECKING:
+    from grpclib.server import Stream
+
+    from .server import EtcdServer
+
+__all__ = ["MAX_REVISIONS_PER_RESPONSE", "ServerWatchStream"]
+
+#: etcd's catch-up sends at most this many revisions per response.
+MAX_REVISIONS_PER_RESPONSE = 1000
+DUPLICATE_ID_REASON = "mvcc: duplicate watch ID provided on the WatchStream"
+
+
+class ServerWatchStream:
+    def __init__(self, server: EtcdServer, stream: Stream[pb.WatchRequest, Any]):
+        self.server = server
+        self.store = server.store
+        self.stream = stream
+        self.watchers: dict[int, Watcher] = {}
+        self._fragment: set[int] = set()
+        self._next_id = 0
+        self._out: deque[bytes] = deque()
+        self._ready: set[Watcher] = set()
+        self._wakeup = asyncio.Event()
+        self._progress_pending = False
+        self._closed = False
+
+    def close(self) -> None:
+        """End the stream (server shutdown or a fault): its watchers are dropped."""
+        self._closed = True
+        self._wakeup.set()
+
+    def _header(self, revision: int | None = None) -> ResponseHeader:
+        return self.store.core.header(revision)
+
+    def _send(self, data: bytes) -> None:
+        self._out.append(data)
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        reader = asyncio.ensure_future(self._read())
+        try:
+            await self._write()
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            for w in list(self.watchers.values()):
+                self.store.watches.remove(w)
+            self.watchers.clear()
+            self._ready.clear()
+
+    # --- requests ---------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        async for req in self.stream:
+            name, value = _which(req)
+            if name == "create_request":
+                self._create(value)
+            elif name == "cancel_request":
+                self._cancel(value.watch_id)
+            elif name == "progress_request":
+                self._progress_pending = True
+                self._wakeup.set()
+        # Half-close: keep delivering until the client cancels the RPC.
+
+    def _create(self, m: pb.WatchCreateRequest) -> None:
+        spec = convert.watch_spec_from_pb(m)
+        rev = self.store.core.revision
+        if spec.empty_range:
+            self._send(self._created(-1, rev, canceled=True, reason=EMPTY_RANGE_REASON))
+            return
+        wid = m.watch_id
+        if wid != 0:
+            if wid in self.watchers:
+                self._send(self._created(-1, rev, canceled=True, reason=DUPLICATE_ID_REASON))
+                return
+        else:
+            wid = self._next_id
+            while wid in self.watchers:
+                wid += 1
+            self._next_id = wid + 1
+        try:
+            w = self.store.register_watcher(spec, wid)
+        except EtcdError as e:
+            self._send(self._created(-1, rev, canceled=True, reason=e.message))
+            return
+        self.watchers[wid] = w
+        if spec.fragment:
+            self._fragment.add(wid)
+        w.wake = lambda w=w: self._mark_ready(w)
+        self._send(self._created(wid, rev))
+        if not w.synced:
+            self._mark_ready(w)
+
+    def _created(self, wid: int, rev: int, *, canceled: bool = False, reason: str = "") -> bytes:
+        return fastpb.encode_watch_response(
+            self._header(rev), wid, created=True, canceled=canceled, cancel_reason=reason
+        )
+
+    def _cancel(self, wid: int) -> None:
+        w = self.watchers.pop(wid, None)
+        if w is None:
+            return  # etcd does not answer a cancel of an unknown id
+        self.store.watches.remove(w)
+        self._ready.discard(w)
+        self._fragment.discard(wid)
+        if wid < self._next_id:
+            self._next_id = wid
+        self._send(fastpb.encode_watch_response(self._header(), wid, canceled=True))
+
+    def _mark_ready(self, w: Watcher) -> None:
+        self._ready.add(w)
+        self._wakeup.set()
+
+    # --- the single writer ------------------------------------------------------------
+
+    def _progress_due(self) -> bool:
+        """A requested progress goes out once every watcher of the stream is at the head
+        (etcd 3.5.8+ drops it while one lags; etcdlite sends it when they have caught up)."""
+        return self._progress_pending and all(
+            w.synced and not w.buffer for w in self.watchers.values()
+        )
+
+    async def _write(self) -> None:
+        stream = self.stream
+        out = self._out
+        wakeup = self._wakeup
+        while not self._closed:
+            if not (out or self._ready or self._progress_due()):
+                await wakeup.wait()
+                wakeup.clear()
+                continue
+            while out:
+                await stream.send_message(out.popleft())
+            for w in list(self._ready):
+                await self._deliver(w)
+            if self._progress_due():
+                self._progress_pending = False
+                await stream.send_message(fastpb.encode_watch_response(self._header(), -1))
+            if self._ready:
+                await asyncio.sleep(0)  # watchers catching up: one chunk each per loop turn
+
+    async def _deliver(self, w: Watcher) -> None:
+        registry = self.store.watches
+        batches = registry.take(w)
+        if not registry.ready(w):
+            self._ready.discard(w)
+        wid = w.id
+        if self.watchers.get(wid) is not w:
+            return  # cancelled meanwhile
+        if w.canceled:
+            self.watchers.pop(wid, None)
+            self._ready.discard(w)
+            if w.compacted:
+                # etcd: canceled with compact_revision, header revision 0
+                await self.stream.send_message(
+                    fastpb.encode_watch_response(
+                        self._header(0),
+                        wid,
+                        canceled=True,
+                        compact_revision=w.compact_revision,
+                    )
+                )
+            return
+        if not batches:
+            return
+        cur = self.store.core.revision
+        event_batches = [b for b in batches if b[2] == EVENTS]
+        if len(event_batches) == 1 and len(batches) == 1:
+            rev, events, _ = batches[0]
+            await self._send_events(wid, rev, events)
+        elif event_batches:
+            # Behind: coalesce, at most MAX_REVISIONS_PER_RESPONSE revisions per response.
+            chunk: list[Event] = []
+            revs = 0
+            for _rev, events, _kind in event_batches:
+                chunk.extend(events)
+                revs += 1
+                if revs >= MAX_REVISIONS_PER_RESPONSE:
+                    await self._send_events(wid, cur, chunk)
+                    chunk, revs = [], 0
+            if chunk:
+                await self._send_events(wid, cur, chunk)
+        for rev, _events, kind in batches:
+            if kind != EVENTS:
+                await self.stream.send_message(
+                    fastpb.encode_watch_response(
+                        self._header(rev), -1 if kind == REQUESTED else wid
+                    )
+                )
+
+    async def _send_events(self, wid: int, rev: int, events: list[Event]) -> None:
+        header = self._header(rev)
+        encoded = [fastpb.encode_event(ev) for ev in events]
+        limit = self.server.max_request_bytes + 512 * 1024
+        if wid in self._fragment and len(encoded) > 1:
+            size = sum(len(e) + 5 for e in encoded)
+            if size >= limit:
+                piece: list[bytes] = []
+                piece_size = 0
+                for data in encoded:
+                    if piece and piece_size + len(data) + 5 > limit:
+                        await self.stream.send_message(
+                            fastpb.encode_watch_response(header, wid, piece, fragment=True)
+                        )
+                        piece, piece_size = [], 0
+                    piece.append(data)
+                    piece_size += len(data) + 5
+                await self.stream.send_message(fastpb.encode_watch_response(header, wid, piece))
+                return
+        await self.stream.send_message(fastpb.encode_watch_response(header, wid, encoded))
+
+
+def _which(req: pb.WatchRequest) -> tuple[str, Any]:
+    try:
+        return betterproto2.which_one_of(req, "request_union")
+    except RuntimeError:
+        return "", None

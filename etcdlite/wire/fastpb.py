@@ -1,0 +1,179 @@
+"""Hand-written protobuf encoding for the hot responses (Range, Put, DeleteRange, Txn, Watch).
+
+betterproto2's generic encoder costs ~24 µs per KeyValue (2.4 ms for a 100-key range). A
+KeyValue revision never changes, so its encoding is made once, lazily, the first time a wire
+client needs it, cached on the object and reused by every Range and Watch response that
+carries it. Responses are assembled from such pieces. The output is byte-for-byte what a
+protobuf encoder produces for etcd's messages (proto3: default values omitted, sub-messages
+present when set); tests compare it with betterproto2's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..types import (
+    DeleteRangeResponse,
+    Event,
+    KeyValue,
+    PutResponse,
+    RangeResponse,
+    ResponseHeader,
+    TxnResponse,
+)
+
+__all__ = [
+    "encode_delete_range_response",
+    "encode_event",
+    "encode_header",
+    "encode_kv",
+    "encode_put_response",
+    "encode_range_response",
+    "encode_txn_response",
+    "encode_watch_response",
+    "varint",
+]
+
+_SMALL = [bytes((i,)) for i in range(128)]
+
+
+def varint(n: int) -> bytes:
+    """Base-128 varint; negative int64 values take ten bytes, as in protobuf."""
+    if 0 <= n < 128:
+        return _SMALL[n]
+    if n < 0:
+        n += 1 << 64
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _int_field(tag: int, n: int) -> bytes:
+    return b"" if not n else bytes((tag,)) + varint(n)
+
+
+def _bytes_field(tag: int, data: bytes) -> bytes:
+    return b"" if not data else bytes((tag,)) + varint(len(data)) + data
+
+
+def _message_field(tag: int, data: bytes) -> bytes:
+    """A set sub-message: present even when empty."""
+    return bytes((tag,)) + varint(len(data)) + data
+
+
+def encode_kv(kv: KeyValue) -> bytes:
+    """``mvccpb.KeyValue``, cached on the object (a revision never changes)."""
+    data = kv._wire
+    if data is None:
+        key = kv.key
+        value = kv.value
+        parts = [b"\x0a", varint(len(key)), key]
+        if kv.create_revision:
+            parts += (b"\x10", varint(kv.create_revision))
+        if kv.mod_revision:
+            parts += (b"\x18", varint(kv.mod_revision))
+        if kv.version:
+            parts += (b"\x20", varint(kv.version))
+        if value:
+            parts += (b"\x2a", varint(len(value)), value)
+        if kv.lease:
+            parts += (b"\x30", varint(kv.lease))
+        data = kv._wire = b"".join(parts)
+    return data
+
+
+def encode_header(h: ResponseHeader) -> bytes:
+    return (
+        _int_field(0x08, h.cluster_id)
+        + _int_field(0x10, h.member_id)
+        + _int_field(0x18, h.revision)
+        + _int_field(0x20, h.raft_term)
+    )
+
+
+def _kvs_field(tag: int, kvs: Sequence[KeyValue]) -> list[bytes]:
+    parts: list[bytes] = []
+    t = bytes((tag,))
+    for kv in kvs:
+        data = kv._wire
+        if data is None:
+            data = encode_kv(kv)
+        parts += (t, varint(len(data)), data)
+    return parts
+
+
+def encode_range_response(r: RangeResponse) -> bytes:
+    parts = [_message_field(0x0A, encode_header(r.header))]
+    parts += _kvs_field(0x12, r.kvs)
+    if r.more:
+        parts.append(b"\x18\x01")
+    parts.append(_int_field(0x20, r.count))
+    return b"".join(parts)
+
+
+def encode_put_response(r: PutResponse) -> bytes:
+    out = _message_field(0x0A, encode_header(r.header))
+    if r.prev_kv is not None:
+        out += _message_field(0x12, encode_kv(r.prev_kv))
+    return out
+
+
+def encode_delete_range_response(r: DeleteRangeResponse) -> bytes:
+    parts = [_message_field(0x0A, encode_header(r.header)), _int_field(0x10, r.deleted)]
+    parts += _kvs_field(0x1A, r.prev_kvs)
+    return b"".join(parts)
+
+
+def encode_txn_response(r: TxnResponse) -> bytes:
+    parts = [_message_field(0x0A, encode_header(r.header))]
+    if r.succeeded:
+        parts.append(b"\x10\x01")
+    for sub in r.responses:
+        if isinstance(sub, RangeResponse):
+            op = _message_field(0x0A, encode_range_response(sub))
+        elif isinstance(sub, PutResponse):
+            op = _message_field(0x12, encode_put_response(sub))
+        elif isinstance(sub, DeleteRangeResponse):
+            op = _message_field(0x1A, encode_delete_range_response(sub))
+        else:
+            op = _message_field(0x22, encode_txn_response(sub))
+        parts.append(_message_field(0x1A, op))
+    return b"".join(parts)
+
+
+def encode_event(ev: Event) -> bytes:
+    """``mvccpb.Event``: type (PUT is the default, omitted), kv, prev_kv."""
+    out = (b"\x08\x01" if ev.type else b"") + _message_field(0x12, encode_kv(ev.kv))
+    if ev.prev_kv is not None:
+        out += _message_field(0x1A, encode_kv(ev.prev_kv))
+    return out
+
+
+def encode_watch_response(
+    header: ResponseHeader,
+    watch_id: int,
+    events: Sequence[Event] | Sequence[bytes] = (),
+    *,
+    created: bool = False,
+    canceled: bool = False,
+    compact_revision: int = 0,
+    cancel_reason: str = "",
+    fragment: bool = False,
+) -> bytes:
+    """``etcdserverpb.WatchResponse``; ``events`` may be pre-encoded Event bytes."""
+    parts = [
+        _message_field(0x0A, encode_header(header)),
+        _int_field(0x10, watch_id),
+        b"\x18\x01" if created else b"",
+        b"\x20\x01" if canceled else b"",
+        _int_field(0x28, compact_revision),
+        _bytes_field(0x32, cancel_reason.encode()),
+        b"\x38\x01" if fragment else b"",
+    ]
+    for ev in events:
+        data = ev if isinstance(ev, bytes) else encode_event(ev)
+        parts += (b"\x5a", varint(len(data)), data)
+    return b"".join(parts)
