@@ -1,0 +1,354 @@
+"""The server's own behaviour: encoding, limits, unimplemented RPCs, robustness, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+import betterproto2
+import pytest
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError
+from grpclib.testing import ChannelFor
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import etcdlite
+from etcdlite import Event, EventType, KeyValue, Store
+from etcdlite.server import EtcdServer
+from etcdlite.types import (
+    DeleteRangeResponse,
+    PutResponse,
+    RangeResponse,
+    ResponseHeader,
+    TxnResponse,
+)
+from etcdlite.wire import convert, fastpb
+from etcdlite.wire.pb import etcdserverpb as pb
+from etcdlite.wire.pb import mvccpb
+
+from .etcd_process import free_port
+
+# --- the hand-written encoder is byte-identical to betterproto2 ----------------------------
+
+int64s = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+kvs = st.builds(
+    KeyValue,
+    st.binary(min_size=1, max_size=20),
+    int64s,
+    int64s,
+    int64s,
+    st.binary(max_size=300),
+    int64s,
+)
+headers = st.builds(
+    ResponseHeader,
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    int64s,
+    st.integers(0, 2**64 - 1),
+)
+
+
+def kv_pb(kv: KeyValue) -> mvccpb.KeyValue:
+    return mvccpb.KeyValue(
+        key=kv.key,
+        create_revision=kv.create_revision,
+        mod_revision=kv.mod_revision,
+        version=kv.version,
+        value=kv.value,
+        lease=kv.lease,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(headers, st.lists(kvs, max_size=5), st.booleans(), int64s)
+def test_range_response_encoding_matches_betterproto(
+    h: ResponseHeader, items: list[KeyValue], more: bool, count: int
+) -> None:
+    ours = fastpb.encode_range_response(RangeResponse(h, items, more, count))
+    theirs = bytes(
+        pb.RangeResponse(
+            header=convert.header_to_pb(h), kvs=[kv_pb(k) for k in items], more=more, count=count
+        )
+    )
+    assert ours == theirs
+    back = convert.range_response_from_pb(pb.RangeResponse.parse(ours))
+    assert back.kvs == items and back.count == count and back.more == more
+
+
+@settings(max_examples=100, deadline=None)
+@given(headers, kvs, st.one_of(st.none(), kvs), int64s, st.lists(kvs, max_size=3))
+def test_other_responses_match_betterproto(
+    h: ResponseHeader, kv: KeyValue, prev: KeyValue | None, n: int, prevs: list[KeyValue]
+) -> None:
+    assert fastpb.encode_put_response(PutResponse(h, prev)) == bytes(
+        pb.PutResponse(
+            header=convert.header_to_pb(h), prev_kv=kv_pb(prev) if prev is not None else None
+        )
+    )
+    assert fastpb.encode_delete_range_response(DeleteRangeResponse(h, n, prevs)) == bytes(
+        pb.DeleteRangeResponse(
+            header=convert.header_to_pb(h), deleted=n, prev_kvs=[kv_pb(k) for k in prevs]
+        )
+    )
+    inner = RangeResponse(ResponseHeader(revision=h.revision), [kv], False, 1)
+    nested = TxnResponse(ResponseHeader(), False, [])
+    txn = TxnResponse(h, True, [inner, PutResponse(ResponseHeader(revision=3)), nested])
+    assert fastpb.encode_txn_response(txn) == bytes(
+        pb.TxnResponse(
+            header=convert.header_to_pb(h),
+            succeeded=True,
+            responses=[
+                pb.ResponseOp(
+                    response_range=pb.RangeResponse(
+                        header=pb.ResponseHeader(revision=h.revision), kvs=[kv_pb(kv)], count=1
+                    )
+                ),
+                pb.ResponseOp(response_put=pb.PutResponse(header=pb.ResponseHeader(revision=3))),
+                pb.ResponseOp(response_txn=pb.TxnResponse(header=pb.ResponseHeader())),
+            ],
+        )
+    )
+    ev = Event(EventType.DELETE, kv, prev)
+    ours = fastpb.encode_watch_response(
+        h, n, [ev], created=True, canceled=True, compact_revision=n, cancel_reason="why"
+    )
+    theirs = bytes(
+        pb.WatchResponse(
+            header=convert.header_to_pb(h),
+            watch_id=n,
+            created=True,
+            canceled=True,
+            compact_revision=n,
+            cancel_reason="why",
+            events=[
+                mvccpb.Event(
+                    type=mvccpb.EventEventType.DELETE,
+                    kv=kv_pb(kv),
+                    prev_kv=kv_pb(prev) if prev is not None else None,
+                )
+            ],
+        )
+    )
+    assert ours == theirs
+
+
+# --- the service layer in memory (grpclib ChannelFor, no sockets) ------------------------
+
+
+async def call(
+    channel: object, path: str, request: betterproto2.Message, reply: type
+) -> betterproto2.Message:
+    async with channel.request(path, Cardinality.UNARY_UNARY, type(request), reply) as stream:  # type: ignore[attr-defined]
+        await stream.send_message(request, end=True)
+        msg = await stream.recv_message()
+        await stream.recv_trailing_metadata()
+        return msg  # type: ignore[no-any-return]
+
+
+async def test_unimplemented_rpcs_answer_like_grpc_go() -> None:
+    async with Store() as store:
+        server = EtcdServer(store)
+        async with ChannelFor([server], codec=server.codec()) as channel:
+            with pytest.raises(GRPCError) as e:
+                await call(
+                    channel,
+                    "/etcdserverpb.Maintenance/Downgrade",
+                    pb.DowngradeRequest(),
+                    pb.DowngradeResponse,
+                )
+            assert e.value.status == Status.UNIMPLEMENTED
+            assert e.value.message == "method Downgrade not implemented"
+
+
+async def test_auth_and_cluster_answers_with_auth_disabled() -> None:
+    async with Store() as store:
+        server = EtcdServer(store, name="n1", advertise_client_urls=["http://127.0.0.1:1"])
+        async with ChannelFor([server], codec=server.codec()) as channel:
+            with pytest.raises(GRPCError) as e:
+                await call(
+                    channel,
+                    "/etcdserverpb.Auth/Authenticate",
+                    pb.AuthenticateRequest(name="root", password="x"),
+                    pb.AuthenticateResponse,
+                )
+            assert e.value.status == Status.FAILED_PRECONDITION
+            assert e.value.message == "etcdserver: authentication is not enabled"
+            users = await call(
+                channel,
+                "/etcdserverpb.Auth/UserList",
+                pb.AuthUserListRequest(),
+                pb.AuthUserListResponse,
+            )
+            assert users.users == []  # type: ignore[attr-defined]
+            members = await call(
+                channel,
+                "/etcdserverpb.Cluster/MemberList",
+                pb.MemberListRequest(),
+                pb.MemberListResponse,
+            )
+            status = await call(
+                channel,
+                "/etcdserverpb.Maintenance/Status",
+                pb.StatusRequest(),
+                pb.StatusResponse,
+            )
+            (member,) = members.members  # type: ignore[attr-defined]
+            assert member.name == "n1" and member.client_ur_ls == ["http://127.0.0.1:1"]
+            assert status.leader == member.id == status.header.member_id  # type: ignore[attr-defined]
+            assert members.header.revision == 0  # type: ignore[attr-defined]
+            assert status.version.startswith("3.")  # type: ignore[attr-defined]
+
+
+async def test_request_size_limits() -> None:
+    async with Store() as store:
+        server = EtcdServer(store, max_request_bytes=4096)
+        async with ChannelFor([server], codec=server.codec()) as channel:
+            with pytest.raises(GRPCError) as e:
+                await call(
+                    channel,
+                    "/etcdserverpb.KV/Put",
+                    pb.PutRequest(key=b"k", value=b"x" * 5000),
+                    pb.PutResponse,
+                )
+            assert (e.value.status, e.value.message) == (
+                Status.INVALID_ARGUMENT,
+                "etcdserver: request is too large",
+            )
+            with pytest.raises(GRPCError) as e:
+                await call(
+                    channel,
+                    "/etcdserverpb.KV/Put",
+                    pb.PutRequest(key=b"k", value=b"x" * (4096 + 512 * 1024)),
+                    pb.PutResponse,
+                )
+            assert e.value.status == Status.RESOURCE_EXHAUSTED
+            assert e.value.message.startswith("grpc: received message larger than max")  # type: ignore[union-attr]
+            # a read is bounded only by the receive limit
+            await call(
+                channel,
+                "/etcdserverpb.KV/Range",
+                pb.RangeRequest(key=b"k" * 5000),
+                pb.RangeResponse,
+            )
+            assert store.revision == 1  # nothing was stored
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(sorted(EtcdServer(Store()).mapping())), st.binary(max_size=64))
+def test_random_bytes_never_break_the_server(path: str, data: bytes) -> None:
+    """Random protobuf bytes to every method: a gRPC status or a reply, never a crash; the
+    connection keeps serving; rejected writes change nothing."""
+
+    async def main() -> None:
+        async with Store() as store:
+            await store.put(b"keep", b"me")
+            server = EtcdServer(store)
+            handler = server.mapping()[path]
+
+            async with ChannelFor([server], codec=_RawCodec(server.codec())) as channel:
+                try:
+                    async with asyncio.timeout(2):
+                        async with channel.request(
+                            path, handler.cardinality, bytes, handler.reply_type
+                        ) as stream:
+                            await stream.send_message(data, end=True)
+                            if handler.cardinality in (
+                                Cardinality.UNARY_UNARY,
+                                Cardinality.STREAM_UNARY,
+                            ):
+                                await stream.recv_message()
+                            else:
+                                await stream.cancel()
+                except (GRPCError, TimeoutError):
+                    pass
+                # the server still answers
+                reply = await call(
+                    channel,
+                    "/etcdserverpb.KV/Range",
+                    pb.RangeRequest(key=b"keep"),
+                    pb.RangeResponse,
+                )
+                assert reply.kvs[0].value == b"me"  # type: ignore[attr-defined]
+
+    asyncio.run(main())
+
+
+class _RawCodec:
+    """Client-side codec that sends raw bytes and decodes replies with the server's codec."""
+
+    __content_subtype__ = "proto"
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def encode(self, message: object, message_type: object) -> bytes:
+        if isinstance(message, bytes):
+            return message
+        return bytes(message)  # type: ignore[call-overload]
+
+    def decode(self, data: bytes, message_type: type) -> object:
+        return message_type.parse(data)  # type: ignore[attr-defined]
+
+
+# --- over a real socket -------------------------------------------------------------------
+
+
+async def test_serve_on_port_zero_and_client_roundtrip() -> None:
+    async with etcdlite.serve(port=0) as server:
+        assert server.port > 0
+        async with etcdlite.Client(server.endpoint) as client:
+            await client.put(b"a", b"1")
+            kv = await client.get(b"a")
+            assert kv is not None and kv.value == b"1"
+
+
+def test_cli_serves_logs_ready_and_stops_on_sigterm(tmp_path: object) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "etcdlite",
+            "serve",
+            "--listen-client-urls",
+            f"http://127.0.0.1:{port}",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "ready to serve client requests" in line and f"127.0.0.1:{port}" in line
+
+        async def roundtrip() -> bytes | None:
+            async with etcdlite.Client(f"127.0.0.1:{port}", timeout=5) as client:
+                await client.put("k", "v")
+                kv = await client.get("k")
+                return kv.value if kv else None
+
+        assert asyncio.run(roundtrip()) == b"v"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def test_cli_refuses_a_remote_address_unless_asked() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "etcdlite", "serve", "--listen-client-urls", "http://0.0.0.0:1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2 and "--allow-remote" in out.stderr
