@@ -15,7 +15,7 @@ from .api import KVBase
 from .clock import Clock, LoopClock
 from .core.autocompact import AutoCompactor
 from .core.mvcc import DEFAULT_MAX_TXN_OPS, MVCC
-from .core.watch import EMPTY_RANGE_REASON, REQUESTED, Watcher, WatchRegistry
+from .core.watch import EMPTY_RANGE_REASON, EVENTS, REQUESTED, Watcher, WatchRegistry
 from .errors import WatchCanceledError, WatchCompactedError
 from .lease import Lease, LeaseTimeToLive
 from .ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, lease_id
@@ -23,6 +23,7 @@ from .types import (
     Bytesish,
     CompactResponse,
     DeleteRangeResponse,
+    Event,
     KeyValue,
     PutResponse,
     RangeResponse,
@@ -370,6 +371,7 @@ class StoreWatch(Watch):
         self._pending: list[WatchResponse] = []
 
     async def _create(self) -> None:
+        self._loop = asyncio.get_running_loop()
         store = self._store
         self.revision = store.core.revision
         w = store._register_watcher(self.spec)
@@ -379,8 +381,10 @@ class StoreWatch(Watch):
 
     def _wake(self) -> None:
         fut = self._wakeup
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        if fut is not None:
+            self._wakeup = None
+            if not fut.done():
+                fut.set_result(None)
 
     async def _next(self) -> WatchResponse | None:
         pending = self._pending
@@ -394,11 +398,26 @@ class StoreWatch(Watch):
             batches = registry.take(w)
             if batches:
                 wid = w.id
+                run: list[Event] | None = None
+                run_rev = 0
                 for rev, events, kind in batches:
+                    if kind == EVENTS:
+                        # Consecutive revisions travel together (whole revisions only).
+                        if run is None:
+                            run = list(events)
+                        else:
+                            run.extend(events)
+                        run_rev = rev
+                        continue
+                    if run is not None:
+                        pending.append(WatchResponse(header(run_rev), wid, run))
+                        run = None
                     # A requested progress answers with watch_id -1, as etcd's does.
                     pending.append(
-                        WatchResponse(header(rev), -1 if kind == REQUESTED else wid, events)
+                        WatchResponse(header(rev), -1 if kind == REQUESTED else wid, [])
                     )
+                if run is not None:
+                    pending.append(WatchResponse(header(run_rev), wid, run))
                 pending.reverse()
                 break
             if w.canceled:
@@ -410,11 +429,8 @@ class StoreWatch(Watch):
             if registry.ready(w):
                 await asyncio.sleep(0)  # catching up: one chunk per loop turn
                 continue
-            fut = self._wakeup = asyncio.get_running_loop().create_future()
-            try:
-                await fut
-            finally:
-                self._wakeup = None
+            fut = self._wakeup = self._loop.create_future()
+            await fut
         return pending.pop()
 
     async def _cancel(self) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Generator, Iterable
+from collections.abc import Generator, Iterable
 from types import TracebackType
 
 from .errors import WatchCanceledError, WatchCompactedError
@@ -126,15 +126,9 @@ class Watch(ABC):
         """The next response for this watch; ``None`` once cancelled by the user. Raises
         ``WatchCompactedError``/``WatchCanceledError`` when the server ends the watch."""
 
-    async def responses(self) -> AsyncIterator[WatchResponse]:
+    def responses(self) -> _Responses:
         """Every response: event batches (whole revisions) and progress notifications."""
-        await self._ensure_created()
-        while not self._done:
-            resp = await self._next()
-            if resp is None:
-                self._done = True
-                return
-            yield resp
+        return _Responses(self)
 
     def __aiter__(self) -> Watch:
         return self
@@ -176,6 +170,31 @@ class Watch(ABC):
     @property
     def done(self) -> bool:
         return self._done
+
+
+class _Responses:
+    """``async for resp in watch.responses()`` (a plain iterator: cheaper than an async
+    generator on the fan-out path)."""
+
+    __slots__ = ("_watch",)
+
+    def __init__(self, watch: Watch) -> None:
+        self._watch = watch
+
+    def __aiter__(self) -> _Responses:
+        return self
+
+    async def __anext__(self) -> WatchResponse:
+        watch = self._watch
+        if watch._done:
+            raise StopAsyncIteration
+        if watch._created is None or not watch._created.done():
+            await watch._ensure_created()
+        resp = await watch._next()
+        if resp is None:
+            watch._done = True
+            raise StopAsyncIteration
+        return resp
 
 
 def raise_for_end(compact_revision: int, reason: str) -> None:

@@ -39,26 +39,55 @@ async def collect(w: Watch, n: int) -> list[tuple[EventType, bytes, int]]:
     return out
 
 
+async def responses_until(w: Watch, revision: int) -> list[WatchResponse]:
+    """Responses until one reaches ``revision``."""
+    out: list[WatchResponse] = []
+    async with asyncio.timeout(TIMEOUT):
+        async for resp in w.responses():
+            out.append(resp)
+            if resp.header.revision >= revision:
+                return out
+    raise AssertionError("watch ended")
+
+
+def assert_atomic(responses: list[WatchResponse]) -> None:
+    """No revision's events are split across responses, and the header revision covers
+    every event it carries (a response may hold several whole revisions)."""
+    seen: set[int] = set()
+    for resp in responses:
+        revs = {e.kv.mod_revision for e in resp.events}
+        assert not revs & seen, "a revision split across responses"
+        seen |= revs
+        assert all(r <= resp.header.revision for r in revs)
+
+
 async def test_created_revision_and_live_events(ctx: Ctx) -> None:
     async with ctx.kv.watch(ctx.k("w"), prefix=True) as w:
         assert w.revision == ctx.r(0) and w.id >= 0
         await ctx.kv.put(ctx.k("w1"), b"a")
         await ctx.kv.txn([], [Put(ctx.k("w2"), b"b"), Put(ctx.k("w3"), b"c"), Delete(ctx.k("w1"))])
-        r1 = await next_response(w)
-        assert r1.header.revision == ctx.r(1)
-        assert [(e.type, e.kv.key) for e in r1.events] == [(EventType.PUT, ctx.k("w1"))]
-        r2 = await next_response(w)  # one revision, one batch, txn order
-        assert r2.header.revision == ctx.r(2)
-        assert [(e.type, e.kv.key) for e in r2.events] == [
-            (EventType.PUT, ctx.k("w2")),
-            (EventType.PUT, ctx.k("w3")),
-            (EventType.DELETE, ctx.k("w1")),
+        responses = await responses_until(w, ctx.r(2))
+        assert_atomic(responses)
+        events = [e for r in responses for e in r.events]
+        assert [(e.type, e.kv.key, e.kv.mod_revision) for e in events] == [
+            (EventType.PUT, ctx.k("w1"), ctx.r(1)),
+            (EventType.PUT, ctx.k("w2"), ctx.r(2)),  # one revision, in txn order
+            (EventType.PUT, ctx.k("w3"), ctx.r(2)),
+            (EventType.DELETE, ctx.k("w1"), ctx.r(2)),
         ]
-        dele = r2.events[2].kv
+        dele = events[3].kv
         # a DELETE carries only the key and the deletion revision
         assert (dele.create_revision, dele.version, dele.value, dele.lease) == (0, 0, b"", 0)
-        assert dele.mod_revision == ctx.r(2)
-        assert r2.events[0].prev_kv is None
+        assert events[1].prev_kv is None
+
+
+async def test_a_watcher_at_the_head_gets_each_revision_with_its_own_header(ctx: Ctx) -> None:
+    async with ctx.kv.watch(ctx.k("w"), prefix=True) as w:
+        for i in range(3):
+            await ctx.kv.put(ctx.k("w"), b"%d" % i)
+            resp = await next_response(w)  # read before the next write
+            assert resp.header.revision == ctx.r(i + 1)
+            assert [e.kv.mod_revision for e in resp.events] == [ctx.r(i + 1)]
 
 
 async def test_historical_replay_is_one_batch_per_chunk_never_splitting_a_revision(

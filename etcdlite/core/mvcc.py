@@ -117,6 +117,7 @@ class MVCC:
         # Physical compaction lags the logical one: log entries below this are trimmed.
         self._trimmed = -1
         self._hooks: list[CommitHook] = []
+        self._header_cache = ResponseHeader(cluster_id, member_id, -1, raft_term)
         # Set while a write txn runs: the revision it writes and whether it changed anything.
         self._wrev = 0
         self._dirty = False
@@ -143,13 +144,17 @@ class MVCC:
         return len(self._index)
 
     def header(self, revision: int | None = None) -> ResponseHeader:
-        """A full response header (ids and term) at ``revision`` (default: current)."""
-        return ResponseHeader(
-            self.cluster_id,
-            self.member_id,
-            self._rev if revision is None else revision,
-            self.raft_term,
+        """A full response header (ids and term) at ``revision`` (default: current).
+
+        Headers are read-only, so the one of the latest revision asked for is reused."""
+        rev = self._rev if revision is None else revision
+        cached = self._header_cache
+        if cached.revision == rev:
+            return cached
+        h = self._header_cache = ResponseHeader(
+            self.cluster_id, self.member_id, rev, self.raft_term
         )
+        return h
 
     def add_hook(self, hook: CommitHook) -> None:
         self._hooks.append(hook)

@@ -203,6 +203,9 @@ class WatchRegistry:
     # --- delivery ---------------------------------------------------------------------
 
     def _on_commit(self, rev: int, changes: Sequence[KeyValue]) -> None:
+        if len(changes) == 1:
+            self._commit_one(rev, changes[0])
+            return
         exact = self._exact
         ranges = self._ranges
         per: dict[Watcher, list[Event]] | None = None
@@ -240,18 +243,55 @@ class WatchRegistry:
                         lst.append(ev)
         if per is None:
             return
-        cap = self.buffer_size
         for w, events in per.items():
-            buf = w.buffer
-            if len(buf) >= cap:
-                # Slow consumer: stop pushing; it catches up from the log from here.
-                w.synced = False
-                w.next_rev = rev
+            self._push(w, rev, (rev, events, EVENTS))
+
+    def _commit_one(self, rev: int, kv: KeyValue) -> None:
+        """The common single-change revision: every matching watcher shares one batch (per
+        prev_kv variant), so fan-out is one append per watcher."""
+        group = self._exact.get(kv.key)
+        covering = self._ranges.stab(kv.key) if len(self._ranges) else None
+        if not group and not covering:
+            return
+        is_put = kv.version != 0
+        plain: Batch | None = None
+        with_prev: Batch | None = None
+        cap = self.buffer_size
+        for source in (group, covering):
+            if not source:
                 continue
-            buf.append((rev, events, EVENTS))
-            w.had_event = True
-            if len(buf) == 1 and w.wake is not None:
-                w.wake()
+            for w in source:
+                if not w.synced or rev < w.min_rev or (w.noput if is_put else w.nodelete):
+                    continue
+                if w.prev_kv:
+                    if with_prev is None:
+                        with_prev = (rev, [_event(kv, self.mvcc, True)], EVENTS)
+                    batch = with_prev
+                else:
+                    if plain is None:
+                        plain = (rev, [_event(kv, self.mvcc, False)], EVENTS)
+                    batch = plain
+                buf = w.buffer
+                if len(buf) >= cap:
+                    w.synced = False
+                    w.next_rev = rev
+                    continue
+                buf.append(batch)
+                w.had_event = True
+                if len(buf) == 1 and w.wake is not None:
+                    w.wake()
+
+    def _push(self, w: Watcher, rev: int, batch: Batch) -> None:
+        buf = w.buffer
+        if len(buf) >= self.buffer_size:
+            # Slow consumer: stop pushing; it catches up from the log from here.
+            w.synced = False
+            w.next_rev = rev
+            return
+        buf.append(batch)
+        w.had_event = True
+        if len(buf) == 1 and w.wake is not None:
+            w.wake()
 
     def take(self, w: Watcher) -> list[Batch]:
         """What ``w``'s consumer gets next: buffered batches, else one catch-up chunk, else
