@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
 
 from .errors import EtcdError, RequestTooLargeError
@@ -86,6 +88,14 @@ class EtcdServer:
         return f"{url.hostname}:{url.port}"
 
     # --- plumbing ---------------------------------------------------------------------
+
+    def drop_watch_streams(self, message: str = "etcdserver: server stopped") -> int:
+        """Fault injection: end every open Watch stream with UNAVAILABLE ``message``, as a
+        lost member or connection would; returns how many were dropped."""
+        streams = list(self.watch_streams)
+        for ws in streams:
+            ws.close(GRPCError(Status.UNAVAILABLE, message))
+        return len(streams)
 
     def codec(self) -> EtcdCodec:
         return EtcdCodec(self.max_request_bytes + GRPC_OVERHEAD)
@@ -519,6 +529,17 @@ async def serve(
         max_request_bytes=max_request_bytes,
     )
     server = Server([etcd], codec=etcd.codec())
+    # Python 3.11's asyncio.Server.close() leaves accepted connections open, so track them
+    # to close them on shutdown (a stopped server must stop answering).
+    protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
+    make_protocol = server._protocol_factory
+
+    def tracking_factory() -> H2Protocol:
+        proto = make_protocol()
+        protocols.add(proto)
+        return proto
+
+    server._protocol_factory = tracking_factory  # type: ignore[method-assign]
     await server.start(host, port)
     try:
         listener = cast(asyncio.Server | None, server._server)
@@ -531,7 +552,11 @@ async def serve(
     finally:
         for ws in list(etcd.watch_streams):
             ws.close()
+        await asyncio.sleep(0)  # let the watch handlers end their streams with OK
         server.close()
+        for proto in list(protocols):
+            if hasattr(proto, "processor"):
+                proto.processor.close("Server stopped")
         try:
             await asyncio.wait_for(server.wait_closed(), 5)
         except (TimeoutError, StreamTerminatedError):  # pragma: no cover

@@ -21,6 +21,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import betterproto2
+from grpclib.exceptions import GRPCError
 
 from .core.watch import EMPTY_RANGE_REASON, EVENTS, REQUESTED, Watcher
 from .errors import EtcdError
@@ -53,10 +54,13 @@ class ServerWatchStream:
         self._wakeup = asyncio.Event()
         self._progress_pending = False
         self._closed = False
+        self._error: GRPCError | None = None
 
-    def close(self) -> None:
-        """End the stream (server shutdown or a fault): its watchers are dropped."""
+    def close(self, error: GRPCError | None = None) -> None:
+        """End the stream: cleanly (server shutdown) or with ``error`` as its gRPC status
+        (a dropped stream, for fault injection). Its watchers are dropped."""
         self._closed = True
+        self._error = error
         self._wakeup.set()
 
     def _header(self, revision: int | None = None) -> ResponseHeader:
@@ -78,6 +82,8 @@ class ServerWatchStream:
                 self.store.watches.remove(w)
             self.watchers.clear()
             self._ready.clear()
+        if self._error is not None:
+            raise self._error
 
     # --- requests ---------------------------------------------------------------------
 
@@ -85,6 +91,12 @@ class ServerWatchStream:
         async for req in self.stream:
             name, value = _which(req)
             if name == "create_request":
+                try:
+                    await self.store._gate("watch")
+                except EtcdError as e:
+                    rev = self.store.core.revision
+                    self._send(self._created(-1, rev, canceled=True, reason=e.message))
+                    continue
                 self._create(value)
             elif name == "cancel_request":
                 self._cancel(value.watch_id)
@@ -189,6 +201,12 @@ class ServerWatchStream:
                         wid,
                         canceled=True,
                         compact_revision=w.compact_revision,
+                    )
+                )
+            elif w.cancel_reason:
+                await self.stream.send_message(
+                    fastpb.encode_watch_response(
+                        self._header(), wid, canceled=True, cancel_reason=w.cancel_reason
                     )
                 )
             return

@@ -17,6 +17,7 @@ from .core.autocompact import AutoCompactor
 from .core.mvcc import DEFAULT_MAX_TXN_OPS, MVCC
 from .core.watch import EMPTY_RANGE_REASON, EVENTS, REQUESTED, Watcher, WatchRegistry
 from .errors import WatchCanceledError, WatchCompactedError
+from .faults import Faults
 from .lease import Lease, LeaseTimeToLive
 from .ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, lease_id
 from .types import (
@@ -100,6 +101,8 @@ class Store(KVBase):
         self.core.lessor.min_ttl = min_lease_ttl
         self.compaction_batch = compaction_batch
         self.watches = WatchRegistry(self.core, buffer_size=watch_buffer)
+        #: Fault injection for tests (see :mod:`etcdlite.faults`).
+        self.faults = Faults(self.watches)
         self.watch_progress_notify_interval = watch_progress_notify_interval
         self._watch_ids: dict[int, Watcher] = {}
         self._next_watch_id = 0
@@ -167,6 +170,13 @@ class Store(KVBase):
         if not self._started:
             self._start()
 
+    async def _gate(self, kind: str) -> None:
+        """Checks before a request: open, started, and any armed fault for ``kind``."""
+        self._check()
+        if self.faults.active:
+            await self.faults.before(kind)
+            self._check()
+
     @property
     def revision(self) -> int:
         """The current revision."""
@@ -179,11 +189,11 @@ class Store(KVBase):
     # --- KV ---------------------------------------------------------------------------
 
     async def _range(self, req: RangeRequest) -> RangeResponse:
-        self._check()
+        await self._gate("range")
         return self.core.range(req)
 
     async def get(self, key: Bytesish, *, revision: int = 0) -> KeyValue | None:
-        self._check()
+        await self._gate("range")
         return self.core.get(key if type(key) is bytes else to_bytes(key), revision)
 
     async def put(
@@ -196,8 +206,8 @@ class Store(KVBase):
         ignore_value: bool = False,
         ignore_lease: bool = False,
     ) -> PutResponse:
-        if self._closed or not self._started:
-            self._check()
+        if self._closed or not self._started or self.faults.active:
+            await self._gate("put")
         return self.core.put(
             key if type(key) is bytes else to_bytes(key),
             value if type(value) is bytes else to_bytes(value, "value"),
@@ -208,15 +218,15 @@ class Store(KVBase):
         )
 
     async def _delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
-        self._check()
+        await self._gate("delete_range")
         return self.core.delete_range(req)
 
     async def _txn(self, req: TxnRequest) -> TxnResponse:
-        self._check()
+        await self._gate("txn")
         return self.core.txn(req)
 
     async def compact(self, revision: int, *, physical: bool = False) -> CompactResponse:
-        self._check()
+        await self._gate("compact")
         self.core.compact(revision)
         task = self._compactor
         if task is None or task.done():
@@ -289,7 +299,7 @@ class Store(KVBase):
     # --- leases -----------------------------------------------------------------------
 
     async def grant(self, ttl: int, id: int = 0) -> Lease:
-        self._check()
+        await self._gate("grant")
         entry = self.core.grant(ttl, id, self.clock.time())
         if self._expirer is None or self._expirer.done():
             self._expirer = self._spawn(self._expiry_loop())
@@ -334,15 +344,15 @@ class Store(KVBase):
         self._expiry_wakeup.set()
 
     async def revoke(self, lease: int | _HasId) -> int:
-        self._check()
+        await self._gate("revoke")
         return self.core.revoke(lease_id(lease))
 
     async def refresh(self, lease: int | _HasId) -> int:
-        self._check()
+        await self._gate("refresh")
         return self.core.lessor.renew(lease_id(lease), self.clock.time())
 
     async def time_to_live(self, lease: int | _HasId, *, keys: bool = False) -> LeaseTimeToLive:
-        self._check()
+        await self._gate("time_to_live")
         lid = lease_id(lease)
         entry = self.core.lessor.get(lid)
         now = self.clock.time()
@@ -356,7 +366,7 @@ class Store(KVBase):
         )
 
     async def leases(self) -> list[int]:
-        self._check()
+        await self._gate("leases")
         return [entry.id for entry in self.core.lessor.leases()]
 
 
@@ -373,6 +383,7 @@ class StoreWatch(Watch):
     async def _create(self) -> None:
         self._loop = asyncio.get_running_loop()
         store = self._store
+        await store._gate("watch")
         self.revision = store.core.revision
         w = store._register_watcher(self.spec)
         w.wake = self._wake
@@ -413,9 +424,7 @@ class StoreWatch(Watch):
                         pending.append(WatchResponse(header(run_rev), wid, run))
                         run = None
                     # A requested progress answers with watch_id -1, as etcd's does.
-                    pending.append(
-                        WatchResponse(header(rev), -1 if kind == REQUESTED else wid, [])
-                    )
+                    pending.append(WatchResponse(header(rev), -1 if kind == REQUESTED else wid, []))
                 if run is not None:
                     pending.append(WatchResponse(header(run_rev), wid, run))
                 pending.reverse()
@@ -425,7 +434,7 @@ class StoreWatch(Watch):
                 self._done = True
                 if w.compacted:
                     raise WatchCompactedError(w.compact_revision)
-                raise WatchCanceledError("etcdserver: watch canceled")
+                raise WatchCanceledError(w.cancel_reason or "etcdserver: watch canceled")
             if registry.ready(w):
                 await asyncio.sleep(0)  # catching up: one chunk per loop turn
                 continue

@@ -64,6 +64,7 @@ class Watcher:
     __slots__ = (
         "_range_key",
         "buffer",
+        "cancel_reason",
         "canceled",
         "compact_revision",
         "compacted",
@@ -107,6 +108,8 @@ class Watcher:
         # Unsynced: the first revision not yet in the buffer.
         self.next_rev = 0
         self.canceled = False
+        #: Why the server ended it (fault injection); empty for compaction or close.
+        self.cancel_reason = ""
         self.compacted = False
         self.compact_revision = 0
         self.had_event = False

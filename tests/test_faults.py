@@ -1,0 +1,191 @@
+"""Fault injection, on the embedded Store and through the server (etcdlite Client and the
+third-party python-etcd3 client against the ``etcdlite_server`` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+
+import etcd3
+import pytest
+import pytest_asyncio
+
+import etcdlite
+from etcdlite import (
+    Client,
+    LeaderChangedError,
+    ManualClock,
+    Store,
+    UnavailableError,
+    WatchCanceledError,
+    WatchCompactedError,
+)
+from etcdlite.api import KVBase
+from etcdlite.testing import ServerThread
+
+
+@dataclass
+class Target:
+    """The store to inject into, and the API the test talks to (itself, or a Client)."""
+
+    store: Store
+    kv: KVBase
+    clock: ManualClock
+    server: etcdlite.EtcdServer | None = None
+
+
+@pytest_asyncio.fixture(params=["store", "serve"])
+async def target(request: pytest.FixtureRequest) -> AsyncIterator[Target]:
+    clock = ManualClock()
+    async with Store(clock=clock) as store:
+        if request.param == "store":
+            yield Target(store, store, clock)
+            return
+        async with etcdlite.serve(store, port=0) as server, Client(server.endpoint) as client:
+            yield Target(store, client, clock, server)
+
+
+async def test_fail_next_requests_with_an_etcd_error(target: Target) -> None:
+    target.store.faults.fail_next("put", 2, LeaderChangedError)
+    for _ in range(2):
+        with pytest.raises(LeaderChangedError) as e:
+            await target.kv.put(b"k", b"v")
+        assert e.value.code == 14 and e.value.message == "etcdserver: leader changed"
+    await target.kv.put(b"k", b"v")  # the third one goes through
+    assert target.store.revision == 2
+    target.store.faults.fail_next("range")  # default: UNAVAILABLE "request timed out"
+    with pytest.raises(UnavailableError):
+        await target.kv.get(b"k")
+    assert (await target.kv.get(b"k")) is not None
+
+
+async def test_pause_holds_requests_until_resumed(target: Target) -> None:
+    target.store.faults.pause()
+    put = asyncio.ensure_future(target.kv.put(b"k", b"v"))
+    for _ in range(20):
+        await asyncio.sleep(0.005)
+    assert not put.done() and target.store.revision == 1
+    target.store.faults.resume()
+    async with asyncio.timeout(5):
+        resp = await put
+    assert resp.header.revision == 2
+
+
+async def test_forced_compaction_overtakes_a_resuming_watch(target: Target) -> None:
+    for i in range(5):
+        await target.kv.put(b"k", b"%d" % i)
+    await target.store.compact(4)  # e.g. while the client was disconnected
+    w = await target.kv.watch(b"k", start_revision=2)  # resuming from its last revision
+    with pytest.raises(WatchCompactedError) as e:
+        async with asyncio.timeout(5):
+            async for _ in w:
+                pass
+    assert e.value.compact_revision == 4
+
+
+async def test_server_side_watch_cancel_with_a_reason(target: Target) -> None:
+    async with target.kv.watch(b"k") as w:
+        await target.kv.put(b"k", b"1")
+        async with asyncio.timeout(5):
+            assert (await anext(w)).kv.value == b"1"
+        assert target.store.faults.cancel_watches("etcdserver: leader changed") == 1
+        with pytest.raises(WatchCanceledError) as e:
+            async with asyncio.timeout(5):
+                await anext(w)
+        assert e.value.reason == "etcdserver: leader changed"
+
+
+async def test_leader_change_gives_leases_their_ttl_back(target: Target) -> None:
+    lease = await target.kv.grant(10)
+    await target.kv.put(b"k", b"v", lease=lease)
+    await target.clock.advance(8)
+    target.store.simulate_leader_change()
+    await target.clock.advance(8)
+    assert await target.kv.get(b"k") is not None
+    await target.clock.advance(2)
+    assert await target.kv.get(b"k") is None
+
+
+async def test_dropped_watch_stream_ends_watches_with_unavailable() -> None:
+    async with etcdlite.serve(port=0) as server, Client(server.endpoint) as client:
+        async with client.watch(b"k") as w:
+            assert server.drop_watch_streams() == 1
+            with pytest.raises(UnavailableError):
+                async with asyncio.timeout(5):
+                    await anext(w)
+        # a new watch opens a new stream
+        async with client.watch(b"k") as w2:
+            await client.put(b"k", b"v")
+            async with asyncio.timeout(5):
+                assert (await anext(w2)).kv.value == b"v"
+
+
+# --- the same faults seen by a third-party synchronous client ----------------------------
+
+
+def test_python_etcd3_sees_injected_errors(etcdlite_server: ServerThread) -> None:
+    client = etcd3.client(*etcdlite_server.endpoint.split(":"))
+    try:
+        etcdlite_server.fail_next("put", 1, LeaderChangedError)
+        with pytest.raises(etcd3.exceptions.ConnectionFailedError):  # etcd3 maps UNAVAILABLE
+            client.put("k", "v")
+        client.put("k", "v")
+        assert client.get("k")[0] == b"v"
+    finally:
+        client.close()
+
+
+def test_stop_and_restart_on_the_same_port_keeps_data(etcdlite_server: ServerThread) -> None:
+    client = etcd3.client(*etcdlite_server.endpoint.split(":"), timeout=5)
+    try:
+        client.put("k", "v")
+        etcdlite_server.stop_serving()
+        with pytest.raises(etcd3.exceptions.ConnectionFailedError):
+            client.get("k")
+        etcdlite_server.restart()
+        # grpcio reconnects after its backoff (about a second): retry like an app would
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert client.get("k")[0] == b"v"
+                break
+            except etcd3.exceptions.ConnectionFailedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        client.close()
+
+
+def test_lease_expiry_is_driven_by_the_fixture_clock(etcdlite_server: ServerThread) -> None:
+    client = etcd3.client(*etcdlite_server.endpoint.split(":"))
+    try:
+        lease = client.lease(30)
+        client.put("svc/a", "1", lease=lease)
+        etcdlite_server.advance(29)
+        assert client.get("svc/a")[0] == b"1"
+        etcdlite_server.leader_change()
+        etcdlite_server.advance(29)
+        assert client.get("svc/a")[0] == b"1"
+        etcdlite_server.advance(1)
+        assert client.get("svc/a")[0] is None
+    finally:
+        client.close()
+
+
+def test_paused_server_hangs_a_sync_client_until_resumed(etcdlite_server: ServerThread) -> None:
+    client = etcd3.client(*etcdlite_server.endpoint.split(":"), timeout=0.3)
+    try:
+        etcdlite_server.pause()
+        with pytest.raises(etcd3.exceptions.ConnectionTimeoutError):
+            client.put("k", "v")
+        etcdlite_server.resume()
+        client.put("k", "v2")
+        assert client.get("k")[0] == b"v2"
+    finally:
+        client.close()
