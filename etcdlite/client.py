@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from grpclib.client import Channel, Stream
@@ -34,7 +34,8 @@ from .types import (
     to_bytes,
 )
 from .watch import Watch, WatchSpec
-from .wire import convert
+from .wire import convert, fastpb
+from .wire.codec import ClientCodec
 from .wire.pb import etcdserverpb as pb
 
 __all__ = ["Client", "connect", "parse_endpoint"]
@@ -116,7 +117,7 @@ class Client(KVBase):
 
     def _open(self) -> Channel:
         if self._channel is None:
-            self._channel = Channel(self.host, self.port)
+            self._channel = Channel(self.host, self.port, codec=ClientCodec())
             self._kv = pb.KvStub(self._channel, timeout=self.timeout)
             self._lease = pb.LeaseStub(self._channel, timeout=self.timeout)
         return self._channel
@@ -145,8 +146,26 @@ class Client(KVBase):
 
     async def _range(self, req: RangeRequest) -> RangeResponse:
         msg = convert.range_request_to_pb(req)
-        resp = await self._call(lambda: self.kv_stub.range(msg))
-        return convert.range_response_from_pb(resp)
+        # The reply stays raw bytes (see ClientCodec) for the hand-written decoder.
+        data = await self._call(
+            lambda: self._unary_raw("/etcdserverpb.KV/Range", msg, pb.RangeRequest)
+        )
+        return fastpb.decode_range_response(data)
+
+    async def _unary_raw(self, path: str, msg: Any, req_type: Any) -> bytes:
+        stream: Stream[Any, bytes]
+        async with self._open().request(
+            path,
+            Cardinality.UNARY_UNARY,
+            req_type,
+            bytes,
+            timeout=self.timeout,
+        ) as stream:
+            await stream.send_message(msg, end=True)
+            reply = await stream.recv_message()
+            await stream.recv_trailing_metadata()
+        assert isinstance(reply, bytes)
+        return reply
 
     async def put(
         self,

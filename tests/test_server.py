@@ -78,6 +78,8 @@ def test_range_response_encoding_matches_betterproto(
     assert ours == theirs
     back = convert.range_response_from_pb(pb.RangeResponse.parse(ours))
     assert back.kvs == items and back.count == count and back.more == more
+    fast = fastpb.decode_range_response(theirs)  # the Client's decoder
+    assert (fast.header, fast.kvs, fast.more, fast.count) == (h, items, more, count)
 
 
 @settings(max_examples=100, deadline=None)

@@ -14,7 +14,7 @@ from grpclib.const import Status
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
 
-__all__ = ["EtcdCodec"]
+__all__ = ["ClientCodec", "EtcdCodec"]
 
 
 class EtcdCodec(CodecBase):
@@ -43,3 +43,20 @@ class EtcdCodec(CodecBase):
             raise GRPCError(Status.INTERNAL, f"grpc: error unmarshalling request: {e}") from e
         msg._etcdlite_size = len(data)
         return msg
+
+
+class ClientCodec(CodecBase):
+    """The Client's codec: betterproto2 messages, except that a reply type of ``bytes``
+    leaves the reply undecoded for :mod:`etcdlite.wire.fastpb`."""
+
+    __content_subtype__ = "proto"
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        if isinstance(message, bytes):
+            return message
+        return bytes(message)
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        if message_type is bytes:
+            return data
+        return message_type.parse(data)

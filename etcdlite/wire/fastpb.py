@@ -177,3 +177,121 @@ def encode_watch_response(
         data = ev if isinstance(ev, bytes) else encode_event(ev)
         parts += (b"\x5a", varint(len(data)), data)
     return b"".join(parts)
+
+
+# --- decoding (the client's hot path) -----------------------------------------------------
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    b = data[pos]
+    if b < 0x80:
+        return b, pos + 1
+    result = b & 0x7F
+    shift = 7
+    pos += 1
+    while True:
+        b = data[pos]
+        result |= (b & 0x7F) << shift
+        pos += 1
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _int64(n: int) -> int:
+    return n - (1 << 64) if n >= 1 << 63 else n
+
+
+def _skip(data: bytes, pos: int, wire_type: int) -> int:
+    if wire_type == 0:
+        return _read_varint(data, pos)[1]
+    if wire_type == 2:
+        n, pos = _read_varint(data, pos)
+        return pos + n
+    if wire_type == 1:
+        return pos + 8
+    if wire_type == 5:
+        return pos + 4
+    raise ValueError(f"unsupported wire type {wire_type}")
+
+
+def decode_kv(data: bytes, pos: int = 0, end: int | None = None) -> KeyValue:
+    """``mvccpb.KeyValue`` from ``data[pos:end]``; the bytes are kept as its cached encoding."""
+    if end is None:
+        end = len(data)
+    start = pos
+    key = value = b""
+    create = mod = version = lease = 0
+    while pos < end:
+        tag, pos = _read_varint(data, pos)
+        field, wt = tag >> 3, tag & 7
+        if wt == 2:
+            n, pos = _read_varint(data, pos)
+            if field == 1:
+                key = data[pos : pos + n]
+            elif field == 5:
+                value = data[pos : pos + n]
+            pos += n
+        elif wt == 0:
+            v, pos = _read_varint(data, pos)
+            if field == 2:
+                create = _int64(v)
+            elif field == 3:
+                mod = _int64(v)
+            elif field == 4:
+                version = _int64(v)
+            elif field == 6:
+                lease = _int64(v)
+        else:
+            pos = _skip(data, pos, wt)
+    kv = KeyValue(key, create, mod, version, value, lease)
+    kv._wire = data[start:end]
+    return kv
+
+
+def decode_header(data: bytes, pos: int, end: int) -> ResponseHeader:
+    h = ResponseHeader()
+    while pos < end:
+        tag, pos = _read_varint(data, pos)
+        field, wt = tag >> 3, tag & 7
+        if wt != 0:
+            pos = _skip(data, pos, wt)
+            continue
+        v, pos = _read_varint(data, pos)
+        if field == 1:
+            h.cluster_id = v
+        elif field == 2:
+            h.member_id = v
+        elif field == 3:
+            h.revision = _int64(v)
+        elif field == 4:
+            h.raft_term = v
+    return h
+
+
+def decode_range_response(data: bytes) -> RangeResponse:
+    """``etcdserverpb.RangeResponse`` straight into etcdlite's result types."""
+    header = ResponseHeader()
+    kvs: list[KeyValue] = []
+    more = False
+    count = 0
+    pos, end = 0, len(data)
+    while pos < end:
+        tag, pos = _read_varint(data, pos)
+        field, wt = tag >> 3, tag & 7
+        if wt == 2:
+            n, pos = _read_varint(data, pos)
+            if field == 2:
+                kvs.append(decode_kv(data, pos, pos + n))
+            elif field == 1:
+                header = decode_header(data, pos, pos + n)
+            pos += n
+        elif wt == 0:
+            v, pos = _read_varint(data, pos)
+            if field == 3:
+                more = bool(v)
+            elif field == 4:
+                count = _int64(v)
+        else:
+            pos = _skip(data, pos, wt)
+    return RangeResponse(header, kvs, more, count)
