@@ -8,11 +8,11 @@ pytest process, as a user's project would run it.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-SAMPLE = '''
+from .projects import run_pytest_project
+
+SAMPLE = """
 import asyncio
 
 import pytest
@@ -40,18 +40,8 @@ async def test_keepalive_in_loop_time():
         await store.put("k", "v", lease=lease)
         await asyncio.sleep(600)  # ten virtual minutes
         assert lease.alive and await store.get("k") is not None
-'''
+"""
 
 
 def test_store_timers_follow_looptime(tmp_path: Path) -> None:
-    (tmp_path / "test_sample.py").write_text(SAMPLE)
-    (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "2 passed" in out.stdout
+    run_pytest_project(tmp_path, {"test_sample.py": SAMPLE}, passed=2)

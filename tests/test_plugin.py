@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from .projects import run_pytest_project
 
 SAMPLE_APP = """
 import etcd3
@@ -52,15 +52,4 @@ def test_plugin_fixtures_in_a_fresh_project(tmp_path: Path) -> None:
     """A separate pytest process in a temp project: only the installed package's pytest11
     entry point can provide the fixtures there. (pytester's in-process machinery does not
     mix with pytest-asyncio's session loop, hence a plain subprocess.)"""
-    (tmp_path / "app.py").write_text(SAMPLE_APP)
-    (tmp_path / "test_app.py").write_text(SAMPLE_TESTS)
-    (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "3 passed" in out.stdout
+    run_pytest_project(tmp_path, {"app.py": SAMPLE_APP, "test_app.py": SAMPLE_TESTS}, passed=3)
