@@ -4,7 +4,8 @@ Flags use etcd's names where they apply::
 
     etcdlite serve --listen-client-urls http://127.0.0.1:2379
 
-Also runnable as ``python -m etcdlite serve``.
+Also runnable as ``python -m etcdlite serve``. ``etcdlite bench`` runs the benchmarks
+(:mod:`etcdlite.bench`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="permit a non-loopback listen address (etcdlite has no TLS and no auth)",
     )
     s.add_argument("--log-level", default="INFO")
+    from .bench.cli import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
@@ -157,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "serve":
         return asyncio.run(run_server(args))
+    if args.command == "bench":
+        from .bench.cli import run as run_bench
+
+        return run_bench(args)
     return 2  # pragma: no cover - argparse requires a command
 
 

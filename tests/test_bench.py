@@ -1,0 +1,189 @@
+"""``etcdlite bench`` smoke tests: every workload at a tiny scale on the embedded store and an
+``etcdlite serve`` child (and real etcd when installed), so the tool never rots. The JSON
+output is checked for its fields; timings are never asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from etcdlite.bench.measure import percentile, proc_cpu_seconds
+from etcdlite.bench.report import CHECKS, fmt
+from etcdlite.bench.workloads import GROUPS, WORKLOADS, select
+
+from .etcd_process import etcd_binary, free_port
+
+#: Small enough that the whole run takes seconds; sizes have floors so nothing is empty.
+SCALE = "0.002"
+
+
+def _bench(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "etcdlite", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _leftover_dirs() -> set[str]:
+    found: set[str] = set()
+    for parent in ("/dev/shm", "/tmp"):
+        if os.path.isdir(parent):
+            found.update(
+                os.path.join(parent, n)
+                for n in os.listdir(parent)
+                if n.startswith("etcdlite-bench-")
+            )
+    return found
+
+
+def test_every_workload_on_every_target_at_tiny_scale(tmp_path: Path) -> None:
+    targets = ["embedded", "serve"] + (["etcd"] if etcd_binary() else [])
+    out = tmp_path / "bench.json"
+    before = _leftover_dirs()
+    proc = _bench("all", "--compare", ",".join(targets), "--scale", SCALE, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    # Temp dirs of the children are removed (other runs may be going on: compare sets).
+    assert not (_leftover_dirs() - before)
+
+    doc = json.loads(out.read_text())
+    meta = doc["meta"]
+    assert meta["targets"] == targets and meta["scale"] == float(SCALE)
+    assert meta["reference"] == ("etcd" if "etcd" in targets else "serve")
+    assert {"date", "command", "python", "cpus", "loadavg", "elapsed_s"} <= set(meta)
+    assert [t["name"] for t in doc["targets"]] == targets
+    for t in doc["targets"][1:]:
+        assert t["pid"] and t["endpoint"].startswith("127.0.0.1:")
+
+    results = {(r["workload"], r["target"]): r for r in doc["results"]}
+    for w in WORKLOADS:
+        for target in targets:
+            runs_here = w.where == "all" or target == "embedded" or w.where == "spawned"
+            if not runs_here:
+                assert (w.name, target) not in results
+                continue
+            r = results[(w.name, target)]
+            assert r["error"] is None, (w.name, target, r["error"])
+            missing = set(w.fields) - set(r["metrics"])
+            assert not missing, (w.name, target, missing)
+            for metric, _label in w.rows:
+                assert metric in r["metrics"], (w.name, target, metric)
+            if target != "embedded":
+                # The server's CPU came from /proc (a number, possibly 0 at this scale).
+                for key in ("cpu_us_per_op", "cpu_us_per_event"):
+                    if key in r["metrics"]:
+                        assert isinstance(r["metrics"][key], int | float)
+    fan = results[("watch-fanout-100", "serve")]["metrics"]
+    assert fan["complete"] is True and fan["events"] == fan["puts"] * 100
+    assert results[("lease-expiry", "embedded")]["metrics"]["keys_left"] == 0
+    # Only the change at the compacted revision itself stays in the log.
+    assert results[("compaction", "embedded")]["metrics"]["log_left"] <= 1
+
+    checks = {c["text"] for c in doc["checks"]}
+    assert checks == {c.text for c in CHECKS}
+    for c in doc["checks"]:
+        if c["value"] is not None:
+            assert isinstance(c["ok"], bool)
+
+    # One table on stdout (workloads × metrics, a column per target, ratios), progress on
+    # stderr.
+    header = proc.stdout.splitlines()[0].split()
+    assert header[:2] == ["workload", "metric"] and header[2 : 2 + len(targets)] == targets
+    assert any("/" in h for h in header)
+    for w in WORKLOADS:
+        assert w.name in proc.stdout
+    assert doc["table"].strip() == proc.stdout.split("\n\n")[0].strip()
+    assert "[1/" in proc.stderr and "starting target serve" in proc.stderr
+
+
+def test_endpoint_target_with_pid(tmp_path: Path) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "etcdlite",
+            "serve",
+            "--listen-client-urls",
+            f"http://127.0.0.1:{port}",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert server.stderr is not None
+        assert "ready to serve client requests" in server.stderr.readline()
+        out = tmp_path / "ep.json"
+        proc = _bench(
+            "get,txn",
+            "--endpoint",
+            f"127.0.0.1:{port}",
+            "--pid",
+            str(server.pid),
+            "--scale",
+            SCALE,
+            "--json",
+            str(out),
+            "--quiet",
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stderr == ""
+        doc = json.loads(out.read_text())
+        assert [(r["workload"], r["target"]) for r in doc["results"]] == [
+            ("get", "endpoint"),
+            ("txn", "endpoint"),
+        ]
+        for r in doc["results"]:
+            assert r["error"] is None
+            assert isinstance(r["metrics"]["cpu_us_per_op"], int | float)
+            assert r["metrics"]["ops"] > 0
+        assert server.poll() is None  # the benchmark does not stop a server it did not start
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        if server.stderr is not None:
+            server.stderr.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope"], "unknown workload"),
+        (["get", "--target", "endpoint"], "needs --endpoint"),
+        (["get", "--compare", "embedded,embedded"], "named twice"),
+        (["get", "--compare", "embedded,mars"], "unknown target"),
+        (["get", "--scale", "0"], "--scale"),
+    ],
+)
+def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
+    proc = _bench(*args, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_list_and_selection() -> None:
+    proc = _bench("--list", timeout=60)
+    assert proc.returncode == 0
+    for w in WORKLOADS:
+        assert w.name in proc.stdout
+    assert [w.name for w in select("watch-fanout")] == list(GROUPS["watch-fanout"])
+    # put brings the floor along: its target is a ratio to it.
+    assert [w.name for w in select("put")] == ["floor", "put"]
+    assert [w.name for w in select("all")] == [w.name for w in WORKLOADS]
+
+
+def test_measure_helpers() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+    assert percentile([float(i) for i in range(1, 101)], 0.99) == 99.0
+    assert proc_cpu_seconds(os.getpid()) > 0
+    assert fmt(None) == "-" and fmt(1234567) == "1.23M" and fmt(0.5) == "0.500"
