@@ -76,7 +76,7 @@ class Store(KVBase):
         min_lease_ttl: float = 2,
         auto_compaction_mode: str | None = None,
         auto_compaction_retention: float = 0,
-        compaction_batch: int = 10_000,
+        compaction_batch: int = 5_000,
         watch_buffer: int = 128,
         watch_progress_notify_interval: float = 600.0,
         lease_expiry_batch: int = 1000,

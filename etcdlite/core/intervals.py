@@ -8,10 +8,9 @@ match it. Adding or removing an interval touches only the segments it spans.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Hashable
 from typing import Generic, TypeVar
-
-from sortedcontainers import SortedList
 
 __all__ = ["IntervalIndex"]
 
@@ -24,7 +23,9 @@ class IntervalIndex(Generic[T]):
     """Items on intervals ``[start, end)``; ``end=None`` means unbounded above."""
 
     def __init__(self) -> None:
-        self._bounds = SortedList()
+        # A plain sorted list: lookups (every write) bisect it in C; boundaries change only
+        # when watchers come and go.
+        self._bounds: list[bytes] = []
         # Segment [bounds[i], bounds[i+1]) -> items covering it.
         self._segs: dict[bytes, set[T]] = {}
         self._count = 0
@@ -36,15 +37,16 @@ class IntervalIndex(Generic[T]):
         """Make ``at`` a segment boundary, the new segment inheriting its cover."""
         if at in self._segs:
             return
-        i = self._bounds.bisect_right(at)
+        i = bisect_right(self._bounds, at)
         cover: set[T] = set(self._segs[self._bounds[i - 1]]) if i else set()
-        self._bounds.add(at)
+        insort(self._bounds, at)
         self._segs[at] = cover
 
     def _span(self, start: bytes, end: bytes | None) -> list[bytes]:
-        if end is None:
-            return list(self._bounds.irange(minimum=start))
-        return list(self._bounds.irange(start, end, inclusive=(True, False)))
+        bounds = self._bounds
+        lo = bisect_left(bounds, start)
+        hi = len(bounds) if end is None else bisect_left(bounds, end)
+        return bounds[lo:hi]
 
     def add(self, start: bytes, end: bytes | None, item: T) -> None:
         if end is not None and end <= start:
@@ -71,10 +73,10 @@ class IntervalIndex(Generic[T]):
         cover = self._segs.get(at)
         if cover is None:
             return
-        i = self._bounds.bisect_left(at)
+        i = bisect_left(self._bounds, at)
         prev = self._segs[self._bounds[i - 1]] if i else _EMPTY
         if cover == prev:
-            self._bounds.remove(at)
+            del self._bounds[i]
             del self._segs[at]
 
     def stab(self, key: bytes) -> set[T] | frozenset[T]:
@@ -82,7 +84,7 @@ class IntervalIndex(Generic[T]):
         bounds = self._bounds
         if not bounds:
             return _EMPTY  # type: ignore[return-value]
-        i = bounds.bisect_right(key)
+        i = bisect_right(bounds, key)
         if not i:
             return _EMPTY  # type: ignore[return-value]
         return self._segs[bounds[i - 1]]

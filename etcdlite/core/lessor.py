@@ -97,7 +97,12 @@ class Lessor:
         if entry is None or entry.expiry <= now:
             return 0
         entry.expiry = now + max(entry.ttl, self.min_ttl)
-        heapq.heappush(self._heap, (entry.expiry, lease_id))
+        heap = self._heap
+        heapq.heappush(heap, (entry.expiry, lease_id))
+        if len(heap) > 2 * len(self._leases) + 64:
+            # Stale entries only leave from the top; drop them all before they pile up.
+            self._heap = [(e.expiry, e.id) for e in self._leases.values()]
+            heapq.heapify(self._heap)
         return entry.ttl
 
     def promote(self, now: float) -> None:

@@ -277,13 +277,30 @@ class MVCC:
         if lease and lease not in self.lessor:
             raise LeaseNotFoundError()
         rev = self._rev + 1
-        if not (lease or ignore_value or ignore_lease or self._hooks or key in self._index):
-            # The hot path: a brand-new key with nothing attached and nobody watching.
-            kv = KeyValue(key, rev, rev, 1, value, 0)
-            self._index[key] = [kv]
+        if not (lease or ignore_value or ignore_lease):
+            # The hot path: a plain put (the common case), inlined.
+            hist = self._index.get(key)
+            prev: KeyValue | None = None
+            if hist is None:
+                kv = KeyValue(key, rev, rev, 1, value, 0)
+                self._index[key] = [kv]
+            else:
+                prev = hist[-1]
+                if prev.version:
+                    kv = KeyValue(key, prev.create_revision, rev, prev.version + 1, value, 0)
+                    if prev.lease:
+                        self.lessor.detach(prev.lease, key)  # a plain put detaches
+                else:
+                    prev = None
+                    kv = KeyValue(key, rev, rev, 1, value, 0)
+                hist.append(kv)
             self._log.append(kv)
             self._rev = rev
-            return PutResponse(self.header(rev))
+            if self._hooks:
+                changes = (kv,)
+                for hook in self._hooks:
+                    hook(rev, changes)
+            return PutResponse(self.header(rev), prev if prev_kv else None)
         self._wrev = rev
         self._dirty = False
         start = len(self._log)
