@@ -55,6 +55,8 @@ class ServerWatchStream:
         self._progress_pending = False
         self._closed = False
         self._error: GRPCError | None = None
+        self._batch: list[bytes] = []
+        self._header_cache: tuple[int, bytes] = (-1, b"")
 
     def close(self, error: GRPCError | None = None) -> None:
         """End the stream: cleanly (server shutdown) or with ``error`` as its gRPC status
@@ -167,22 +169,44 @@ class ServerWatchStream:
         stream = self.stream
         out = self._out
         wakeup = self._wakeup
+        await stream.send_initial_metadata()
         while not self._closed:
             if not (out or self._ready or self._progress_due()):
                 await wakeup.wait()
                 wakeup.clear()
                 continue
+            batch = self._batch
             while out:
-                await stream.send_message(out.popleft())
+                batch.append(out.popleft())
             for w in list(self._ready):
-                await self._deliver(w)
+                self._deliver(w)
             if self._progress_due():
                 self._progress_pending = False
-                await stream.send_message(fastpb.encode_watch_response(self._header(), -1))
+                batch.append(fastpb.encode_watch_response(self._header(), -1))
+            await self._flush()
             if self._ready:
                 await asyncio.sleep(0)  # watchers catching up: one chunk each per loop turn
 
-    async def _deliver(self, w: Watcher) -> None:
+    async def _flush(self) -> None:
+        """Write every response of this loop turn at once: one HTTP/2 write instead of one
+        per response (etcd's stream also batches), the gRPC framing done here."""
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        raw = getattr(self.stream, "_stream", None)  # grpclib's HTTP/2 stream
+        if raw is None:  # pragma: no cover - another grpclib layout: one send per response
+            for data in batch:
+                await self.stream.send_message(data)
+            return
+        await raw.send_data(b"".join(_frame(data) for data in batch))
+
+    def _header_bytes(self, revision: int) -> bytes:
+        cached = self._header_cache
+        if cached[0] != revision:
+            cached = self._header_cache = (revision, fastpb.encode_header(self._header(revision)))
+        return cached[1]
+
+    def _deliver(self, w: Watcher) -> None:
         registry = self.store.watches
         batches = registry.take(w)
         if not registry.ready(w):
@@ -190,21 +214,19 @@ class ServerWatchStream:
         wid = w.id
         if self.watchers.get(wid) is not w:
             return  # cancelled meanwhile
+        emit = self._batch.append
         if w.canceled:
             self.watchers.pop(wid, None)
             self._ready.discard(w)
             if w.compacted:
                 # etcd: canceled with compact_revision, header revision 0
-                await self.stream.send_message(
+                emit(
                     fastpb.encode_watch_response(
-                        self._header(0),
-                        wid,
-                        canceled=True,
-                        compact_revision=w.compact_revision,
+                        self._header(0), wid, canceled=True, compact_revision=w.compact_revision
                     )
                 )
             elif w.cancel_reason:
-                await self.stream.send_message(
+                emit(
                     fastpb.encode_watch_response(
                         self._header(), wid, canceled=True, cancel_reason=w.cancel_reason
                     )
@@ -216,7 +238,7 @@ class ServerWatchStream:
         event_batches = [b for b in batches if b[2] == EVENTS]
         if len(event_batches) == 1 and len(batches) == 1:
             rev, events, _ = batches[0]
-            await self._send_events(wid, rev, events)
+            self._send_events(wid, rev, events)
         elif event_batches:
             # Behind: coalesce, at most MAX_REVISIONS_PER_RESPONSE revisions per response.
             chunk: list[Event] = []
@@ -225,21 +247,22 @@ class ServerWatchStream:
                 chunk.extend(events)
                 revs += 1
                 if revs >= MAX_REVISIONS_PER_RESPONSE:
-                    await self._send_events(wid, cur, chunk)
+                    self._send_events(wid, cur, chunk)
                     chunk, revs = [], 0
             if chunk:
-                await self._send_events(wid, cur, chunk)
+                self._send_events(wid, cur, chunk)
         for rev, _events, kind in batches:
             if kind != EVENTS:
-                await self.stream.send_message(
+                emit(
                     fastpb.encode_watch_response(
-                        self._header(rev), -1 if kind == REQUESTED else wid
+                        self._header_bytes(rev), -1 if kind == REQUESTED else wid
                     )
                 )
 
-    async def _send_events(self, wid: int, rev: int, events: list[Event]) -> None:
-        header = self._header(rev)
+    def _send_events(self, wid: int, rev: int, events: list[Event]) -> None:
+        header = self._header_bytes(rev)
         encoded = [fastpb.encode_event(ev) for ev in events]
+        emit = self._batch.append
         limit = self.server.max_request_bytes + 512 * 1024
         if wid in self._fragment and len(encoded) > 1:
             size = sum(len(e) + 5 for e in encoded)
@@ -248,15 +271,18 @@ class ServerWatchStream:
                 piece_size = 0
                 for data in encoded:
                     if piece and piece_size + len(data) + 5 > limit:
-                        await self.stream.send_message(
-                            fastpb.encode_watch_response(header, wid, piece, fragment=True)
-                        )
+                        emit(fastpb.encode_watch_response(header, wid, piece, fragment=True))
                         piece, piece_size = [], 0
                     piece.append(data)
                     piece_size += len(data) + 5
-                await self.stream.send_message(fastpb.encode_watch_response(header, wid, piece))
+                emit(fastpb.encode_watch_response(header, wid, piece))
                 return
-        await self.stream.send_message(fastpb.encode_watch_response(header, wid, encoded))
+        emit(fastpb.encode_watch_response(header, wid, encoded))
+
+
+def _frame(data: bytes) -> bytes:
+    """gRPC's length-prefixed message framing (not compressed)."""
+    return b"\x00" + len(data).to_bytes(4, "big") + data
 
 
 def _which(req: pb.WatchRequest) -> tuple[str, Any]:

@@ -264,12 +264,14 @@ class Event:
     ``prev_kv`` is set only for watchers that asked for it, and never for a creation.
     """
 
-    __slots__ = ("kv", "prev_kv", "type")
+    __slots__ = ("_wire", "kv", "prev_kv", "type")
 
     def __init__(self, type: EventType, kv: KeyValue, prev_kv: KeyValue | None = None) -> None:
         self.type = type
         self.kv = kv
         self.prev_kv = prev_kv
+        # Cached protobuf encoding (the wire layer fills it; one event, many watchers).
+        self._wire: bytes | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):

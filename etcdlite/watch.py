@@ -88,7 +88,9 @@ class Watch(ABC):
         self.id = -1
         #: The store revision when the watch was created (``header.revision``).
         self.revision = 0
-        self._created: asyncio.Task[None] | None = None
+        # Resolved once creation finished (for concurrent awaiters); no task per watch.
+        self._created: asyncio.Future[None] | None = None
+        self._is_created = False
         self._events: deque[Event] = deque()
         self._done = False
 
@@ -99,9 +101,26 @@ class Watch(ABC):
         """Register the watch; sets ``id`` and ``revision``; raises on refusal."""
 
     async def _ensure_created(self) -> None:
-        if self._created is None:
-            self._created = asyncio.ensure_future(self._create())
-        await asyncio.shield(self._created)
+        if self._is_created:
+            return
+        fut = self._created
+        if fut is not None:
+            await asyncio.shield(fut)
+            return
+        fut = self._created = asyncio.get_running_loop().create_future()
+        try:
+            await self._create()
+        except BaseException as e:
+            if isinstance(e, asyncio.CancelledError):
+                fut.cancel()
+            else:
+                fut.set_exception(e)
+                fut.exception()  # retrieved here; concurrent awaiters re-raise it
+            raise
+        self._is_created = True
+        fut.set_result(None)
+        if self._done:  # cancel() was called while the watch was being created
+            await self._cancel()
 
     def __await__(self) -> Generator[object, None, Watch]:
         yield from self._ensure_created().__await__()
@@ -157,10 +176,9 @@ class Watch(ABC):
             return
         self._done = True
         self._events.clear()
-        if self._created is not None and self._created.done() and not self._created.exception():
+        if self._is_created:
             await self._cancel()
-        elif self._created is not None and not self._created.done():
-            self._created.cancel()
+        # still being created: _ensure_created cancels it when creation completes
 
     @abstractmethod
     async def request_progress(self) -> None:
@@ -188,7 +206,7 @@ class _Responses:
         watch = self._watch
         if watch._done:
             raise StopAsyncIteration
-        if watch._created is None or not watch._created.done():
+        if not watch._is_created:
             await watch._ensure_created()
         resp = await watch._next()
         if resp is None:

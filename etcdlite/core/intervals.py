@@ -1,14 +1,15 @@
 """Which key ranges cover a key: a stabbing index over half-open byte-string intervals.
 
 The key space is cut at every interval endpoint into elementary segments, each holding the
-set of items whose interval covers it. A lookup is one bisect (O(log n)) however many
-intervals exist, so a put's cost does not grow with the number of watchers that do not
-match it. Adding or removing an interval touches only the segments it spans.
+set of items whose interval covers it. A lookup is one C bisect over the boundaries plus a
+list index (O(log n)), however many intervals exist, so a put's cost does not grow with the
+number of watchers that do not match it. Adding or removing an interval touches only the
+segments it spans; boundaries change only when watchers come and go.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
@@ -23,11 +24,9 @@ class IntervalIndex(Generic[T]):
     """Items on intervals ``[start, end)``; ``end=None`` means unbounded above."""
 
     def __init__(self) -> None:
-        # A plain sorted list: lookups (every write) bisect it in C; boundaries change only
-        # when watchers come and go.
+        # Parallel lists: segment i is [bounds[i], bounds[i+1]) and covers[i] its items.
         self._bounds: list[bytes] = []
-        # Segment [bounds[i], bounds[i+1]) -> items covering it.
-        self._segs: dict[bytes, set[T]] = {}
+        self._covers: list[set[T]] = []
         self._count = 0
 
     def __len__(self) -> int:
@@ -35,18 +34,19 @@ class IntervalIndex(Generic[T]):
 
     def _split(self, at: bytes) -> None:
         """Make ``at`` a segment boundary, the new segment inheriting its cover."""
-        if at in self._segs:
+        bounds = self._bounds
+        i = bisect_left(bounds, at)
+        if i < len(bounds) and bounds[i] == at:
             return
-        i = bisect_right(self._bounds, at)
-        cover: set[T] = set(self._segs[self._bounds[i - 1]]) if i else set()
-        insort(self._bounds, at)
-        self._segs[at] = cover
+        cover: set[T] = set(self._covers[i - 1]) if i else set()
+        bounds.insert(i, at)
+        self._covers.insert(i, cover)
 
-    def _span(self, start: bytes, end: bytes | None) -> list[bytes]:
+    def _span(self, start: bytes, end: bytes | None) -> range:
         bounds = self._bounds
         lo = bisect_left(bounds, start)
         hi = len(bounds) if end is None else bisect_left(bounds, end)
-        return bounds[lo:hi]
+        return range(lo, hi)
 
     def add(self, start: bytes, end: bytes | None, item: T) -> None:
         if end is not None and end <= start:
@@ -54,45 +54,44 @@ class IntervalIndex(Generic[T]):
         self._split(start)
         if end is not None:
             self._split(end)
-        for b in self._span(start, end):
-            self._segs[b].add(item)
+        covers = self._covers
+        for i in self._span(start, end):
+            covers[i].add(item)
         self._count += 1
 
     def remove(self, start: bytes, end: bytes | None, item: T) -> None:
         if end is not None and end <= start:
             return
-        for b in self._span(start, end):
-            self._segs[b].discard(item)
+        covers = self._covers
+        for i in self._span(start, end):
+            covers[i].discard(item)
         self._count -= 1
-        self._merge(start)
         if end is not None:
             self._merge(end)
+        self._merge(start)
 
     def _merge(self, at: bytes) -> None:
         """Drop boundary ``at`` if it no longer separates different covers."""
-        cover = self._segs.get(at)
-        if cover is None:
+        bounds = self._bounds
+        i = bisect_left(bounds, at)
+        if i == len(bounds) or bounds[i] != at:
             return
-        i = bisect_left(self._bounds, at)
-        prev = self._segs[self._bounds[i - 1]] if i else _EMPTY
-        if cover == prev:
-            del self._bounds[i]
-            del self._segs[at]
+        prev = self._covers[i - 1] if i else _EMPTY
+        if self._covers[i] == prev:
+            del bounds[i]
+            del self._covers[i]
 
     def stab(self, key: bytes) -> set[T] | frozenset[T]:
         """The items whose interval contains ``key`` (do not mutate the result)."""
-        bounds = self._bounds
-        if not bounds:
-            return _EMPTY  # type: ignore[return-value]
-        i = bisect_right(bounds, key)
+        i = bisect_right(self._bounds, key)
         if not i:
             return _EMPTY  # type: ignore[return-value]
-        return self._segs[bounds[i - 1]]
+        return self._covers[i - 1]
 
     def _check(self) -> None:
-        assert len(self._bounds) == len(self._segs)
-        assert set(self._bounds) == set(self._segs)
+        assert len(self._bounds) == len(self._covers)
+        assert self._bounds == sorted(set(self._bounds))
         prev: set[T] | frozenset[T] = _EMPTY  # type: ignore[assignment]
-        for b in self._bounds:
-            assert self._segs[b] != prev, "redundant boundary"
-            prev = self._segs[b]
+        for cover in self._covers:
+            assert cover != prev, "redundant boundary"
+            prev = cover

@@ -145,15 +145,19 @@ def encode_txn_response(r: TxnResponse) -> bytes:
 
 
 def encode_event(ev: Event) -> bytes:
-    """``mvccpb.Event``: type (PUT is the default, omitted), kv, prev_kv."""
-    out = (b"\x08\x01" if ev.type else b"") + _message_field(0x12, encode_kv(ev.kv))
-    if ev.prev_kv is not None:
-        out += _message_field(0x1A, encode_kv(ev.prev_kv))
+    """``mvccpb.Event``: type (PUT is the default, omitted), kv, prev_kv; cached on the
+    event, which every watcher of that change shares."""
+    out = ev._wire
+    if out is None:
+        out = (b"\x08\x01" if ev.type else b"") + _message_field(0x12, encode_kv(ev.kv))
+        if ev.prev_kv is not None:
+            out += _message_field(0x1A, encode_kv(ev.prev_kv))
+        ev._wire = out
     return out
 
 
 def encode_watch_response(
-    header: ResponseHeader,
+    header: ResponseHeader | bytes,
     watch_id: int,
     events: Sequence[Event] | Sequence[bytes] = (),
     *,
@@ -163,9 +167,10 @@ def encode_watch_response(
     cancel_reason: str = "",
     fragment: bool = False,
 ) -> bytes:
-    """``etcdserverpb.WatchResponse``; ``events`` may be pre-encoded Event bytes."""
+    """``etcdserverpb.WatchResponse``; ``events`` may be pre-encoded Event bytes and
+    ``header`` an encoded header."""
     parts = [
-        _message_field(0x0A, encode_header(header)),
+        _message_field(0x0A, header if isinstance(header, bytes) else encode_header(header)),
         _int_field(0x10, watch_id),
         b"\x18\x01" if created else b"",
         b"\x20\x01" if canceled else b"",
