@@ -42,6 +42,16 @@ from .ops import (
     Txn,
     prefix_end,
 )
+from .recipes import (
+    Election,
+    ElectionNoLeaderError,
+    ElectionNotLeaderError,
+    LeaderKey,
+    Lock,
+    LockTimeoutError,
+    Session,
+    SessionExpiredError,
+)
 from .server import EtcdServer, serve
 from .store import Store, StoreClosedError
 from .types import (
@@ -75,6 +85,9 @@ __all__ = [
     "Delete",
     "DeleteRangeResponse",
     "DuplicateKeyError",
+    "Election",
+    "ElectionNoLeaderError",
+    "ElectionNotLeaderError",
     "EmptyKeyError",
     "EtcdError",
     "EtcdServer",
@@ -86,12 +99,15 @@ __all__ = [
     "KeyNotFoundError",
     "KeyValue",
     "LeaderChangedError",
+    "LeaderKey",
     "Lease",
     "LeaseExistsError",
     "LeaseNotFoundError",
     "LeaseProvidedError",
     "LeaseTTLTooLargeError",
     "LeaseTimeToLive",
+    "Lock",
+    "LockTimeoutError",
     "LoopClock",
     "ManualClock",
     "NoLeaderError",
@@ -101,6 +117,8 @@ __all__ = [
     "RequestTooLargeError",
     "ResponseHeader",
     "ServerStoppedError",
+    "Session",
+    "SessionExpiredError",
     "SortOrder",
     "SortTarget",
     "StatusCode",

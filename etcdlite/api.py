@@ -23,6 +23,9 @@ from .ops import (
     _HasId,
     key_range,
 )
+from .recipes.election import Election
+from .recipes.lock import Lock
+from .recipes.session import DEFAULT_TTL, Session
 from .types import (
     Bytesish,
     CompactResponse,
@@ -104,6 +107,35 @@ class KVBase(ABC):
 
     @abstractmethod
     def _open_watch(self, spec: WatchSpec) -> Watch: ...
+
+    # --- concurrency recipes ------------------------------------------------------------
+
+    def session(self, ttl: int = DEFAULT_TTL, *, lease: Lease | int | None = None) -> Session:
+        """A lease kept alive in the background (Go's ``concurrency.Session``, default TTL
+        60 s): ``s = await kv.session(10)`` or ``async with kv.session(10) as s:`` (revoked
+        on exit). ``lease`` adopts an existing lease instead of granting one."""
+        return Session(self, ttl, lease=lease)
+
+    def lock(
+        self,
+        name: Bytesish,
+        *,
+        ttl: int = DEFAULT_TTL,
+        timeout: float | None = None,
+        session: Session | None = None,
+    ) -> Lock:
+        """A distributed lock, interoperable with ``etcdctl lock`` (see
+        :class:`~etcdlite.recipes.Lock`): ``async with kv.lock(b"n", ttl=30, timeout=5):``.
+        ``ttl`` is how long the lock outlives a dead holder, ``timeout`` how long to wait
+        (``LockTimeoutError``; the lock is never entered unheld)."""
+        return Lock(self, name, ttl=ttl, timeout=timeout, session=session)
+
+    def election(
+        self, name: Bytesish, *, ttl: int = DEFAULT_TTL, session: Session | None = None
+    ) -> Election:
+        """A leader election, interoperable with ``etcdctl elect`` (see
+        :class:`~etcdlite.recipes.Election`): campaign, proclaim, resign, leader, observe."""
+        return Election(self, name, ttl=ttl, session=session)
 
     # --- reads ------------------------------------------------------------------------
 
@@ -418,5 +450,20 @@ class KV(Protocol):
         prev_kv: bool = False,
         timeout: float | None = None,
     ) -> Event: ...
+
+    def session(self, ttl: int = DEFAULT_TTL, *, lease: Lease | int | None = None) -> Session: ...
+
+    def lock(
+        self,
+        name: Bytesish,
+        *,
+        ttl: int = DEFAULT_TTL,
+        timeout: float | None = None,
+        session: Session | None = None,
+    ) -> Lock: ...
+
+    def election(
+        self, name: Bytesish, *, ttl: int = DEFAULT_TTL, session: Session | None = None
+    ) -> Election: ...
 
     async def close(self) -> None: ...

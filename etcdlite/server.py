@@ -26,6 +26,7 @@ from grpclib.server import Server, Stream
 
 from .errors import EtcdError, RequestTooLargeError
 from .ops import TxnRequest
+from .server_recipes import RecipeServices
 from .server_watch import ServerWatchStream
 from .store import Store
 from .wire import convert, fastpb
@@ -213,6 +214,8 @@ class EtcdServer:
             pb.LeaseKeepAliveRequest,
             pb.LeaseKeepAliveResponse,
         )
+        # v3lock / v3election, on etcdlite's ports of the Go recipes.
+        m.update(RecipeServices(self).mapping())
         # Everything else etcd serves: registered, answering UNIMPLEMENTED like grpc-go.
         for base in (
             pb.KvBase,

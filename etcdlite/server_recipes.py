@@ -1,0 +1,206 @@
+"""etcd's v3lock (``/v3lockpb.Lock``) and v3election (``/v3electionpb.Election``) services.
+
+etcd runs its Go ``concurrency`` recipes inside the server for these; etcdlite runs its own
+ports of them (:mod:`etcdlite.recipes`) on the served Store, with etcd 3.4.23's observable
+behaviour:
+
+* each request builds a session on ``lease`` and orphans it at once: the caller owns the
+  lease's liveness; lease 0 grants a fresh 60 s lease that nobody renews (Lock, Campaign,
+  and also Proclaim/Resign, which re-bind or leak it as etcd does);
+* every error is gRPC UNKNOWN with etcd's text (``election: no leader``, ``election: not
+  leader``, ``"leader" field must be provided``, ``etcdserver: requested lease not
+  found`` …): grpc-go sends the recipes' plain Go errors that way;
+* a waiter whose RPC is cancelled (deadline, reset) deletes its key (shielded);
+* like 3.4, Lock and Campaign do not re-check the own key after waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
+
+from grpclib.const import Cardinality, Handler, Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
+
+from .errors import EtcdError
+from .recipes.election import Candidate, leader_range, observe_leader
+from .recipes.errors import ElectionNoLeaderError, MissingLeaderKeyError
+from .recipes.lock import Mutex
+from .types import KeyValue, ResponseHeader
+from .wire import convert
+from .wire.pb import mvccpb, v3electionpb, v3lockpb
+
+if TYPE_CHECKING:
+    from .server import EtcdServer
+    from .store import Store
+
+__all__ = ["SESSION_TTL", "RecipeServices"]
+
+#: TTL of the lease a v3lock/v3election request with lease 0 gets (Go's session default).
+SESSION_TTL = 60
+
+
+def _header(h: ResponseHeader | None) -> Any:
+    return convert.header_to_pb(h) if h is not None else None
+
+
+def _kv(kv: KeyValue) -> mvccpb.KeyValue:
+    return mvccpb.KeyValue(
+        key=kv.key,
+        create_revision=kv.create_revision,
+        mod_revision=kv.mod_revision,
+        version=kv.version,
+        value=kv.value,
+        lease=kv.lease,
+    )
+
+
+class RecipeServices:
+    """The Lock and Election services of one :class:`~etcdlite.EtcdServer`."""
+
+    def __init__(self, server: EtcdServer) -> None:
+        self.server = server
+
+    @property
+    def store(self) -> Store:
+        return self.server.store
+
+    def mapping(self) -> dict[str, Handler]:
+        unary: list[tuple[str, Callable[[Any], Awaitable[Any]], type, type]] = [
+            ("/v3lockpb.Lock/Lock", self.lock, v3lockpb.LockRequest, v3lockpb.LockResponse),
+            (
+                "/v3lockpb.Lock/Unlock",
+                self.unlock,
+                v3lockpb.UnlockRequest,
+                v3lockpb.UnlockResponse,
+            ),
+            (
+                "/v3electionpb.Election/Campaign",
+                self.campaign,
+                v3electionpb.CampaignRequest,
+                v3electionpb.CampaignResponse,
+            ),
+            (
+                "/v3electionpb.Election/Proclaim",
+                self.proclaim,
+                v3electionpb.ProclaimRequest,
+                v3electionpb.ProclaimResponse,
+            ),
+            (
+                "/v3electionpb.Election/Leader",
+                self.leader,
+                v3electionpb.LeaderRequest,
+                v3electionpb.LeaderResponse,
+            ),
+            (
+                "/v3electionpb.Election/Resign",
+                self.resign,
+                v3electionpb.ResignRequest,
+                v3electionpb.ResignResponse,
+            ),
+        ]
+        m = {
+            path: Handler(self._unary(path, fn), Cardinality.UNARY_UNARY, req, resp)
+            for path, fn, req, resp in unary
+        }
+        m["/v3electionpb.Election/Observe"] = Handler(
+            self._observe,
+            Cardinality.UNARY_STREAM,
+            v3electionpb.LeaderRequest,
+            v3electionpb.LeaderResponse,
+        )
+        return m
+
+    def _unary(
+        self, path: str, fn: Callable[[Any], Awaitable[Any]]
+    ) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
+        async def handler(stream: Stream[Any, Any]) -> None:
+            if self.server.interceptor is not None:
+                await self.server.interceptor(path)
+            request = await stream.recv_message()
+            assert request is not None
+            try:
+                reply = await fn(request)
+            except EtcdError as e:
+                # The Go recipes' errors are plain errors to grpc-go: code UNKNOWN.
+                raise GRPCError(Status.UNKNOWN, e.message) from None
+            await stream.send_message(reply)
+
+        return handler
+
+    async def _session(self, lease: int) -> int:
+        """Go's ``NewSession(WithLease(lease))`` + ``Orphan()``: lease 0 gets a new lease
+        that is never renewed; any other id is used as is (not checked)."""
+        if lease == 0:
+            return (await self.store.grant(SESSION_TTL)).id
+        return lease
+
+    # --- v3lock -----------------------------------------------------------------------
+
+    async def lock(self, m: v3lockpb.LockRequest) -> v3lockpb.LockResponse:
+        lease = await self._session(m.lease)
+        mutex = Mutex(self.store, m.name + b"/", lease)
+        await mutex.lock(verify=False, retry_compacted=False)
+        return v3lockpb.LockResponse(header=_header(mutex.header), key=mutex.key)
+
+    async def unlock(self, m: v3lockpb.UnlockRequest) -> v3lockpb.UnlockResponse:
+        resp = await self.store.delete(m.key)
+        return v3lockpb.UnlockResponse(header=_header(resp.header))
+
+    # --- v3election -------------------------------------------------------------------
+
+    async def campaign(self, m: v3electionpb.CampaignRequest) -> v3electionpb.CampaignResponse:
+        lease = await self._session(m.lease)
+        c = Candidate(self.store, m.name + b"/", lease)
+        await c.campaign(m.value, verify=False, retry_compacted=False)
+        return v3electionpb.CampaignResponse(
+            header=_header(c.header),
+            leader=v3electionpb.LeaderKey(name=m.name, key=c.key, rev=c.rev, lease=lease),
+        )
+
+    def _resume(self, leader: v3electionpb.LeaderKey, lease: int) -> Candidate:
+        # Go's ResumeElection keeps the name as the prefix, without "/" (unused here).
+        return Candidate(self.store, leader.name, lease, key=leader.key, rev=leader.rev)
+
+    async def proclaim(self, m: v3electionpb.ProclaimRequest) -> v3electionpb.ProclaimResponse:
+        if m.leader is None:
+            raise MissingLeaderKeyError()
+        lease = await self._session(m.leader.lease)
+        c = self._resume(m.leader, lease)
+        await c.proclaim(m.value)
+        return v3electionpb.ProclaimResponse(header=_header(c.header))
+
+    async def resign(self, m: v3electionpb.ResignRequest) -> v3electionpb.ResignResponse:
+        if m.leader is None:
+            raise MissingLeaderKeyError()
+        lease = await self._session(m.leader.lease)
+        c = self._resume(m.leader, lease)
+        await c.resign()
+        return v3electionpb.ResignResponse(header=_header(c.header))
+
+    async def leader(self, m: v3electionpb.LeaderRequest) -> v3electionpb.LeaderResponse:
+        resp = await leader_range(self.store, m.name + b"/")
+        if not resp.kvs:
+            raise ElectionNoLeaderError()
+        return v3electionpb.LeaderResponse(header=_header(resp.header), kv=_kv(resp.kvs[0]))
+
+    async def _observe(
+        self, stream: Stream[v3electionpb.LeaderRequest, v3electionpb.LeaderResponse]
+    ) -> None:
+        """Leader values until the client goes away; the stream ends with OK when Go's
+        observer would close its channel (a watch ended or failed)."""
+        if self.server.interceptor is not None:
+            await self.server.interceptor("/v3electionpb.Election/Observe")
+        m = await stream.recv_message()
+        assert m is not None
+        gen = observe_leader(self.store, m.name + b"/", restart_on_compaction=False)
+        try:
+            async with aclosing(gen):
+                async for header, kv in gen:
+                    await stream.send_message(
+                        v3electionpb.LeaderResponse(header=_header(header), kv=_kv(kv))
+                    )
+        except EtcdError:
+            return
