@@ -229,7 +229,7 @@ class EtcdServer:
             health.HealthBase,
         ):
             for path, handler in base.__mapping__(_Unimplemented()).items():  # type: ignore[arg-type]
-                if path not in m:
+                if path not in m and path not in NEWER_THAN_EMULATED:
                     method = path.rsplit("/", 1)[1]
                     m[path] = Handler(
                         _unimplemented(method),
@@ -382,17 +382,18 @@ class EtcdServer:
         return pb.AlarmResponse()
 
     async def defragment(self, m: pb.DefragmentRequest) -> pb.DefragmentResponse:
-        return pb.DefragmentResponse(header=pb.ResponseHeader())
+        # etcd 3.4 answers with an empty message (no header); there is nothing to defragment.
+        return pb.DefragmentResponse()
 
     async def move_leader(self, m: pb.MoveLeaderRequest) -> pb.MoveLeaderResponse:
         if m.target_id != self.store.core.member_id:
             raise GRPCError(Status.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
-        return pb.MoveLeaderResponse(header=pb.ResponseHeader())
+        return pb.MoveLeaderResponse()  # 3.4: an empty message, as for Defragment
 
     def _hash(self, revision: int) -> int:
         """CRC-32 over every kept change up to ``revision``: deterministic, like etcd's
         HashKV (its value is etcd's own business and differs)."""
-        crc = 0
+        crc = zlib.crc32(b"etcdlite")  # never 0, like etcd's (its buckets are hashed too)
         for kv in self.store.core._log:
             if kv.mod_revision > revision:
                 break
@@ -412,7 +413,7 @@ class EtcdServer:
         return pb.HashKvResponse(
             header=self.header(),
             hash=self._hash(rev),
-            compact_revision=max(core.compacted_revision, 0),
+            compact_revision=core.compacted_revision,  # -1 until the first compaction
         )
 
     # --- cluster ----------------------------------------------------------------------
@@ -467,6 +468,35 @@ class _Unimplemented:
 
     def __getattr__(self, name: str) -> Any:
         return None
+
+
+#: RPCs added after etcd 3.4 (the emulated line): unknown methods, as in 3.4.
+NEWER_THAN_EMULATED = frozenset(
+    {"/etcdserverpb.Maintenance/Downgrade", "/etcdserverpb.Auth/AuthStatus"}
+)
+
+
+class _MethodTable(dict[str, Handler]):
+    """grpclib's method table, answering an unknown method or service like grpc-go
+    (grpclib's own answer, "Method not found" without a content-type, reads as Unknown in
+    grpc-go clients)."""
+
+    def get(self, path: str, default: Any = None) -> Handler | None:  # type: ignore[override]
+        handler = super().get(path)
+        if handler is not None:
+            return handler
+        service, _, method = path.lstrip("/").rpartition("/")
+        known = any(p.startswith(f"/{service}/") for p in self)
+        text = (
+            f"unknown method {method} for service {service}"
+            if known
+            else f"unknown service {service or method}"
+        )
+
+        async def unknown(stream: Stream[Any, Any]) -> None:
+            raise GRPCError(Status.UNIMPLEMENTED, text)
+
+        return Handler(unknown, Cardinality.UNARY_UNARY, pb.RangeRequest, pb.RangeResponse)
 
 
 def _unimplemented(method: str) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
@@ -543,6 +573,7 @@ async def serve(
         return proto
 
     server._protocol_factory = tracking_factory  # type: ignore[method-assign]
+    server._mapping = _MethodTable(server._mapping)
     await server.start(host, port)
     try:
         listener = cast(asyncio.Server | None, server._server)

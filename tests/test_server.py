@@ -159,12 +159,12 @@ async def test_unimplemented_rpcs_answer_like_grpc_go() -> None:
             with pytest.raises(GRPCError) as e:
                 await call(
                     channel,
-                    "/etcdserverpb.Maintenance/Downgrade",
-                    pb.DowngradeRequest(),
-                    pb.DowngradeResponse,
+                    "/etcdserverpb.Cluster/MemberAdd",
+                    pb.MemberAddRequest(),
+                    pb.MemberAddResponse,
                 )
             assert e.value.status == Status.UNIMPLEMENTED
-            assert e.value.message == "method Downgrade not implemented"
+            assert e.value.message == "method MemberAdd not implemented"
 
 
 async def test_auth_and_cluster_answers_with_auth_disabled() -> None:

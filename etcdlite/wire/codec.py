@@ -14,7 +14,58 @@ from grpclib.const import Status
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
 
-__all__ = ["ClientCodec", "EtcdCodec"]
+__all__ = ["ClientCodec", "EtcdCodec", "MalformedMessage", "check_wire"]
+
+
+class MalformedMessage(ValueError):
+    """The bytes are not a well-formed protobuf message (texts as Go's decoder words them)."""
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    end = len(data)
+    while True:
+        if pos >= end:
+            raise MalformedMessage("unexpected EOF")
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 70:
+            raise MalformedMessage("proto: integer overflow")
+
+
+def check_wire(data: bytes, message_type: Any) -> None:
+    """Walk ``data`` as a ``message_type`` (and every message-typed field, recursively):
+    every tag valid, every varint and length-delimited field complete."""
+    meta = message_type._betterproto
+    names = meta.field_name_by_number
+    pos, end = 0, len(data)
+    while pos < end:
+        tag, pos = _varint(data, pos)
+        field, wire_type = tag >> 3, tag & 7
+        if field == 0 or wire_type in (3, 4, 6, 7):
+            raise MalformedMessage(
+                f"proto: {message_type.__name__}: illegal tag {field} (wire type {wire_type})"
+            )
+        if wire_type == 0:
+            _, pos = _varint(data, pos)
+        elif wire_type == 1 or wire_type == 5:
+            pos += 8 if wire_type == 1 else 4
+            if pos > end:
+                raise MalformedMessage("unexpected EOF")
+        else:
+            n, pos = _varint(data, pos)
+            if pos + n > end:
+                raise MalformedMessage("unexpected EOF")
+            name = names.get(field)
+            if name is not None:
+                fmeta = meta.meta_by_field_name[name]
+                if fmeta.proto_type == "message" and fmeta.map_meta is None:
+                    check_wire(data[pos : pos + n], meta.cls_by_field[name])
+            pos += n
 
 
 class EtcdCodec(CodecBase):
@@ -37,6 +88,9 @@ class EtcdCodec(CodecBase):
                 f"{self.max_receive_bytes})",
             )
         try:
+            # betterproto2 accepts truncated fields and illegal tags (a cut-off Put would
+            # store its partial value): check the wire structure first, as Go's decoder does.
+            check_wire(data, message_type)
             msg = message_type.parse(data)
         except Exception as e:
             # grpc-go: codes.Internal "grpc: error unmarshalling request: ..."
