@@ -302,8 +302,17 @@ class WatchRegistry:
         if w.buffer:
             buffered = list(w.buffer)
             w.buffer.clear()
+            if w.synced and w.progress_pending:
+                # asked for while the buffer was full: everything up to now is in hand
+                w.progress_pending = False
+                buffered.append((self.mvcc.revision, [], REQUESTED))
             return buffered
-        if w.canceled or w.synced:
+        if w.canceled:
+            return []
+        if w.synced:
+            if w.progress_pending:
+                w.progress_pending = False
+                return [(self.mvcc.revision, [], REQUESTED)]
             return []
         mvcc = self.mvcc
         if w.next_rev < mvcc.compacted_revision:
@@ -341,7 +350,7 @@ class WatchRegistry:
 
     def ready(self, w: Watcher) -> bool:
         """Whether :meth:`take` would return something (or cancel) right now."""
-        return bool(w.buffer) or w.canceled or not w.synced
+        return bool(w.buffer) or w.canceled or not w.synced or w.progress_pending
 
     def request_progress(self, w: Watcher, kind: int = REQUESTED) -> None:
         """Queue a progress notification for ``w``: sent at once if it is synced (after its
