@@ -6,8 +6,9 @@ against any etcd endpoint, etcdlite's own server or a real etcd cluster.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .api import KV
-from .client import Client, connect
 from .clock import Clock, LoopClock, ManualClock
 from .errors import (
     CompactedError,
@@ -52,7 +53,6 @@ from .recipes import (
     Session,
     SessionExpiredError,
 )
-from .server import EtcdServer, serve
 from .store import Store, StoreClosedError
 from .types import (
     CompactResponse,
@@ -70,6 +70,30 @@ from .types import (
     WatchResponse,
 )
 from .watch import Watch
+
+if TYPE_CHECKING:
+    from .client import Client, connect
+    from .server import EtcdServer, serve
+
+# The client and the server pull in grpclib's client or server side; load each only when
+# used, so `etcdlite serve` starts without the client and an embedded app without either.
+_LAZY = {
+    "Client": ".client",
+    "connect": ".client",
+    "EtcdServer": ".server",
+    "serve": ".server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 __version__ = "0.1.0"
 
