@@ -31,6 +31,7 @@ __all__ = [
     "encode_range_response",
     "encode_txn_response",
     "encode_watch_response",
+    "kv_field",
     "varint",
 ]
 
@@ -64,8 +65,10 @@ def _message_field(tag: int, data: bytes) -> bytes:
     return bytes((tag,)) + varint(len(data)) + data
 
 
-def encode_kv(kv: KeyValue) -> bytes:
-    """``mvccpb.KeyValue``, cached on the object (a revision never changes)."""
+def kv_field(kv: KeyValue) -> bytes:
+    """``mvccpb.KeyValue`` framed as field 2 (tag, length, body): the form RangeResponse
+    ``kvs``, PutResponse ``prev_kv`` and Event ``kv`` carry it in. Cached on the object
+    (a revision never changes), so a range or watch response is a join of cached pieces."""
     data = kv._wire
     if data is None:
         key = kv.key
@@ -81,8 +84,22 @@ def encode_kv(kv: KeyValue) -> bytes:
             parts += (b"\x2a", varint(len(value)), value)
         if kv.lease:
             parts += (b"\x30", varint(kv.lease))
-        data = kv._wire = b"".join(parts)
+        body = b"".join(parts)
+        data = kv._wire = b"\x12" + varint(len(body)) + body
     return data
+
+
+def _kv_field3(kv: KeyValue) -> bytes:
+    """The same KeyValue framed as field 3 (DeleteRangeResponse ``prev_kvs``, Event
+    ``prev_kv``)."""
+    return b"\x1a" + kv_field(kv)[1:]
+
+
+def encode_kv(kv: KeyValue) -> bytes:
+    """The bare ``mvccpb.KeyValue`` message."""
+    framed = kv_field(kv)
+    _, start = _read_varint(framed, 1)
+    return framed[start:]
 
 
 def encode_header(h: ResponseHeader) -> bytes:
@@ -94,20 +111,9 @@ def encode_header(h: ResponseHeader) -> bytes:
     )
 
 
-def _kvs_field(tag: int, kvs: Sequence[KeyValue]) -> list[bytes]:
-    parts: list[bytes] = []
-    t = bytes((tag,))
-    for kv in kvs:
-        data = kv._wire
-        if data is None:
-            data = encode_kv(kv)
-        parts += (t, varint(len(data)), data)
-    return parts
-
-
 def encode_range_response(r: RangeResponse) -> bytes:
     parts = [_message_field(0x0A, encode_header(r.header))]
-    parts += _kvs_field(0x12, r.kvs)
+    parts += [kv._wire or kv_field(kv) for kv in r.kvs]
     if r.more:
         parts.append(b"\x18\x01")
     parts.append(_int_field(0x20, r.count))
@@ -117,13 +123,13 @@ def encode_range_response(r: RangeResponse) -> bytes:
 def encode_put_response(r: PutResponse) -> bytes:
     out = _message_field(0x0A, encode_header(r.header))
     if r.prev_kv is not None:
-        out += _message_field(0x12, encode_kv(r.prev_kv))
+        out += kv_field(r.prev_kv)
     return out
 
 
 def encode_delete_range_response(r: DeleteRangeResponse) -> bytes:
     parts = [_message_field(0x0A, encode_header(r.header)), _int_field(0x10, r.deleted)]
-    parts += _kvs_field(0x1A, r.prev_kvs)
+    parts += [_kv_field3(kv) for kv in r.prev_kvs]
     return b"".join(parts)
 
 
@@ -149,9 +155,9 @@ def encode_event(ev: Event) -> bytes:
     event, which every watcher of that change shares."""
     out = ev._wire
     if out is None:
-        out = (b"\x08\x01" if ev.type else b"") + _message_field(0x12, encode_kv(ev.kv))
+        out = (b"\x08\x01" if ev.type else b"") + kv_field(ev.kv)
         if ev.prev_kv is not None:
-            out += _message_field(0x1A, encode_kv(ev.prev_kv))
+            out += _kv_field3(ev.prev_kv)
         ev._wire = out
     return out
 
@@ -221,10 +227,9 @@ def _skip(data: bytes, pos: int, wire_type: int) -> int:
 
 
 def decode_kv(data: bytes, pos: int = 0, end: int | None = None) -> KeyValue:
-    """``mvccpb.KeyValue`` from ``data[pos:end]``; the bytes are kept as its cached encoding."""
+    """``mvccpb.KeyValue`` from ``data[pos:end]``."""
     if end is None:
         end = len(data)
-    start = pos
     key = value = b""
     create = mod = version = lease = 0
     while pos < end:
@@ -249,9 +254,7 @@ def decode_kv(data: bytes, pos: int = 0, end: int | None = None) -> KeyValue:
                 lease = _int64(v)
         else:
             pos = _skip(data, pos, wt)
-    kv = KeyValue(key, create, mod, version, value, lease)
-    kv._wire = data[start:end]
-    return kv
+    return KeyValue(key, create, mod, version, value, lease)
 
 
 def decode_header(data: bytes, pos: int, end: int) -> ResponseHeader:
