@@ -25,7 +25,7 @@ from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
 
 from .errors import EtcdError, RequestTooLargeError
-from .ops import TxnRequest
+from .ops import DeleteRangeRequest, PutRequest, TxnRequest
 from .server_recipes import RecipeServices
 from .server_watch import ServerWatchStream
 from .store import Store
@@ -514,8 +514,7 @@ def _compression_error(stream: Stream[Any, Any]) -> GRPCError:
 
 
 def _has_writes(req: TxnRequest) -> bool:
-    from .ops import DeleteRangeRequest, PutRequest
-
+    """Whether a txn may write (only writes are held to max_request_bytes, as in etcd)."""
     for op in (*req.success, *req.failure):
         if isinstance(op, PutRequest | DeleteRangeRequest):
             return True

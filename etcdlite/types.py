@@ -84,7 +84,8 @@ class KeyValue:
     version: int
     value: bytes
     lease: int
-    # Cached protobuf encoding, filled lazily by the wire layer (a revision never changes).
+    # Its protobuf encoding (framed as a field 2), filled lazily by the wire layer: a
+    # revision never changes, so every Range and Watch response reuses it.
     _wire: bytes | None
 
     def __init__(
