@@ -56,6 +56,7 @@ class ServerWatchStream:
         self._closed = False
         self._error: GRPCError | None = None
         self._batch: list[bytes] = []
+        self._events_cache: dict[int, tuple[list[Event], bytes]] = {}
         self._header_cache: tuple[int, bytes] = (-1, b"")
 
     def close(self, error: GRPCError | None = None) -> None:
@@ -191,6 +192,7 @@ class ServerWatchStream:
         """Write every response of this loop turn at once: one HTTP/2 write instead of one
         per response (etcd's stream also batches), the gRPC framing done here."""
         batch, self._batch = self._batch, []
+        self._events_cache.clear()
         if not batch:
             return
         raw = getattr(self.stream, "_stream", None)  # grpclib's HTTP/2 stream
@@ -261,10 +263,10 @@ class ServerWatchStream:
 
     def _send_events(self, wid: int, rev: int, events: list[Event]) -> None:
         header = self._header_bytes(rev)
-        encoded = [fastpb.encode_event(ev) for ev in events]
         emit = self._batch.append
         limit = self.server.max_request_bytes + 512 * 1024
-        if wid in self._fragment and len(encoded) > 1:
+        if wid in self._fragment and len(events) > 1:
+            encoded = [fastpb.encode_event(ev) for ev in events]
             size = sum(len(e) + 5 for e in encoded)
             if size >= limit:
                 piece: list[bytes] = []
@@ -277,7 +279,13 @@ class ServerWatchStream:
                     piece_size += len(data) + 5
                 emit(fastpb.encode_watch_response(header, wid, piece))
                 return
-        emit(fastpb.encode_watch_response(header, wid, encoded))
+        # Watchers of one revision share the batch's events list: encode that part once
+        # per write. The cache holds the list itself, so its id cannot be reused by another
+        # list before the cache is cleared at the next flush.
+        cached = self._events_cache.get(id(events))
+        if cached is None:
+            cached = self._events_cache[id(events)] = (events, fastpb.encode_events_field(events))
+        emit(fastpb.encode_event_response(header, wid, cached[1]))
 
 
 def _frame(data: bytes) -> bytes:

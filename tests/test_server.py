@@ -137,6 +137,11 @@ def test_other_responses_match_betterproto(
         )
     )
     assert ours == theirs
+    # the shared-events path the watch stream uses for a revision's many watchers
+    plain = fastpb.encode_event_response(
+        fastpb.encode_header(h), n, fastpb.encode_events_field([ev, ev])
+    )
+    assert plain == fastpb.encode_watch_response(h, n, [ev, ev])
 
 
 # --- the service layer in memory (grpclib ChannelFor, no sockets) ------------------------
