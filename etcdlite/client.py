@@ -21,7 +21,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from .api import KVBase
 from .client_watch import ClientWatch, WatchStream
 from .clock import Clock, LoopClock
-from .errors import EtcdError, UnavailableError, error_from_status
+from .errors import EtcdError, UnavailableError, WatchCanceledError, error_from_status
 from .lease import Lease, LeaseTimeToLive
 from .ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, lease_id
 from .types import (
@@ -77,6 +77,7 @@ class Client(KVBase):
         self._watches: WatchStream | None = None
         self._keepalive: KeepAliveStream | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
         #: The clock keepalive tasks sleep on.
         self.clock: Clock = LoopClock()
 
@@ -98,6 +99,7 @@ class Client(KVBase):
         return task
 
     async def close(self) -> None:
+        self._closing = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -212,6 +214,29 @@ class Client(KVBase):
         if self._watches is None or not self._watches.alive:
             self._watches = WatchStream(self)
         return self._watches
+
+    async def _resume_watches(self, watches: list[ClientWatch]) -> None:
+        """Re-create ``watches`` on a new stream after the old one broke, each from the
+        revision after the last it delivered; retries (1 ms, x1.25, at most 100 ms apart,
+        as Go's client) until the server answers or the Client closes."""
+        delay = 0.001
+        pending = watches
+        while pending:
+            pending = [w for w in pending if not w.done]
+            if not pending:
+                return
+            try:
+                stream = await self._watch_stream()
+                while pending:
+                    w = pending[0]
+                    try:
+                        await stream.create(w, start_revision=w._next_rev)
+                    except WatchCanceledError as e:
+                        w._end(e)
+                    pending.pop(0)
+            except UnavailableError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.25, 0.1)
 
     # --- leases -----------------------------------------------------------------------
 

@@ -3,7 +3,12 @@
 As etcd's Go client does: creates are sent one at a time and the next ``created`` response
 belongs to the oldest outstanding create; responses are routed by ``watch_id``; a progress
 response (``watch_id`` -1) goes to every watch of the stream; fragments are reassembled.
-A stream that breaks ends every watch on it with ``UnavailableError`` (no automatic resume).
+
+A stream that breaks with UNAVAILABLE or a lost connection is reopened (retrying with a
+short backoff, as Go's client does) and every live watch is re-created from the revision
+after the last one it delivered, so iteration continues with no gap and no duplicate. If
+compaction overtook that revision meanwhile, the watch ends with ``WatchCompactedError``.
+Any other failure, or closing the Client, ends the watches.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ class ClientWatch(Watch):
         self._client = client
         self._queue: asyncio.Queue[WatchResponse | BaseException | None] = asyncio.Queue()
         self._fragments: list[Event] = []
+        #: Where a re-created watch resumes: the revision after the last one delivered.
+        self._next_rev = 0
 
     async def _create(self) -> None:
         stream = await self._client._watch_stream()
@@ -57,6 +64,10 @@ class ClientWatch(Watch):
         if self._fragments:
             resp.events = self._fragments + resp.events
             self._fragments = []
+        if resp.events:
+            self._next_rev = resp.events[-1].kv.mod_revision + 1
+        elif resp.header.revision:
+            self._next_rev = max(self._next_rev, resp.header.revision + 1)
         self._queue.put_nowait(resp)
 
     def _end(self, error: BaseException | None) -> None:
@@ -129,17 +140,22 @@ class WatchStream:
             error = error_from_status(e.status.value, e.message or "")
         except (OSError, StreamTerminatedError) as e:
             error = UnavailableError(f"etcdlite: {self._client.endpoint}: {e}")
-        self._fail(error)
+        self._fail(error, resumable=isinstance(error, UnavailableError))
 
-    def _fail(self, error: BaseException) -> None:
+    def _fail(self, error: BaseException, *, resumable: bool = False) -> None:
         self._error = error
         if not self._ready.done():
             self._ready.set_exception(error)
+            self._ready.exception()  # nobody may be waiting for it
         if self._pending is not None and not self._pending.done():
             self._pending.set_exception(error)
-        for w in self._watches.values():
-            w._end(error)
+        watches = [w for w in self._watches.values() if not w.done]
         self._watches.clear()
+        if resumable and watches and not self._client._closing:
+            self._client._spawn(self._client._resume_watches(watches))
+            return
+        for w in watches:
+            w._end(error)
 
     def _dispatch(self, resp: WatchResponse) -> None:
         if resp.created:
@@ -148,7 +164,11 @@ class WatchStream:
                 if not resp.canceled and w is not None:
                     # Register now: its events may follow before create() resumes.
                     w.id = resp.watch_id
-                    w.revision = resp.header.revision
+                    if not w._is_created:
+                        w.revision = resp.header.revision
+                    if not w._next_rev:
+                        start = w.spec.start_revision
+                        w._next_rev = start if start > 0 else resp.header.revision + 1
                     self._watches[resp.watch_id] = w
                 fut.set_result(resp)
             return
@@ -181,13 +201,18 @@ class WatchStream:
             except (OSError, StreamTerminatedError) as e:
                 raise UnavailableError(f"etcdlite: {self._client.endpoint}: {e}") from e
 
-    async def create(self, watch: ClientWatch) -> None:
+    async def create(self, watch: ClientWatch, start_revision: int | None = None) -> None:
+        """Create ``watch`` on this stream (from ``start_revision`` when resuming)."""
         async with self._create_lock:
             fut: asyncio.Future[WatchResponse] = asyncio.get_running_loop().create_future()
             self._pending = fut
             self._pending_watch = watch
+            request = convert.watch_create_to_pb(watch.spec)
+            if start_revision is not None:
+                assert request.create_request is not None
+                request.create_request.start_revision = start_revision
             try:
-                await self.send(convert.watch_create_to_pb(watch.spec))
+                await self.send(request)
                 resp = await fut
             finally:
                 self._pending = None

@@ -111,18 +111,69 @@ async def test_leader_change_gives_leases_their_ttl_back(target: Target) -> None
     assert await target.kv.get(b"k") is None
 
 
-async def test_dropped_watch_stream_ends_watches_with_unavailable() -> None:
-    async with etcdlite.serve(port=0) as server, Client(server.endpoint) as client:
-        async with client.watch(b"k") as w:
-            assert server.drop_watch_streams() == 1
-            with pytest.raises(UnavailableError):
-                async with asyncio.timeout(5):
-                    await anext(w)
-        # a new watch opens a new stream
-        async with client.watch(b"k") as w2:
-            await client.put(b"k", b"v")
+async def test_a_dropped_watch_stream_is_resumed_without_gap_or_duplicate() -> None:
+    async with (
+        etcdlite.serve(port=0) as server,
+        Client(server.endpoint) as client,
+        client.watch(b"k", prev_kv=True) as w,
+    ):
+        await client.put(b"k", b"1")
+        async with asyncio.timeout(5):
+            assert (await anext(w)).kv.value == b"1"
+        assert server.drop_watch_streams() == 1
+        await client.put(b"k", b"2")  # written while the stream is down
+        await client.put(b"k", b"3")
+        async with asyncio.timeout(5):
+            got = [await anext(w), await anext(w)]
+        assert [(e.kv.value, e.prev_kv.value if e.prev_kv else None) for e in got] == [
+            (b"2", b"1"),
+            (b"3", b"2"),
+        ]
+
+
+async def test_a_resumed_watch_overtaken_by_compaction_ends_compacted() -> None:
+    async with (
+        etcdlite.Store() as store,
+        etcdlite.serve(store, port=0) as server,
+        Client(server.endpoint) as client,
+        client.watch(b"k") as w,
+    ):
+        await client.put(b"k", b"1")
+        async with asyncio.timeout(5):
+            assert (await anext(w)).kv.value == b"1"
+        # The stream drops and, before the client can resume (these calls do not yield
+        # to the loop), history moves on and is compacted away.
+        server.drop_watch_streams()
+        await store.put(b"k", b"2")
+        await store.put(b"k", b"3")
+        await store.compact(store.revision)
+        with pytest.raises(WatchCompactedError):
             async with asyncio.timeout(5):
-                assert (await anext(w2)).kv.value == b"v"
+                await anext(w)
+
+
+async def test_a_watch_resumes_across_a_server_restart(etcdlite_server: ServerThread) -> None:
+    async with Client(etcdlite_server.endpoint) as client, client.watch(b"k") as w:
+        await client.put(b"k", b"1")
+        async with asyncio.timeout(5):
+            assert (await anext(w)).kv.value == b"1"
+        await asyncio.to_thread(etcdlite_server.stop_serving)
+        await asyncio.sleep(0.05)  # the client notices and retries
+        await asyncio.to_thread(etcdlite_server.restart)  # same port, data kept
+        await client.put(b"k", b"2")
+        async with asyncio.timeout(5):
+            ev = await anext(w)
+        assert (ev.kv.value, ev.kv.version) == (b"2", 2)
+
+
+async def test_closing_the_client_ends_its_watches() -> None:
+    async with etcdlite.serve(port=0) as server:
+        client = Client(server.endpoint)
+        w = await client.watch(b"k")
+        await client.close()
+        with pytest.raises(UnavailableError):
+            async with asyncio.timeout(5):
+                await anext(w)
 
 
 # --- the same faults seen by a third-party synchronous client ----------------------------
