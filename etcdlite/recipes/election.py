@@ -38,7 +38,7 @@ from .errors import (
     SessionExpiredError,
 )
 from .lock import lease_key
-from .session import DEFAULT_TTL, Session
+from .session import DEFAULT_TTL, Session, SessionHolder
 from .wait import wait_deletes
 
 if TYPE_CHECKING:
@@ -259,7 +259,7 @@ class Observer:
         await self.aclose()
 
 
-class Election:
+class Election(SessionHolder):
     """A leader election on ``name``, interoperable with ``etcdctl elect`` and Go.
 
     * ``ttl``: seconds a dead leader keeps its leadership (session lease TTL, default 60).
@@ -287,16 +287,8 @@ class Election:
         ttl: int = DEFAULT_TTL,
         session: Session | None = None,
     ) -> None:
-        self._kv = kv
-        self.name = to_bytes(name, "name")
-        self.prefix = self.name + b"/"
-        self.ttl = ttl
-        self._given_session = session
-        #: The session of the current leadership (or campaign).
-        self.session: Session | None = session
+        super().__init__(kv, name, ttl, session)
         self._candidate: Candidate | None = None
-        self._local: asyncio.Lock | None = None
-        self._busy = False
 
     # --- state ------------------------------------------------------------------------
 
@@ -366,9 +358,7 @@ class Election:
         return lk
 
     async def _campaign(self, value: bytes) -> None:
-        own = self._given_session is None
-        session = self._given_session or Session(self._kv, self.ttl)
-        self.session = session
+        session, own = self._new_session()
         held: asyncio.Lock | None = None  # the session's local lock, once this task has it
         try:
             await session.open()
@@ -387,13 +377,6 @@ class Election:
             raise
         self._candidate = candidate
         self._local = held
-
-    async def _abandon(self, session: Session, own: bool, held: asyncio.Lock | None) -> None:
-        if held is not None:
-            held.release()
-        if own:
-            await session.close()
-            self.session = None
 
     async def proclaim(self, value: Bytesish) -> None:
         """Announce a new value as leader; :class:`ElectionNotLeaderError` if this object
@@ -417,16 +400,11 @@ class Election:
     async def _end(self) -> None:
         c, self._candidate = self._candidate, None
         local, self._local = self._local, None
-        session = self.session
         try:
             if c is not None:
                 await c.resign()
         finally:
-            if local is not None:
-                local.release()
-            if session is not None and self._given_session is None:
-                await session.close()
-                self.session = None
+            await self._let_go(local)
 
     async def close(self) -> None:
         """Resign if leading (the election object can campaign again afterwards)."""

@@ -25,11 +25,10 @@ from ..types import (
     ResponseHeader,
     SortOrder,
     SortTarget,
-    to_bytes,
 )
 from .cancellation import Deadline, clock_of, run_shielded
 from .errors import LockTimeoutError, SessionExpiredError
-from .session import DEFAULT_TTL, Session
+from .session import DEFAULT_TTL, Session, SessionHolder
 from .wait import wait_deletes
 
 if TYPE_CHECKING:
@@ -149,7 +148,7 @@ class Mutex:
         return Compare.create(self.key) == self.revision
 
 
-class Lock:
+class Lock(SessionHolder):
     """A distributed lock on ``name``, interoperable with ``etcdctl lock`` and Go's Mutex.
 
     * ``ttl``: seconds the lock survives its holder's death (the session lease TTL);
@@ -180,17 +179,9 @@ class Lock:
         timeout: float | None = None,
         session: Session | None = None,
     ) -> None:
-        self._kv = kv
-        self.name = to_bytes(name, "name")
-        self.prefix = self.name + b"/"
-        self.ttl = ttl
+        super().__init__(kv, name, ttl, session)
         self.timeout = timeout
-        self._given_session = session
-        #: The session holding (or acquiring) the lock.
-        self.session: Session | None = session
         self._mutex: Mutex | None = None
-        self._local: asyncio.Lock | None = None
-        self._busy = False
 
     # --- state ------------------------------------------------------------------------
 
@@ -262,9 +253,7 @@ class Lock:
             self._busy = False
 
     async def _acquire(self, wait: bool) -> bool:
-        own = self._given_session is None
-        session = self._given_session or Session(self._kv, self.ttl)
-        self.session = session
+        session, own = self._new_session()
         held: asyncio.Lock | None = None  # the session's local lock, once this task has it
         try:
             await session.open()
@@ -294,13 +283,6 @@ class Lock:
         self._local = held
         return True
 
-    async def _abandon(self, session: Session, own: bool, held: asyncio.Lock | None) -> None:
-        if held is not None:
-            held.release()
-        if own:
-            await session.close()
-            self.session = None
-
     async def release(self) -> bool:
         """Release the lock: delete the own key if it is still ours (a Txn guarded by its
         create revision) and, for a Lock's own session, revoke the lease. Returns whether
@@ -312,17 +294,12 @@ class Lock:
         return await run_shielded(self._release(mutex))
 
     async def _release(self, mutex: Mutex) -> bool:
-        session = self.session
         local, self._local = self._local, None
         try:
             resp = await self._kv.txn([mutex.is_owner()], [Delete(mutex.key)])
             return resp.succeeded
         finally:
-            if local is not None:
-                local.release()
-            if session is not None and self._given_session is None:
-                await session.close()
-                self.session = None
+            await self._let_go(local)
 
     async def __aenter__(self) -> Lock:
         return await self.acquire()

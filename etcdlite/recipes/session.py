@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import LeaseNotFoundError
 from ..lease import Lease
-from ..types import Bytesish
+from ..types import Bytesish, to_bytes
 from .cancellation import run_shielded, spawn
 from .errors import SessionExpiredError
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .election import Election
     from .lock import Lock
 
-__all__ = ["DEFAULT_TTL", "Session"]
+__all__ = ["DEFAULT_TTL", "Session", "SessionHolder"]
 
 #: Go's default session TTL (seconds).
 DEFAULT_TTL = 60
@@ -196,3 +196,44 @@ async def _revoke_when_granted(task: asyncio.Future[Any]) -> None:
         lease.stop_keepalive()
         with contextlib.suppress(LeaseNotFoundError):
             await lease.revoke()
+
+
+class SessionHolder:
+    """What :class:`~etcdlite.recipes.Lock` and :class:`~etcdlite.recipes.Election` share:
+    a name and its key prefix, the session (the one given, or one of their own per
+    acquisition, closed with it) and, while held, that session's in-process lock for the
+    name (two holders on one session would share one key)."""
+
+    def __init__(self, kv: KVBase, name: Bytesish, ttl: int, session: Session | None) -> None:
+        self._kv = kv
+        self.name = to_bytes(name, "name")
+        self.prefix = self.name + b"/"
+        self.ttl = ttl
+        self._given_session = session
+        #: The session holding (or acquiring) the lock or leadership.
+        self.session: Session | None = session
+        self._local: asyncio.Lock | None = None
+        self._busy = False
+
+    def _new_session(self) -> tuple[Session, bool]:
+        """The session to acquire with, and whether it is this object's own."""
+        session = self._given_session or Session(self._kv, self.ttl)
+        self.session = session
+        return session, self._given_session is None
+
+    async def _abandon(self, session: Session, own: bool, held: asyncio.Lock | None) -> None:
+        """Undo a failed acquisition: the local lock, and the session if it is ours."""
+        if held is not None:
+            held.release()
+        if own:
+            await session.close()
+            self.session = None
+
+    async def _let_go(self, local: asyncio.Lock | None) -> None:
+        """After a release: the local lock, and the session if it is this object's own."""
+        if local is not None:
+            local.release()
+        session = self.session
+        if session is not None and self._given_session is None:
+            await session.close()
+            self.session = None
