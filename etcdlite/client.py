@@ -37,6 +37,7 @@ from .watch import Watch, WatchSpec
 from .wire import convert, fastpb
 from .wire.codec import ClientCodec
 from .wire.pb import etcdserverpb as pb
+from .wire.transport import CorkedChannel
 
 __all__ = ["Client", "connect", "parse_endpoint"]
 
@@ -119,7 +120,7 @@ class Client(KVBase):
 
     def _open(self) -> Channel:
         if self._channel is None:
-            self._channel = Channel(self.host, self.port, codec=ClientCodec())
+            self._channel = CorkedChannel(self.host, self.port, codec=ClientCodec())
             self._kv = pb.KvStub(self._channel, timeout=self.timeout)
             self._lease = pb.LeaseStub(self._channel, timeout=self.timeout)
         return self._channel

@@ -26,6 +26,7 @@ from grpclib.server import Server, Stream
 
 from .errors import EtcdError, RequestTooLargeError
 from .ops import DeleteRangeRequest, PutRequest, TxnRequest
+from .server_h2 import UnaryHandler, compression_error, supported
 from .server_recipes import RecipeServices
 from .server_watch import ServerWatchStream
 from .store import Store
@@ -34,6 +35,7 @@ from .wire.codec import EtcdCodec
 from .wire.pb import etcdserverpb as pb
 from .wire.pb import v3electionpb, v3lockpb
 from .wire.pb.grpc.health import v1 as health
+from .wire.transport import CorkedProtocol
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
@@ -79,6 +81,8 @@ class EtcdServer:
         #: (pause, fail the next N requests of a kind).
         self.interceptor: Interceptor | None = None
         self.watch_streams: set[ServerWatchStream] = set()
+        #: grpclib's per-connection handlers (``fast_requests`` counts the lean path).
+        self.handlers: weakref.WeakSet[Any] = weakref.WeakSet()
         #: The port actually bound by :func:`serve` (useful with port 0).
         self.port = 0
 
@@ -101,8 +105,8 @@ class EtcdServer:
     def codec(self) -> EtcdCodec:
         return EtcdCodec(self.max_request_bytes + GRPC_OVERHEAD)
 
-    def mapping(self) -> dict[str, Handler]:
-        m: dict[str, Handler] = {}
+    def unary_methods(self) -> dict[str, tuple[Callable[[Any], Awaitable[Any]], type, type]]:
+        """Path → (method, request type, reply type) of every unary RPC served."""
         unary: list[tuple[str, Callable[[Any], Awaitable[Any]], type, type]] = [
             ("/etcdserverpb.KV/Range", self.range, pb.RangeRequest, pb.RangeResponse),
             ("/etcdserverpb.KV/Put", self.put, pb.PutRequest, pb.PutResponse),
@@ -203,7 +207,11 @@ class EtcdServer:
                 health.HealthCheckResponse,
             ),
         ]
-        for path, fn, req, resp in unary:
+        return {path: (fn, req, resp) for path, fn, req, resp in unary}
+
+    def mapping(self) -> dict[str, Handler]:
+        m: dict[str, Handler] = {}
+        for path, (fn, req, resp) in self.unary_methods().items():
             m[path] = Handler(self._unary(path, fn), Cardinality.UNARY_UNARY, req, resp)
         m["/etcdserverpb.Watch/Watch"] = Handler(
             self._watch, Cardinality.STREAM_STREAM, pb.WatchRequest, pb.WatchResponse
@@ -251,7 +259,7 @@ class EtcdServer:
             try:
                 request = await stream.recv_message()
             except NotImplementedError:
-                raise _compression_error(stream) from None
+                raise compression_error() from None
             assert request is not None
             try:
                 reply = await fn(request)
@@ -341,7 +349,7 @@ class EtcdServer:
                     pb.LeaseKeepAliveResponse(header=header, id=m.id, ttl=ttl)
                 )
         except NotImplementedError:
-            raise _compression_error(stream) from None
+            raise compression_error() from None
 
     # --- watch ------------------------------------------------------------------------
 
@@ -353,7 +361,7 @@ class EtcdServer:
         try:
             await ws.run()
         except NotImplementedError:
-            raise _compression_error(stream) from None
+            raise compression_error() from None
         finally:
             self.watch_streams.discard(ws)
 
@@ -506,13 +514,6 @@ def _unimplemented(method: str) -> Callable[[Stream[Any, Any]], Awaitable[None]]
     return handler
 
 
-def _compression_error(stream: Stream[Any, Any]) -> GRPCError:
-    return GRPCError(
-        Status.UNIMPLEMENTED,
-        'grpc: Decompressor is not installed for grpc-encoding "gzip"',
-    )
-
-
 def _has_writes(req: TxnRequest) -> bool:
     """Whether a txn may write (only writes are held to max_request_bytes, as in etcd)."""
     for op in (*req.success, *req.failure):
@@ -561,18 +562,33 @@ async def serve(
         max_request_bytes=max_request_bytes,
     )
     server = Server([etcd], codec=etcd.codec())
+    server._mapping = _MethodTable(server._mapping)
     # Python 3.11's asyncio.Server.close() leaves accepted connections open, so track them
     # to close them on shutdown (a stopped server must stop answering).
     protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
     make_protocol = server._protocol_factory
+    fast = {path: (fn, req) for path, (fn, req, _resp) in etcd.unary_methods().items()}
 
-    def tracking_factory() -> H2Protocol:
-        proto = make_protocol()
+    def protocol_factory() -> H2Protocol:
+        if supported():
+            server.__gc_step__()
+            handler = UnaryHandler(
+                server._mapping,
+                server._codec,
+                server._status_details_codec,
+                server.__dispatch__,
+                methods=fast,
+                interceptor=lambda: etcd.interceptor,
+            )
+            server._handlers.add(handler)
+            proto: H2Protocol = CorkedProtocol(handler, server._config, server._h2_config)
+        else:  # pragma: no cover - a grpclib without the internals: its own path
+            proto = make_protocol()
+        etcd.handlers.add(proto.handler)
         protocols.add(proto)
         return proto
 
-    server._protocol_factory = tracking_factory  # type: ignore[method-assign]
-    server._mapping = _MethodTable(server._mapping)
+    server._protocol_factory = protocol_factory  # type: ignore[method-assign]
     await server.start(host, port)
     try:
         listener = cast(asyncio.Server | None, server._server)

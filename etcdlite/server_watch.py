@@ -25,6 +25,7 @@ from grpclib.exceptions import GRPCError
 
 from .core.watch import EMPTY_RANGE_REASON, EVENTS, REQUESTED, Watcher
 from .errors import EtcdError
+from .server_h2 import send_data
 from .types import Event, ResponseHeader
 from .wire import convert, fastpb
 from .wire.pb import etcdserverpb as pb
@@ -200,7 +201,7 @@ class ServerWatchStream:
             for data in batch:
                 await self.stream.send_message(data)
             return
-        await raw.send_data(b"".join(_frame(data) for data in batch))
+        await send_data(raw, b"".join(_frame(data) for data in batch))
 
     def _header_bytes(self, revision: int) -> bytes:
         cached = self._header_cache

@@ -7,9 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import betterproto2
 import pytest
+from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 from grpclib.testing import ChannelFor
@@ -144,7 +148,31 @@ def test_other_responses_match_betterproto(
     assert plain == fastpb.encode_watch_response(h, n, [ev, ev])
 
 
-# --- the service layer in memory (grpclib ChannelFor, no sockets) ------------------------
+# --- the service layer, on both request paths ---------------------------------------------
+# "grpclib": grpclib's own request pipeline, in memory (ChannelFor); "serve": the served
+# socket, where etcd's unary RPCs take etcdlite's lean path (server_h2). Both must answer alike.
+
+PATHS = ["grpclib", "serve"]
+
+
+@asynccontextmanager
+async def service_channel(
+    path: str, store: Store, codec: Any = None, **options: Any
+) -> AsyncIterator[Any]:
+    server = EtcdServer(store, **options)
+    codec = server.codec() if codec is None else codec(server.codec())
+    if path == "grpclib":
+        async with ChannelFor([server], codec=codec) as channel:
+            yield channel
+        return
+    async with etcdlite.serve(store, port=0, **options) as served:
+        channel = Channel("127.0.0.1", served.port, codec=codec)
+        try:
+            yield channel
+        finally:
+            channel.close()
+        if path == "serve":
+            assert sum(h.fast_requests for h in served.handlers) > 0
 
 
 async def call(
@@ -157,25 +185,26 @@ async def call(
         return msg  # type: ignore[no-any-return]
 
 
-async def test_unimplemented_rpcs_answer_like_grpc_go() -> None:
-    async with Store() as store:
-        server = EtcdServer(store)
-        async with ChannelFor([server], codec=server.codec()) as channel:
-            with pytest.raises(GRPCError) as e:
-                await call(
-                    channel,
-                    "/etcdserverpb.Cluster/MemberAdd",
-                    pb.MemberAddRequest(),
-                    pb.MemberAddResponse,
-                )
-            assert e.value.status == Status.UNIMPLEMENTED
-            assert e.value.message == "method MemberAdd not implemented"
+@pytest.mark.parametrize("path", PATHS)
+async def test_unimplemented_rpcs_answer_like_grpc_go(path: str) -> None:
+    async with Store() as store, service_channel(path, store) as channel:
+        await call(channel, "/etcdserverpb.KV/Put", pb.PutRequest(key=b"k"), pb.PutResponse)
+        with pytest.raises(GRPCError) as e:
+            await call(
+                channel,
+                "/etcdserverpb.Cluster/MemberAdd",
+                pb.MemberAddRequest(),
+                pb.MemberAddResponse,
+            )
+        assert e.value.status == Status.UNIMPLEMENTED
+        assert e.value.message == "method MemberAdd not implemented"
 
 
-async def test_auth_and_cluster_answers_with_auth_disabled() -> None:
+@pytest.mark.parametrize("path", PATHS)
+async def test_auth_and_cluster_answers_with_auth_disabled(path: str) -> None:
     async with Store() as store:
-        server = EtcdServer(store, name="n1", advertise_client_urls=["http://127.0.0.1:1"])
-        async with ChannelFor([server], codec=server.codec()) as channel:
+        options = {"name": "n1", "advertise_client_urls": ["http://127.0.0.1:1"]}
+        async with service_channel(path, store, **options) as channel:
             with pytest.raises(GRPCError) as e:
                 await call(
                     channel,
@@ -211,43 +240,43 @@ async def test_auth_and_cluster_answers_with_auth_disabled() -> None:
             assert status.version.startswith("3.")  # type: ignore[attr-defined]
 
 
-async def test_request_size_limits() -> None:
-    async with Store() as store:
-        server = EtcdServer(store, max_request_bytes=4096)
-        async with ChannelFor([server], codec=server.codec()) as channel:
-            with pytest.raises(GRPCError) as e:
-                await call(
-                    channel,
-                    "/etcdserverpb.KV/Put",
-                    pb.PutRequest(key=b"k", value=b"x" * 5000),
-                    pb.PutResponse,
-                )
-            assert (e.value.status, e.value.message) == (
-                Status.INVALID_ARGUMENT,
-                "etcdserver: request is too large",
-            )
-            with pytest.raises(GRPCError) as e:
-                await call(
-                    channel,
-                    "/etcdserverpb.KV/Put",
-                    pb.PutRequest(key=b"k", value=b"x" * (4096 + 512 * 1024)),
-                    pb.PutResponse,
-                )
-            assert e.value.status == Status.RESOURCE_EXHAUSTED
-            assert e.value.message.startswith("grpc: received message larger than max")  # type: ignore[union-attr]
-            # a read is bounded only by the receive limit
+@pytest.mark.parametrize("path", PATHS)
+async def test_request_size_limits(path: str) -> None:
+    async with Store() as store, service_channel(path, store, max_request_bytes=4096) as channel:
+        with pytest.raises(GRPCError) as e:
             await call(
                 channel,
-                "/etcdserverpb.KV/Range",
-                pb.RangeRequest(key=b"k" * 5000),
-                pb.RangeResponse,
+                "/etcdserverpb.KV/Put",
+                pb.PutRequest(key=b"k", value=b"x" * 5000),
+                pb.PutResponse,
             )
-            assert store.revision == 1  # nothing was stored
+        assert (e.value.status, e.value.message) == (
+            Status.INVALID_ARGUMENT,
+            "etcdserver: request is too large",
+        )
+        with pytest.raises(GRPCError) as e:
+            await call(
+                channel,
+                "/etcdserverpb.KV/Put",
+                pb.PutRequest(key=b"k", value=b"x" * (4096 + 512 * 1024)),
+                pb.PutResponse,
+            )
+        assert e.value.status == Status.RESOURCE_EXHAUSTED
+        assert e.value.message.startswith("grpc: received message larger than max")  # type: ignore[union-attr]
+        # a read is bounded only by the receive limit
+        await call(
+            channel,
+            "/etcdserverpb.KV/Range",
+            pb.RangeRequest(key=b"k" * 5000),
+            pb.RangeResponse,
+        )
+        assert store.revision == 1  # nothing was stored
 
 
+@pytest.mark.parametrize("route", PATHS)
 @settings(max_examples=60, deadline=None)
 @given(st.sampled_from(sorted(EtcdServer(Store()).mapping())), st.binary(max_size=64))
-def test_random_bytes_never_break_the_server(path: str, data: bytes) -> None:
+def test_random_bytes_never_break_the_server(route: str, path: str, data: bytes) -> None:
     """Random protobuf bytes to every method: a gRPC status or a reply, never a crash; the
     connection keeps serving; rejected writes change nothing."""
 
@@ -257,7 +286,7 @@ def test_random_bytes_never_break_the_server(path: str, data: bytes) -> None:
             server = EtcdServer(store)
             handler = server.mapping()[path]
 
-            async with ChannelFor([server], codec=_RawCodec(server.codec())) as channel:
+            async with service_channel(route, store, codec=_RawCodec) as channel:
                 try:
                     async with asyncio.timeout(2):
                         async with channel.request(

@@ -108,7 +108,7 @@ async def get(ctx: Ctx) -> Metrics:
 
 async def range_prefix(ctx: Ctx) -> Metrics:
     size = ctx.n(1000, 1000, minimum=20)
-    n = ctx.n(2_000, 200, minimum=5)
+    n = ctx.n(2_000, 500, minimum=5)
     prefix = b"bench/range/"
     async with ctx.target.session() as kv:
         await preload(ctx, kv, (prefix + b"%06d" % i for i in range(size)), size)

@@ -10,7 +10,7 @@ Sizes at ``--scale 1`` (embedded / wire):
 ========================  ==========================================================
 put, put-16               100k / 5k new keys, 256 B values (embedded: median of 3 runs)
 get                       100k / 5k point reads over 10k / 1k keys
-range                     2k / 200 reads of a 1000-key prefix
+range                     2k / 500 reads of a 1000-key prefix
 txn                       50k / 3k compare-and-swap transactions on one key
 watch-fanout-N            1 writer, N prefix watchers; 100k/10k/1k puts (N = 1/100/1000),
                           wire 3k/300/50; embedded writer yields every 10 puts

@@ -1,0 +1,182 @@
+"""The server's lean unary path and corked writes (etcdlite.server_h2, etcdlite.wire.transport):
+flow control, deadlines, compressed messages, unusual requests, and the write coalescing."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from grpclib.client import Channel
+from grpclib.config import Configuration
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError
+
+import etcdlite
+from etcdlite import Store
+from etcdlite.wire.pb import etcdserverpb as pb
+from etcdlite.wire.transport import CorkedTransport
+
+from .test_server import PATHS, call, service_channel
+
+RANGE = "/etcdserverpb.KV/Range"
+
+
+async def test_a_reply_larger_than_the_windows_waits_for_window_updates() -> None:
+    """A 1.2 MB range to a client with the smallest windows HTTP/2 allows (64 KiB): the
+    reply goes out as the client's WINDOW_UPDATEs arrive, complete and in order."""
+    async with Store() as store:
+        for i in range(300):
+            await store.put(b"big/%03d" % i, bytes([i % 251]) * 4000)
+        async with etcdlite.serve(store, port=0) as server:
+            small = Configuration(
+                http2_connection_window_size=65535, http2_stream_window_size=65535
+            )
+            channel = Channel("127.0.0.1", server.port, codec=server.codec(), config=small)
+            try:
+                for _ in range(2):
+                    reply: Any = await call(
+                        channel,
+                        RANGE,
+                        pb.RangeRequest(key=b"big/", range_end=b"big0"),
+                        pb.RangeResponse,
+                    )
+                    assert [kv.key for kv in reply.kvs] == [b"big/%03d" % i for i in range(300)]
+                    assert all(
+                        kv.value == bytes([i % 251]) * 4000 for i, kv in enumerate(reply.kvs)
+                    )
+            finally:
+                channel.close()
+            assert sum(h.fast_requests for h in server.handlers) == 2
+
+
+async def test_a_request_past_its_deadline_is_released_and_the_server_goes_on() -> None:
+    async with Store() as store, etcdlite.serve(store, port=0) as server:
+        channel = Channel("127.0.0.1", server.port, codec=server.codec())
+        try:
+            store.faults.pause()
+            with pytest.raises((GRPCError, TimeoutError)):
+                async with channel.request(
+                    "/etcdserverpb.KV/Put",
+                    Cardinality.UNARY_UNARY,
+                    pb.PutRequest,
+                    pb.PutResponse,
+                    timeout=0.2,
+                ) as stream:
+                    await stream.send_message(pb.PutRequest(key=b"k", value=b"v"), end=True)
+                    await stream.recv_message()
+            # the server's own deadline (grpc-timeout) ends the request task
+            async with asyncio.timeout(2):
+                while not all(t.done() for h in server.handlers for t in h._tasks.values()):
+                    await asyncio.sleep(0.01)
+            store.faults.resume()
+            await asyncio.sleep(0.05)
+            assert await store.get(b"k") is None  # the expired put never ran
+            reply: Any = await call(channel, RANGE, pb.RangeRequest(key=b"k"), pb.RangeResponse)
+            assert reply.count == 0
+        finally:
+            store.faults.resume()
+            channel.close()
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_compressed_message_is_refused_like_grpc_go(path: str) -> None:
+    async with Store() as store, service_channel(path, store) as channel:
+        with pytest.raises(GRPCError) as e:
+            async with channel.request(
+                RANGE, Cardinality.UNARY_UNARY, pb.RangeRequest, pb.RangeResponse
+            ) as stream:
+                await stream.send_request()
+                body = bytes(pb.RangeRequest(key=b"k"))
+                # compressed flag set: no decompressor is installed
+                await stream._stream.send_data(
+                    b"\x01" + len(body).to_bytes(4, "big") + body, end_stream=True
+                )
+                await stream.recv_message()
+        assert e.value.status == Status.UNIMPLEMENTED
+        assert e.value.message == 'grpc: Decompressor is not installed for grpc-encoding "gzip"'
+        await call(channel, "/etcdserverpb.KV/Put", pb.PutRequest(key=b"k"), pb.PutResponse)
+
+
+class _JsonCodec:
+    __content_subtype__ = "json"
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        return b"{}"
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        return data
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_an_unusual_request_gets_grpclibs_answer_on_both_paths(path: str) -> None:
+    """A content type etcdlite does not speak leaves the lean path: grpclib answers."""
+    async with Store() as store, service_channel(path, store) as channel:
+        codec = channel._codec
+        channel._codec = _JsonCodec()
+        try:
+            with pytest.raises(GRPCError) as e:
+                await call(channel, RANGE, pb.RangeRequest(key=b"k"), pb.RangeResponse)
+            assert e.value.status == Status.UNKNOWN
+            assert e.value.message == "Received :status = '415'"  # HTTP 415
+        finally:
+            channel._codec = codec
+        await call(channel, "/etcdserverpb.KV/Put", pb.PutRequest(key=b"k"), pb.PutResponse)
+
+
+# --- CorkedTransport ------------------------------------------------------------------------
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 1)}.get(name, default)
+
+
+async def test_writes_of_one_loop_turn_leave_in_one_write() -> None:
+    raw = _Recorder()
+    corked = CorkedTransport(raw)  # type: ignore[arg-type]
+    corked.write(b"head")
+    corked.write(b"")
+    corked.write(bytearray(b"data"))
+    corked.write(b"trail")
+    assert raw.writes == []
+    await asyncio.sleep(0)
+    assert raw.writes == [b"headdatatrail"]
+    corked.write(b"next")
+    await asyncio.sleep(0)
+    assert raw.writes == [b"headdatatrail", b"next"]
+    assert corked.get_extra_info("peername") == ("127.0.0.1", 1)
+
+
+async def test_close_flushes_what_is_pending_and_abort_drops_it() -> None:
+    raw = _Recorder()
+    corked = CorkedTransport(raw)  # type: ignore[arg-type]
+    corked.write(b"last words")
+    corked.close()
+    assert raw.writes == [b"last words"] and corked.is_closing()
+    await asyncio.sleep(0)  # the scheduled flush finds nothing to do
+    assert raw.writes == [b"last words"]
+
+    raw = _Recorder()
+    corked = CorkedTransport(raw)  # type: ignore[arg-type]
+    corked.write(b"never sent")
+    corked.abort()
+    await asyncio.sleep(0)
+    assert raw.writes == [] and raw.closed
