@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import betterproto2
 from grpclib.exceptions import GRPCError
 
-from .core.watch import EMPTY_RANGE_REASON, EVENTS, REQUESTED, Watcher
+from .core.watch import EMPTY_RANGE_REASON, EVENTS, REQUESTED, Batch, Watcher
 from .errors import EtcdError
 from .server_h2 import send_data
 from .types import Event, ResponseHeader
@@ -56,8 +57,10 @@ class ServerWatchStream:
         self._progress_pending = False
         self._closed = False
         self._error: GRPCError | None = None
-        self._batch: list[bytes] = []
-        self._events_cache: dict[int, tuple[list[Event], bytes]] = {}
+        #: This loop turn's responses, gRPC-framed, as pieces for one join.
+        self._pieces: list[bytes] = []
+        self._events_cache: dict[int, tuple[list[Event], bytes, bytes, int]] = {}
+        self._wid_fields: dict[int, bytes] = {}
         self._header_cache: tuple[int, bytes] = (-1, b"")
 
     def close(self, error: GRPCError | None = None) -> None:
@@ -133,7 +136,7 @@ class ServerWatchStream:
         self.watchers[wid] = w
         if spec.fragment:
             self._fragment.add(wid)
-        w.wake = lambda w=w: self._mark_ready(w)
+        w.wake = partial(self._mark_ready, w)
         self._send(self._created(wid, rev))
         if not w.synced:
             self._mark_ready(w)
@@ -155,8 +158,10 @@ class ServerWatchStream:
         self._send(fastpb.encode_watch_response(self._header(), wid, canceled=True))
 
     def _mark_ready(self, w: Watcher) -> None:
-        self._ready.add(w)
-        self._wakeup.set()
+        ready = self._ready
+        if not ready:  # while it is non-empty the writer is already woken
+            self._wakeup.set()
+        ready.add(w)
 
     # --- the single writer ------------------------------------------------------------
 
@@ -177,31 +182,41 @@ class ServerWatchStream:
                 await wakeup.wait()
                 wakeup.clear()
                 continue
-            batch = self._batch
             while out:
-                batch.append(out.popleft())
-            for w in list(self._ready):
+                self._emit(out.popleft())
+            ready, self._ready = self._ready, set()
+            heads, rest = self.store.watches.take_heads(ready)
+            if heads:
+                self._emit_heads(heads)
+            for w in rest:
                 self._deliver(w)
             if self._progress_due():
                 self._progress_pending = False
-                batch.append(fastpb.encode_watch_response(self._header(), -1))
+                self._emit(fastpb.encode_watch_response(self._header(), -1))
             await self._flush()
             if self._ready:
                 await asyncio.sleep(0)  # watchers catching up: one chunk each per loop turn
 
+    def _emit(self, message: bytes) -> None:
+        self._pieces += (b"\x00", len(message).to_bytes(4, "big"), message)
+
     async def _flush(self) -> None:
         """Write every response of this loop turn at once: one HTTP/2 write instead of one
-        per response (etcd's stream also batches), the gRPC framing done here."""
-        batch, self._batch = self._batch, []
+        per response (etcd's stream also batches)."""
+        pieces, self._pieces = self._pieces, []
         self._events_cache.clear()
-        if not batch:
+        if not pieces:
             return
         raw = getattr(self.stream, "_stream", None)  # grpclib's HTTP/2 stream
-        if raw is None:  # pragma: no cover - another grpclib layout: one send per response
-            for data in batch:
-                await self.stream.send_message(data)
+        if raw is None:  # pragma: no cover - another grpclib layout: its own framing
+            data = b"".join(pieces)
+            pos = 0
+            while pos < len(data):
+                size = int.from_bytes(data[pos + 1 : pos + 5], "big")
+                await self.stream.send_message(data[pos + 5 : pos + 5 + size])
+                pos += 5 + size
             return
-        await send_data(raw, b"".join(_frame(data) for data in batch))
+        await send_data(raw, b"".join(pieces))
 
     def _header_bytes(self, revision: int) -> bytes:
         cached = self._header_cache
@@ -211,13 +226,13 @@ class ServerWatchStream:
 
     def _deliver(self, w: Watcher) -> None:
         registry = self.store.watches
-        batches = registry.take(w)
-        if not registry.ready(w):
-            self._ready.discard(w)
         wid = w.id
+        batches = registry.take(w)
         if self.watchers.get(wid) is not w:
             return  # cancelled meanwhile
-        emit = self._batch.append
+        if registry.ready(w):
+            self._ready.add(w)
+        emit = self._emit
         if w.canceled:
             self.watchers.pop(wid, None)
             self._ready.discard(w)
@@ -264,7 +279,7 @@ class ServerWatchStream:
 
     def _send_events(self, wid: int, rev: int, events: list[Event]) -> None:
         header = self._header_bytes(rev)
-        emit = self._batch.append
+        emit = self._emit
         limit = self.server.max_request_bytes + 512 * 1024
         if wid in self._fragment and len(events) > 1:
             encoded = [fastpb.encode_event(ev) for ev in events]
@@ -280,18 +295,42 @@ class ServerWatchStream:
                     piece_size += len(data) + 5
                 emit(fastpb.encode_watch_response(header, wid, piece))
                 return
-        # Watchers of one revision share the batch's events list: encode that part once
-        # per write. The cache holds the list itself, so its id cannot be reused by another
-        # list before the cache is cleared at the next flush.
-        cached = self._events_cache.get(id(events))
-        if cached is None:
-            cached = self._events_cache[id(events)] = (events, fastpb.encode_events_field(events))
-        emit(fastpb.encode_event_response(header, wid, cached[1]))
+        self._emit_events([(wid, rev, events)])
 
+    def _emit_heads(self, heads: list[tuple[Watcher, Batch]]) -> None:
+        """The fan-out hot path: each watcher's one revision of events."""
+        watchers = self.watchers
+        fragment = self._fragment
+        plain: list[tuple[int, int, list[Event]]] = []
+        for w, (rev, events, _kind) in heads:
+            wid = w.id
+            if watchers.get(wid) is not w:
+                continue  # cancelled meanwhile
+            if fragment and wid in fragment and len(events) > 1:
+                self._send_events(wid, rev, events)
+            else:
+                plain.append((wid, rev, events))
+        self._emit_events(plain)
 
-def _frame(data: bytes) -> bytes:
-    """gRPC's length-prefixed message framing (not compressed)."""
-    return b"\x00" + len(data).to_bytes(4, "big") + data
+    def _emit_events(self, responses: list[tuple[int, int, list[Event]]]) -> None:
+        """Event responses as (watch id, header revision, events). Watchers of one revision
+        share its events list, so its header and events parts are encoded once per write;
+        the cache holds the list itself, so its id cannot be reused by another list before
+        the cache is cleared at the next flush."""
+        pieces = self._pieces
+        cache = self._events_cache
+        wid_fields = self._wid_fields
+        for wid, rev, events in responses:
+            cached = cache.get(id(events))
+            if cached is None:
+                header = fastpb.message_field(1, self._header_bytes(rev))
+                body = fastpb.encode_events_field(events)
+                cached = cache[id(events)] = (events, header, body, len(header) + len(body))
+            wid_field = wid_fields.get(wid)
+            if wid_field is None:
+                wid_field = wid_fields[wid] = fastpb.int_field(2, wid)
+            size = cached[3] + len(wid_field)
+            pieces += (b"\x00", size.to_bytes(4, "big"), cached[1], wid_field, cached[2])
 
 
 def _which(req: pb.WatchRequest) -> tuple[str, Any]:

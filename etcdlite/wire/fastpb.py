@@ -33,7 +33,9 @@ __all__ = [
     "encode_range_response",
     "encode_txn_response",
     "encode_watch_response",
+    "int_field",
     "kv_field",
+    "message_field",
     "varint",
 ]
 
@@ -65,6 +67,16 @@ def _bytes_field(tag: int, data: bytes) -> bytes:
 def _message_field(tag: int, data: bytes) -> bytes:
     """A set sub-message: present even when empty."""
     return bytes((tag,)) + varint(len(data)) + data
+
+
+def int_field(number: int, n: int) -> bytes:
+    """An int64/uint64 field (absent when 0, as proto3 encodes it); ``number`` < 16."""
+    return _int_field(number << 3, n)
+
+
+def message_field(number: int, data: bytes) -> bytes:
+    """An encoded sub-message as field ``number`` (< 16), present even when empty."""
+    return _message_field((number << 3) | 2, data)
 
 
 def kv_field(kv: KeyValue) -> bytes:
