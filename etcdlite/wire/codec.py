@@ -1,8 +1,10 @@
 """The grpclib codec of etcdlite's server: betterproto2 messages or pre-encoded bytes.
 
 Hot responses are encoded by :mod:`etcdlite.wire.fastpb` and handed to grpclib as ``bytes``,
-which pass through untouched. Requests are decoded by betterproto2, after a size check that
-answers like grpc-go's receive limit.
+which pass through untouched. The hot requests (Put, Range) are decoded by a table-driven
+decoder here, the rest by betterproto2 after a structural check; both after a size check
+that answers like grpc-go's receive limit, and both refuse malformed bytes with the texts of
+etcd's (gogo-protobuf) decoder.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from grpclib.const import Status
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
 
-__all__ = ["ClientCodec", "EtcdCodec", "MalformedMessage", "check_wire"]
+from .pb import etcdserverpb as pb
+
+__all__ = ["ClientCodec", "EtcdCodec", "MalformedMessage", "check_wire", "decode_flat"]
 
 
 class MalformedMessage(ValueError):
@@ -68,6 +72,86 @@ def check_wire(data: bytes, message_type: Any) -> None:
             pos += n
 
 
+# --- flat messages of scalar fields, decoded without betterproto2 --------------------------
+
+_BYTES, _INT64, _BOOL, _ENUM = range(4)
+#: message type → field number → (attribute, kind, enum members by value)
+_FLAT: dict[type, dict[int, tuple[str, int, Any]]] = {
+    pb.PutRequest: {
+        1: ("key", _BYTES, None),
+        2: ("value", _BYTES, None),
+        3: ("lease", _INT64, None),
+        4: ("prev_kv", _BOOL, None),
+        5: ("ignore_value", _BOOL, None),
+        6: ("ignore_lease", _BOOL, None),
+    },
+    pb.RangeRequest: {
+        1: ("key", _BYTES, None),
+        2: ("range_end", _BYTES, None),
+        3: ("limit", _INT64, None),
+        4: ("revision", _INT64, None),
+        5: ("sort_order", _ENUM, {m.value: m for m in pb.RangeRequestSortOrder}),
+        6: ("sort_target", _ENUM, {m.value: m for m in pb.RangeRequestSortTarget}),
+        7: ("serializable", _BOOL, None),
+        8: ("keys_only", _BOOL, None),
+        9: ("count_only", _BOOL, None),
+        10: ("min_mod_revision", _INT64, None),
+        11: ("max_mod_revision", _INT64, None),
+        12: ("min_create_revision", _INT64, None),
+        13: ("max_create_revision", _INT64, None),
+    },
+}
+
+
+def decode_flat(data: bytes, message_type: Any) -> Any:
+    """``data`` as one of the :data:`_FLAT` message types (the last occurrence of a field
+    wins, unknown fields are skipped, as protobuf decoders do)."""
+    fields = _FLAT[message_type]
+    values: dict[str, Any] = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        tag, pos = _varint(data, pos)
+        number, wire_type = tag >> 3, tag & 7
+        if number == 0 or wire_type in (3, 4, 6, 7):
+            raise MalformedMessage(
+                f"proto: {message_type.__name__}: illegal tag {number} (wire type {wire_type})"
+            )
+        spec = fields.get(number)
+        if spec is None:  # unknown: skip it
+            if wire_type == 0:
+                _, pos = _varint(data, pos)
+            elif wire_type == 2:
+                n, pos = _varint(data, pos)
+                pos += n
+            else:
+                pos += 8 if wire_type == 1 else 4
+            if pos > end:
+                raise MalformedMessage("unexpected EOF")
+            continue
+        name, kind, enum = spec
+        if (wire_type == 2) != (kind == _BYTES) or wire_type not in (0, 2):
+            go_name = name.title().replace("_", "")  # gogo-protobuf names the Go field
+            raise MalformedMessage(f"proto: wrong wireType = {wire_type} for field {go_name}")
+        if kind == _BYTES:
+            n, pos = _varint(data, pos)
+            if pos + n > end:
+                raise MalformedMessage("unexpected EOF")
+            values[name] = data[pos : pos + n]
+            pos += n
+            continue
+        v, pos = _varint(data, pos)
+        if kind == _BOOL:
+            values[name] = v != 0
+            continue
+        v &= (1 << 64) - 1
+        if v >= 1 << 63:
+            v -= 1 << 64
+        if kind == _ENUM:
+            v = enum.get(v, v)  # an unknown enum value stays a number, as in proto3
+        values[name] = v
+    return message_type(**values)
+
+
 class EtcdCodec(CodecBase):
     __content_subtype__ = "proto"
 
@@ -90,8 +174,11 @@ class EtcdCodec(CodecBase):
         try:
             # betterproto2 accepts truncated fields and illegal tags (a cut-off Put would
             # store its partial value): check the wire structure first, as Go's decoder does.
-            check_wire(data, message_type)
-            msg = message_type.parse(data)
+            if message_type in _FLAT:
+                msg = decode_flat(data, message_type)
+            else:
+                check_wire(data, message_type)
+                msg = message_type.parse(data)
         except Exception as e:
             # grpc-go: codes.Internal "grpc: error unmarshalling request: ..."
             raise GRPCError(Status.INTERNAL, f"grpc: error unmarshalling request: {e}") from e
