@@ -22,7 +22,7 @@ Compaction is logical at once (reads below it fail) and physical in bounded step
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 
 from sortedcontainers import SortedDict
@@ -185,25 +185,24 @@ class MVCC:
         kv = hist[-1] if rev >= self._rev else _at(hist, rev)
         return kv if kv is not None and kv.version else None
 
-    def _live(self, key: bytes, end: bytes, rev: int) -> Iterator[KeyValue]:
+    def _live(self, key: bytes, end: bytes, rev: int) -> list[KeyValue]:
         """Live KeyValues in ``[key, end)`` at ``rev`` (current while a txn writes)."""
         index = self._index
-        # During a write the histories' tails are at the revision being written.
-        latest = rev >= (self._wrev or self._rev)
         if not end:
             hist = index.get(key)
-            keys: Iterator[bytes] = iter(() if hist is None else (key,))
+            keys: Iterable[bytes] = () if hist is None else (key,)
         elif end == b"\0":
-            keys = index.irange(minimum=key)
+            keys = index.keys()[index.bisect_left(key) :]
         elif end <= key:
-            return
+            return []
         else:
-            keys = index.irange(key, end, inclusive=(True, False))
-        for k in keys:
-            hist = index[k]
-            kv = hist[-1] if latest else _at(hist, rev)
-            if kv is not None and kv.version:
-                yield kv
+            # slicing the sorted keys copies whole sublists; irange yields key by key
+            keys = index.keys()[index.bisect_left(key) : index.bisect_left(end)]
+        histories = map(index.__getitem__, keys)
+        # During a write the histories' tails are at the revision being written.
+        if rev >= (self._wrev or self._rev):
+            return [kv for kv in [h[-1] for h in histories] if kv.version]
+        return [kv for kv in [_at(h, rev) for h in histories] if kv is not None and kv.version]
 
     def range(self, req: RangeRequest) -> RangeResponse:
         """etcd's Range, in the order of its apply code (notes §3.2)."""
@@ -218,7 +217,7 @@ class MVCC:
         rev = cur if revision <= 0 else revision
         if rev < self._compacted:
             raise CompactedError()
-        kvs = list(self._live(req.key, req.range_end, rev))
+        kvs = self._live(req.key, req.range_end, rev)
         count = len(kvs)
         if req.count_only:
             return RangeResponse(header, [], False, count)
@@ -365,7 +364,7 @@ class MVCC:
 
     def _delete(self, key: bytes, end: bytes) -> tuple[int, list[KeyValue]]:
         rev = self._wrev
-        victims = list(self._live(key, end, rev))
+        victims = self._live(key, end, rev)
         index = self._index
         log = self._log
         lessor = self.lessor
@@ -449,7 +448,7 @@ class MVCC:
                 self._choose_path(op, path)
 
     def _compare(self, cmp: Compare) -> bool:
-        kvs = list(self._live(cmp.key, cmp.range_end, self._rev))
+        kvs = self._live(cmp.key, cmp.range_end, self._rev)
         if not kvs:
             if cmp.target == CompareTarget.VALUE:
                 return False
