@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from etcdlite.bench.measure import percentile, proc_cpu_seconds
-from etcdlite.bench.report import CHECKS, fmt
+from etcdlite.bench.report import CHECKS, Result, fmt
+from etcdlite.bench.runner import merge_repeats
 from etcdlite.bench.workloads import GROUPS, WORKLOADS, select
 
 from .etcd_process import etcd_binary, free_port
@@ -164,6 +165,7 @@ def test_endpoint_target_with_pid(tmp_path: Path) -> None:
         (["get", "--compare", "embedded,embedded"], "named twice"),
         (["get", "--compare", "embedded,mars"], "unknown target"),
         (["get", "--scale", "0"], "--scale"),
+        (["get", "--repeat", "0"], "--repeat"),
     ],
 )
 def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
@@ -187,3 +189,37 @@ def test_measure_helpers() -> None:
     assert percentile([float(i) for i in range(1, 101)], 0.99) == 99.0
     assert proc_cpu_seconds(os.getpid()) > 0
     assert fmt(None) == "-" and fmt(1234567) == "1.23M" and fmt(0.5) == "0.500"
+
+
+def test_repeated_runs_alternate_and_report_medians(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = _bench(
+        "get,txn", "--compare", "embedded,serve", "--repeat", "3", "--scale", SCALE,
+        "--json", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    # the targets alternate: get@embedded, get@serve, get@embedded, ...
+    steps = [
+        line.split("] ", 1)[1].split(":")[0] for line in proc.stderr.splitlines() if "] " in line
+    ]
+    assert steps[:6] == ["get @ embedded", "get @ serve"] * 3
+    results = json.loads(out.read_text())["results"]
+    assert [(r["workload"], r["target"]) for r in results] == [
+        ("get", "embedded"), ("get", "serve"), ("txn", "embedded"), ("txn", "serve"),
+    ]  # fmt: skip
+    assert all(r["metrics"]["runs"] == 3 for r in results)
+
+
+def test_merge_repeats_takes_medians_and_keeps_flags_and_failures() -> None:
+    runs = [
+        Result("w", "a", {"ops_per_s": 10.0, "complete": True, "note": "x"}, wall_s=1.0),
+        Result("w", "a", {"ops_per_s": 30.0, "complete": False, "note": "y"}, wall_s=1.0),
+        Result("w", "a", error="boom", wall_s=1.0),
+        Result("w", "a", {"ops_per_s": 20.0, "complete": True, "note": "z"}, wall_s=1.0),
+        Result("w", "b", error="always"),
+        Result("w", "b", error="again"),
+    ]
+    a, b = merge_repeats(runs)
+    assert a.metrics == {"ops_per_s": 20.0, "complete": False, "note": "x", "runs": 3}
+    assert a.wall_s == 4.0 and a.error is None
+    assert b.error == "always"

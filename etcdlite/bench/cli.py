@@ -50,6 +50,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     b.add_argument(
         "--scale", type=float, default=1.0, help="multiply every size (0.01: a smoke run)"
     )
+    b.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run each workload N times, alternating the targets; report medians",
+    )
     b.add_argument("--list", action="store_true", help="list the workloads and exit")
     b.add_argument("--quiet", action="store_true", help="no progress on stderr")
     b.add_argument("--log-level", default="WARNING")
@@ -94,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         targets = _targets(args)
         if args.scale <= 0:
             raise ValueError("--scale must be positive")
+        if args.repeat < 1:
+            raise ValueError("--repeat must be at least 1")
     except ValueError as e:
         print(f"etcdlite bench: {e}", file=sys.stderr)
         return 2
@@ -101,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         workloads=workloads,
         targets=targets,
         scale=args.scale,
+        repeat=args.repeat,
         endpoint=args.endpoint,
         pid=args.pid,
         etcd=args.etcd,

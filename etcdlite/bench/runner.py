@@ -1,5 +1,7 @@
 """Run the selected workloads on every target of one run, workload by workload (each
-workload on all targets back to back, so a noisy machine affects them alike)."""
+workload on all targets back to back, so a noisy machine affects them alike). With
+``repeat`` > 1 the targets alternate that many times per workload and every metric is the
+median of the runs, so a slow minute of the machine does not decide a ratio."""
 
 from __future__ import annotations
 
@@ -11,13 +13,14 @@ import json
 import os
 import platform
 import signal
+import statistics
 import sys
 import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .measure import Progress
+from .measure import Metrics, Progress
 from .report import Result, evaluate, fmt, table
 from .targets import (
     ChildTarget,
@@ -43,6 +46,7 @@ class Options:
     json_path: str | None = None
     progress: bool = True
     command: str = ""
+    repeat: int = 1
 
 
 @dataclass
@@ -120,7 +124,13 @@ async def run(opts: Options) -> Run:
                 progress.step(f"starting target {t.name}")
             await t.start(stack)
         out.targets = [t.info() for t in targets]
-        plan = [(w, t) for w in opts.workloads for t in targets if w.applies(t)]
+        plan = [
+            (w, t)
+            for w in opts.workloads
+            for _ in range(opts.repeat)
+            for t in targets
+            if w.applies(t)
+        ]
         for i, (w, t) in enumerate(plan, 1):
             progress.step(f"[{i}/{len(plan)}] {w.name} @ {t.name}: {w.description}")
             ctx = Ctx(t, opts.scale, progress, keys=keys, etcd=etcd_binary(opts.etcd))
@@ -139,8 +149,37 @@ async def run(opts: Options) -> Run:
                 summary = _summary(dict(result.metrics), w.rows)
                 progress.say(f"    {result.wall_s:.1f} s: {summary}")
             gc.collect()
+    out.results = merge_repeats(out.results)
     out.elapsed_s = time.perf_counter() - begin
     return out
+
+
+def merge_repeats(results: Sequence[Result]) -> list[Result]:
+    """One result per (workload, target): a number is the median of the runs that did not
+    fail, a flag holds if it held in every run; ``runs`` counts them. A pair whose every
+    run failed keeps the first error."""
+    groups: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.workload, r.target), []).append(r)
+    merged: list[Result] = []
+    for (workload, target), runs in groups.items():
+        ok = [r for r in runs if r.error is None]
+        if len(runs) == 1 or not ok:
+            merged.append(runs[0])
+            continue
+        metrics: Metrics = {}
+        for key in ok[0].metrics:
+            values = [r.metrics.get(key) for r in ok]
+            numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+            if all(isinstance(v, bool) for v in values):
+                metrics[key] = all(values)
+            elif len(numbers) == len(values):
+                metrics[key] = statistics.median(numbers)
+            else:
+                metrics[key] = values[0]
+        metrics["runs"] = len(ok)
+        merged.append(Result(workload, target, metrics, wall_s=sum(r.wall_s for r in runs)))
+    return merged
 
 
 def run_sync(opts: Options) -> Run:

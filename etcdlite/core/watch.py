@@ -207,7 +207,12 @@ class WatchRegistry:
 
     def _on_commit(self, rev: int, changes: Sequence[KeyValue]) -> None:
         if len(changes) == 1:
-            self._commit_one(rev, changes[0])
+            # Most puts concern no watcher: settle that here, at two lookups' cost.
+            kv = changes[0]
+            group = self._exact.get(kv.key)
+            covering = self._ranges.stab(kv.key)
+            if group or covering:
+                self._commit_one(rev, kv, group, covering)
             return
         exact = self._exact
         ranges = self._ranges
@@ -215,7 +220,7 @@ class WatchRegistry:
         mvcc = self.mvcc
         for kv in changes:
             group = exact.get(kv.key)
-            covering = ranges.stab(kv.key) if len(ranges) else None
+            covering = ranges.stab(kv.key)
             if not group and not covering:
                 continue
             is_put = kv.version != 0
@@ -249,13 +254,15 @@ class WatchRegistry:
         for w, events in per.items():
             self._push(w, rev, (rev, events, EVENTS))
 
-    def _commit_one(self, rev: int, kv: KeyValue) -> None:
+    def _commit_one(
+        self,
+        rev: int,
+        kv: KeyValue,
+        group: set[Watcher] | None,
+        covering: set[Watcher] | frozenset[Watcher],
+    ) -> None:
         """The common single-change revision: every matching watcher shares one batch (per
         prev_kv variant), so fan-out is one append per watcher."""
-        group = self._exact.get(kv.key)
-        covering = self._ranges.stab(kv.key) if len(self._ranges) else None
-        if not group and not covering:
-            return
         is_put = kv.version != 0
         plain: Batch | None = None
         with_prev: Batch | None = None
