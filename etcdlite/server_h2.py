@@ -61,23 +61,32 @@ _FRAME_HEADER = struct.Struct(">HBBBL")  # HTTP/2: 24-bit length, type, flags, s
 _SENDING_STATES = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 
 
-def _data_frames(h2conn: H2Connection, sid: int, view: memoryview, start: int, stop: int) -> bytes:
-    """DATA frames (no flags) for ``view[start:stop]``, which must fit both flow-control
-    windows, accounted in h2's windows as its own ``send_data`` would."""
+def _data_frames(
+    h2conn: H2Connection, sid: int, view: memoryview, start: int, stop: int, prefix: bytes = b""
+) -> list[bytes | memoryview]:
+    """DATA frames (no flags) carrying ``prefix`` then ``view[start:stop]``, as pieces for
+    one join (the body is not copied before that); the bytes must fit both flow-control
+    windows, and are debited from h2's windows as its own ``send_data`` would."""
     h2stream = h2conn.streams.get(sid)
     if h2stream is None or h2stream.state_machine.state not in _SENDING_STATES:
         raise h2.exceptions.StreamClosedError(sid)
     frame_size = h2conn.max_outbound_frame_size
     pack = _FRAME_HEADER.pack
+    total = len(prefix) + stop - start
     parts: list[bytes | memoryview] = []
     pos = start
+    if prefix:
+        n = min(frame_size, total)
+        take = n - len(prefix)
+        parts += (pack(n >> 8, n & 0xFF, 0, 0, sid), prefix, view[pos : pos + take])
+        pos += take
     while pos < stop:
         n = min(frame_size, stop - pos)
         parts += (pack(n >> 8, n & 0xFF, 0, 0, sid), view[pos : pos + n])
         pos += n
-    h2conn.outbound_flow_control_window -= stop - start
-    h2stream.outbound_flow_control_window -= stop - start
-    return b"".join(parts)
+    h2conn.outbound_flow_control_window -= total
+    h2stream.outbound_flow_control_window -= total
+    return parts
 
 
 def compression_error() -> GRPCError:
@@ -199,18 +208,24 @@ async def _send_reply(stream: H2Stream, message: bytes) -> None:
     assert sid is not None
     if sid not in h2conn.streams:
         return  # reset by the client meanwhile
-    body = b"\x00" + len(message).to_bytes(4, "big") + message
+    prefix = b"\x00" + len(message).to_bytes(4, "big")  # gRPC: uncompressed, length
     h2conn.send_headers(sid, _RESPONSE_HEADERS)
     transport = stream._transport
-    transport.write(h2conn.data_to_send())
-    if len(body) <= h2conn.local_flow_control_window(sid):
-        transport.write(_data_frames(h2conn, sid, memoryview(body), 0, len(body)))
+    if len(message) + 5 <= h2conn.local_flow_control_window(sid):
+        # headers, body and trailers in one buffer: the body is copied once, by the join
+        parts: list[bytes | memoryview] = [h2conn.data_to_send()]
+        parts += _data_frames(h2conn, sid, memoryview(message), 0, len(message), prefix)
+        h2conn.send_headers(sid, _TRAILERS_OK, end_stream=True)
+        parts.append(h2conn.data_to_send())
+        transport.write(b"".join(parts))
     else:
-        await send_data(stream, body)
+        transport.write(h2conn.data_to_send())
+        await send_data(stream, prefix + message)
         if sid not in h2conn.streams:
             return
-    h2conn.send_headers(sid, _TRAILERS_OK, end_stream=True)
-    transport.write(h2conn.data_to_send())
+        h2conn.send_headers(sid, _TRAILERS_OK, end_stream=True)
+        transport.write(h2conn.data_to_send())
+    conn.data_send_process()  # grpclib's keepalive accounting: the connection is in use
 
 
 async def _send_status(stream: H2Stream, status: Status, message: str | None) -> None:
@@ -250,8 +265,8 @@ async def send_data(stream: H2Stream, data: bytes) -> None:
             await stream.window_updated.wait()
             continue
         stop = min(end, pos + window)
-        pending = h2conn.data_to_send()  # h2's own frames go first
-        if pending:
-            stream._transport.write(pending)
-        stream._transport.write(_data_frames(h2conn, sid, view, pos, stop))
+        parts: list[bytes | memoryview] = [h2conn.data_to_send()]  # h2's frames first
+        parts += _data_frames(h2conn, sid, view, pos, stop)
+        stream._transport.write(b"".join(parts))
+        conn.data_send_process()
         pos = stop

@@ -180,3 +180,48 @@ async def test_close_flushes_what_is_pending_and_abort_drops_it() -> None:
     corked.abort()
     await asyncio.sleep(0)
     assert raw.writes == [] and raw.closed
+
+
+# --- DATA frames written by etcdlite, read by h2 ------------------------------------------
+
+
+def _h2_pair() -> tuple[Any, Any, int]:
+    import h2.config
+    import h2.connection
+
+    server = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=False, header_encoding="ascii")
+    )
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    client.increment_flow_control_window(2**20)
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    client.send_headers(
+        1, [(":method", "POST"), (":path", "/x"), (":scheme", "http"), (":authority", "a")]
+    )
+    server.receive_data(client.data_to_send())
+    return server, client, 1
+
+
+@pytest.mark.parametrize("size", [0, 1, 16379, 16380, 16381, 16384, 40000, 65530])
+def test_data_frames_carry_prefix_and_body_and_debit_h2s_windows(size: int) -> None:
+    from etcdlite.server_h2 import _data_frames
+
+    server, client, sid = _h2_pair()
+    body = bytes(i % 251 for i in range(size))
+    prefix = b"\x00" + size.to_bytes(4, "big")
+    server.send_headers(sid, [(":status", "200")])
+    window = server.local_flow_control_window(sid)
+    parts = [server.data_to_send(), *_data_frames(server, sid, memoryview(body), 0, size, prefix)]
+    assert server.local_flow_control_window(sid) == window - size - 5
+    events = client.receive_data(b"".join(parts))
+    frames = [e for e in events if type(e).__name__ == "DataReceived"]
+    assert b"".join(e.data for e in frames) == prefix + body
+    assert all(len(e.data) <= server.max_outbound_frame_size for e in frames)
+    # h2 goes on with the stream: trailers end it as usual
+    server.send_headers(sid, [("grpc-status", "0")], end_stream=True)
+    ended = client.receive_data(server.data_to_send())
+    assert any(type(e).__name__ == "StreamEnded" for e in ended)
