@@ -11,6 +11,8 @@ from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import etcdlite
 from etcdlite import Store
@@ -225,3 +227,59 @@ def test_data_frames_carry_prefix_and_body_and_debit_h2s_windows(size: int) -> N
     server.send_headers(sid, [("grpc-status", "0")], end_stream=True)
     ended = client.receive_data(server.data_to_send())
     assert any(type(e).__name__ == "StreamEnded" for e in ended)
+
+
+# --- RepeatedHeaders: a cached HPACK decoder agrees with a plain one -----------------------
+
+_names = st.sampled_from([":path", "grpc-timeout", "user-agent", "x-a", "content-type"])
+_values = st.sampled_from(["/a", "/b", "4999m", "5S", "v", "application/grpc", "x" * 40])
+_header_sets = st.lists(st.tuples(_names, _values), min_size=1, max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(_header_sets, st.sampled_from([None, None, None, 0, 64, 256, 4096])),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_repeated_header_blocks_decode_like_a_plain_decoder(
+    steps: list[tuple[list[tuple[str, str]], int | None]],
+) -> None:
+    """Header sets from a small alphabet (so blocks repeat and entries get evicted), with
+    table size changes on the way: the caching decoder returns what hpack's returns."""
+    from hpack import Decoder, Encoder
+
+    from etcdlite.wire.transport import RepeatedHeaders
+
+    encoder = Encoder()
+    plain = Decoder()
+    cached = RepeatedHeaders(Decoder())
+    for headers, table_size in steps:
+        if table_size is not None:
+            encoder.header_table_size = table_size
+        block = encoder.encode(headers)
+        expected = plain.decode(block, raw=True)
+        got = cached.decode(block, raw=True)
+        assert got == expected
+        assert [(n.decode(), v.decode()) for n, v in got] == headers
+    assert cached.header_table_size == plain.header_table_size
+
+
+def test_only_indexed_blocks_are_cached() -> None:
+    from hpack import Decoder, Encoder
+
+    from etcdlite.wire.transport import RepeatedHeaders, _only_indexed
+
+    encoder = Encoder()
+    headers = [(":method", "POST"), ("x-long-name", "v" * 200)]
+    first = encoder.encode(headers)  # a literal that enters the table
+    again = encoder.encode(headers)  # now only references
+    assert not _only_indexed(first) and _only_indexed(again)
+    assert _only_indexed(b"\xff\x80\x01")  # a multi-byte index
+    decoder = RepeatedHeaders(Decoder())
+    assert decoder.decode(first, raw=True) == decoder.decode(again, raw=True)
+    assert decoder.decode(again, raw=True) is decoder.decode(again, raw=True)
+    decoder.max_header_list_size = 1 << 16  # a settings change empties the cache
+    assert decoder._cache == {} and decoder._decoder.max_header_list_size == 1 << 16

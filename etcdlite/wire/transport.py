@@ -1,10 +1,17 @@
-"""grpclib's HTTP/2 protocol with writes corked per event-loop turn (Client and server).
+"""grpclib's HTTP/2 protocol with writes corked per event-loop turn (Client and server),
+and header blocks that repeat decoded once.
 
 grpclib writes each HTTP/2 step to the socket at once: a unary request leaves as two TCP
 segments (HEADERS, then DATA), and the server wakes up, reads and parses twice per request.
 grpc-go batches what one turn of its writer produced into one write; :class:`CorkedProtocol`
 does the same for asyncio: everything written during one event-loop turn leaves in one
 ``send`` at the start of the next turn.
+
+HPACK decoding in pure Python is a large part of a small request's cost. A peer that sends
+the same headers again (etcdlite's Client: same path, same ``grpc-timeout`` text; a server's
+replies) sends them as references into the dynamic table, a block that leaves the table as
+it is; :class:`RepeatedHeaders` decodes such a block once and reuses the result until a
+block that may change the table arrives.
 """
 
 from __future__ import annotations
@@ -15,8 +22,59 @@ from typing import Any
 from grpclib.client import Channel
 from grpclib.client import Handler as ClientHandler
 from grpclib.protocol import H2Protocol
+from hpack import Decoder
 
-__all__ = ["CorkedChannel", "CorkedProtocol", "CorkedTransport"]
+__all__ = ["CorkedChannel", "CorkedProtocol", "CorkedTransport", "RepeatedHeaders"]
+
+#: Cached header blocks per connection (a client uses one per RPC method it calls).
+MAX_CACHED_BLOCKS = 64
+
+
+def _only_indexed(block: bytes) -> bool:
+    """Whether every field of an HPACK block is an indexed reference (RFC 7541 6.1): such
+    a block does not change the dynamic table."""
+    pos, end = 0, len(block)
+    while pos < end:
+        b = block[pos]
+        pos += 1
+        if not b & 0x80:
+            return False
+        if b & 0x7F == 0x7F:  # the index continues in the following bytes
+            while pos < end and block[pos] & 0x80:
+                pos += 1
+            pos += 1
+    return pos == end
+
+
+class RepeatedHeaders:
+    """h2's HPACK ``Decoder``, with the results of table-neutral blocks cached; any other
+    block (or a settings change) may move the table, so it empties the cache."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        object.__setattr__(self, "_decoder", decoder)
+        object.__setattr__(self, "_cache", {})
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        key = (bytes(data), raw)
+        cache: dict[tuple[bytes, bool], Any] = self._cache
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        headers = self._decoder.decode(data, raw=raw)
+        if _only_indexed(key[0]):
+            if len(cache) >= MAX_CACHED_BLOCKS:
+                cache.clear()
+            cache[key] = headers
+        else:
+            cache.clear()
+        return headers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._decoder, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._cache.clear()
+        setattr(self._decoder, name, value)
 
 
 class CorkedTransport:
@@ -65,6 +123,8 @@ class CorkedProtocol(H2Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         super().connection_made(CorkedTransport(transport))  # type: ignore[arg-type]
+        h2conn = self.connection._connection
+        h2conn.decoder = RepeatedHeaders(h2conn.decoder)  # type: ignore[assignment]
 
 
 class CorkedChannel(Channel):
