@@ -229,7 +229,7 @@ def test_data_frames_carry_prefix_and_body_and_debit_h2s_windows(size: int) -> N
     assert any(type(e).__name__ == "StreamEnded" for e in ended)
 
 
-# --- RepeatedHeaders: a cached HPACK decoder agrees with a plain one -----------------------
+# --- CachingDecoder: a cached HPACK decoder agrees with a plain one -----------------------
 
 _names = st.sampled_from([":path", "grpc-timeout", "user-agent", "x-a", "content-type"])
 _values = st.sampled_from(["/a", "/b", "4999m", "5S", "v", "application/grpc", "x" * 40])
@@ -251,11 +251,11 @@ def test_repeated_header_blocks_decode_like_a_plain_decoder(
     table size changes on the way: the caching decoder returns what hpack's returns."""
     from hpack import Decoder, Encoder
 
-    from etcdlite.wire.transport import RepeatedHeaders
+    from etcdlite.wire.transport import CachingDecoder
 
     encoder = Encoder()
     plain = Decoder()
-    cached = RepeatedHeaders(Decoder())
+    cached = CachingDecoder(Decoder())
     for headers, table_size in steps:
         if table_size is not None:
             encoder.header_table_size = table_size
@@ -270,7 +270,7 @@ def test_repeated_header_blocks_decode_like_a_plain_decoder(
 def test_only_indexed_blocks_are_cached() -> None:
     from hpack import Decoder, Encoder
 
-    from etcdlite.wire.transport import RepeatedHeaders, _only_indexed
+    from etcdlite.wire.transport import CachingDecoder, _only_indexed
 
     encoder = Encoder()
     headers = [(":method", "POST"), ("x-long-name", "v" * 200)]
@@ -278,8 +278,53 @@ def test_only_indexed_blocks_are_cached() -> None:
     again = encoder.encode(headers)  # now only references
     assert not _only_indexed(first) and _only_indexed(again)
     assert _only_indexed(b"\xff\x80\x01")  # a multi-byte index
-    decoder = RepeatedHeaders(Decoder())
+    decoder = CachingDecoder(Decoder())
     assert decoder.decode(first, raw=True) == decoder.decode(again, raw=True)
     assert decoder.decode(again, raw=True) is decoder.decode(again, raw=True)
     decoder.max_header_list_size = 1 << 16  # a settings change empties the cache
     assert decoder._cache == {} and decoder._decoder.max_header_list_size == 1 << 16
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(_header_sets, st.sampled_from([None, None, None, 0, 64, 256, 4096])),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_repeated_header_lists_encode_like_a_plain_encoder(
+    steps: list[tuple[list[tuple[str, str]], int | None]],
+) -> None:
+    from hpack import Decoder, Encoder
+
+    from etcdlite.wire.transport import CachingEncoder
+
+    plain = Encoder()
+    cached = CachingEncoder(Encoder())
+    decoder = Decoder()
+    for headers, table_size in steps:
+        if table_size is not None:
+            plain.header_table_size = table_size
+            cached.header_table_size = table_size
+        block = cached.encode(headers)
+        assert block == plain.encode(headers)
+        assert [(n.decode(), v.decode()) for n, v in decoder.decode(block, raw=True)] == headers
+
+
+def test_sensitive_headers_take_hpacks_own_way() -> None:
+    from hpack import Encoder, NeverIndexedHeaderTuple
+
+    from etcdlite.wire.transport import CachingEncoder
+
+    plain, cached = Encoder(), CachingEncoder(Encoder())
+    sequence = [
+        [("authorization", "t")],
+        [("authorization", "t")],
+        [NeverIndexedHeaderTuple("authorization", "u")],
+        [NeverIndexedHeaderTuple("authorization", "u")],
+        [("authorization", "t")],
+    ]
+    for headers in sequence:
+        assert cached.encode(headers) == plain.encode(headers)
+    assert all(type(k[0][0]) is tuple for k in cached._cache)  # only plain pairs cached

@@ -10,8 +10,9 @@ does the same for asyncio: everything written during one event-loop turn leaves 
 HPACK decoding in pure Python is a large part of a small request's cost. A peer that sends
 the same headers again (etcdlite's Client: same path, same ``grpc-timeout`` text; a server's
 replies) sends them as references into the dynamic table, a block that leaves the table as
-it is; :class:`RepeatedHeaders` decodes such a block once and reuses the result until a
-block that may change the table arrives.
+it is; :class:`CachingDecoder` decodes such a block once and reuses the result until a
+block that may change the table arrives. :class:`CachingEncoder` does the same on the way
+out, for the header lists a server sends with every reply.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from typing import Any
 from grpclib.client import Channel
 from grpclib.client import Handler as ClientHandler
 from grpclib.protocol import H2Protocol
-from hpack import Decoder
+from hpack import Decoder, Encoder
 
-__all__ = ["CorkedChannel", "CorkedProtocol", "CorkedTransport", "RepeatedHeaders"]
+__all__ = ["CachingDecoder", "CachingEncoder", "CorkedChannel", "CorkedProtocol", "CorkedTransport"]
 
 #: Cached header blocks per connection (a client uses one per RPC method it calls).
 MAX_CACHED_BLOCKS = 64
@@ -46,7 +47,7 @@ def _only_indexed(block: bytes) -> bool:
     return pos == end
 
 
-class RepeatedHeaders:
+class CachingDecoder:
     """h2's HPACK ``Decoder``, with the results of table-neutral blocks cached; any other
     block (or a settings change) may move the table, so it empties the cache."""
 
@@ -75,6 +76,45 @@ class RepeatedHeaders:
     def __setattr__(self, name: str, value: Any) -> None:
         self._cache.clear()
         setattr(self._decoder, name, value)
+
+
+class CachingEncoder:
+    """h2's HPACK ``Encoder``, with the blocks of header lists that encoded to references
+    only (table-neutral) cached; any other block, a pending table resize or a settings
+    change empties the cache, since the table may have moved."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        object.__setattr__(self, "_encoder", encoder)
+        object.__setattr__(self, "_cache", {})
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        encoder: Encoder = self._encoder
+        cache: dict[tuple[Any, bool], bytes] = self._cache
+        items = tuple(headers) if isinstance(headers, list | tuple) else None
+        if items is None or not all(type(h) is tuple and len(h) == 2 for h in items):
+            # a dict, or sensitive (never-indexed) fields: hpack's own way, uncached
+            cache.clear()
+            return encoder.encode(headers, huffman)
+        key = (items, huffman)
+        if not encoder.header_table.resized:
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
+        block = encoder.encode(key[0], huffman)
+        if _only_indexed(block):
+            if len(cache) >= MAX_CACHED_BLOCKS:
+                cache.clear()
+            cache[key] = block
+        else:
+            cache.clear()
+        return block
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._encoder, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._cache.clear()
+        setattr(self._encoder, name, value)
 
 
 class CorkedTransport:
@@ -124,7 +164,8 @@ class CorkedProtocol(H2Protocol):
         assert isinstance(transport, asyncio.Transport)
         super().connection_made(CorkedTransport(transport))  # type: ignore[arg-type]
         h2conn = self.connection._connection
-        h2conn.decoder = RepeatedHeaders(h2conn.decoder)  # type: ignore[assignment]
+        h2conn.decoder = CachingDecoder(h2conn.decoder)  # type: ignore[assignment]
+        h2conn.encoder = CachingEncoder(h2conn.encoder)  # type: ignore[assignment]
 
 
 class CorkedChannel(Channel):
