@@ -328,3 +328,32 @@ def test_sensitive_headers_take_hpacks_own_way() -> None:
     for headers in sequence:
         assert cached.encode(headers) == plain.encode(headers)
     assert all(type(k[0][0]) is tuple for k in cached._cache)  # only plain pairs cached
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+async def test_a_request_that_waits_is_answered_when_the_store_resumes(
+    timeout: float | None,
+) -> None:
+    """A request that has to wait (a paused store) is answered once it can go on, under
+    its deadline if it has one."""
+    async with Store() as store, etcdlite.serve(store, port=0) as server:
+        channel = Channel("127.0.0.1", server.port, codec=server.codec())
+        try:
+            store.faults.pause()
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.05, store.faults.resume)
+            async with channel.request(
+                "/etcdserverpb.KV/Put",
+                Cardinality.UNARY_UNARY,
+                pb.PutRequest,
+                pb.PutResponse,
+                timeout=timeout,
+            ) as stream:
+                await stream.send_message(pb.PutRequest(key=b"k", value=b"v"), end=True)
+                reply: Any = await stream.recv_message()
+            assert reply.header.revision == 2
+            kv = await store.get(b"k")
+            assert kv is not None and kv.value == b"v"
+        finally:
+            store.faults.resume()
+            channel.close()
