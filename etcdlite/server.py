@@ -312,10 +312,10 @@ class EtcdServer:
 
     # --- leases -----------------------------------------------------------------------
 
-    async def lease_grant(self, m: pb.LeaseGrantRequest) -> pb.LeaseGrantResponse:
+    async def lease_grant(self, m: pb.LeaseGrantRequest) -> bytes:
         self._check_size(m)
         lease = await self.store.grant(m.ttl, m.id)
-        return pb.LeaseGrantResponse(header=self.header(), id=lease.id, ttl=lease.ttl)
+        return fastpb.encode_lease_response(self.store.core.header(), lease.id, lease.ttl)
 
     async def lease_revoke(self, m: pb.LeaseRevokeRequest) -> pb.LeaseRevokeResponse:
         rev = await self.store.revoke(m.id)
@@ -333,9 +333,7 @@ class EtcdServer:
             header=self.header(), leases=[pb.LeaseStatus(id=i) for i in ids]
         )
 
-    async def _keepalive(
-        self, stream: Stream[pb.LeaseKeepAliveRequest, pb.LeaseKeepAliveResponse]
-    ) -> None:
+    async def _keepalive(self, stream: Stream[pb.LeaseKeepAliveRequest, Any]) -> None:
         """Each request gets one response in order: the granted TTL, or TTL 0 for a lease
         that is gone (no error; the stream stays open). Half-close ends it with OK."""
         if self.interceptor is not None:
@@ -343,11 +341,10 @@ class EtcdServer:
         store = self.store
         try:
             async for m in stream:
-                header = self.header()
+                header = store.core.header()
                 ttl = await store.refresh(m.id)
-                await stream.send_message(
-                    pb.LeaseKeepAliveResponse(header=header, id=m.id, ttl=ttl)
-                )
+                # pre-encoded bytes pass through the codec untouched
+                await stream.send_message(fastpb.encode_lease_response(header, m.id, ttl))
         except NotImplementedError:
             raise compression_error() from None
 

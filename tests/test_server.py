@@ -97,6 +97,13 @@ def test_other_responses_match_betterproto(
             header=convert.header_to_pb(h), prev_kv=kv_pb(prev) if prev is not None else None
         )
     )
+    ph = convert.header_to_pb(h)
+    assert fastpb.encode_lease_response(h, n, kv.version) == bytes(
+        pb.LeaseGrantResponse(header=ph, id=n, ttl=kv.version)
+    )
+    assert fastpb.encode_lease_response(h, n, kv.version) == bytes(
+        pb.LeaseKeepAliveResponse(header=ph, id=n, ttl=kv.version)
+    )
     assert fastpb.encode_delete_range_response(DeleteRangeResponse(h, n, prevs)) == bytes(
         pb.DeleteRangeResponse(
             header=convert.header_to_pb(h), deleted=n, prev_kvs=[kv_pb(k) for k in prevs]
@@ -176,6 +183,13 @@ range_requests = st.builds(
     min_create_revision=int64s,
     max_create_revision=int64s,
 )
+lease_requests = st.one_of(
+    st.builds(pb.LeaseGrantRequest, ttl=int64s, id=int64s),
+    st.builds(pb.LeaseRevokeRequest, id=int64s),
+    st.builds(pb.LeaseKeepAliveRequest, id=int64s),
+    st.builds(pb.LeaseTimeToLiveRequest, id=int64s, keys=st.booleans()),
+)
+flat_requests = st.one_of(put_requests, range_requests, lease_requests)
 # an unknown field of each wire type, as a newer client may send
 unknown_fields = st.lists(
     st.sampled_from(
@@ -201,7 +215,12 @@ def test_request_decoder_matches_betterproto(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([pb.PutRequest, pb.RangeRequest]), st.binary(max_size=40))
+@given(
+    st.sampled_from(
+        [pb.PutRequest, pb.RangeRequest, pb.LeaseGrantRequest, pb.LeaseTimeToLiveRequest]
+    ),
+    st.binary(max_size=40),
+)
 def test_request_decoder_refuses_malformed_bytes_like_gos_decoder(
     message_type: type, data: bytes
 ) -> None:
@@ -226,6 +245,8 @@ def test_request_decoder_texts() -> None:
         MalformedMessage, match=r"^proto: wrong wireType = 2 for field MinModRevision$"
     ):
         decode_flat(b"\x52\x00", pb.RangeRequest)
+    with pytest.raises(MalformedMessage, match=r"^proto: wrong wireType = 2 for field TTL$"):
+        decode_flat(b"\x0a\x00", pb.LeaseGrantRequest)
 
 
 # --- the service layer, on both request paths ---------------------------------------------

@@ -1,10 +1,10 @@
 """The grpclib codec of etcdlite's server: betterproto2 messages or pre-encoded bytes.
 
 Hot responses are encoded by :mod:`etcdlite.wire.fastpb` and handed to grpclib as ``bytes``,
-which pass through untouched. The hot requests (Put, Range) are decoded by a table-driven
-decoder here, the rest by betterproto2 after a structural check; both after a size check
-that answers like grpc-go's receive limit, and both refuse malformed bytes with the texts of
-etcd's (gogo-protobuf) decoder.
+which pass through untouched. The hot requests (Put, Range, the lease requests) are
+decoded by a table-driven decoder here, the rest by betterproto2 after a structural check;
+both after a size check that answers like grpc-go's receive limit, and both refuse
+malformed bytes with the texts of etcd's (gogo-protobuf) decoder.
 """
 
 from __future__ import annotations
@@ -100,7 +100,13 @@ _FLAT: dict[type, dict[int, tuple[str, int, Any]]] = {
         12: ("min_create_revision", _INT64, None),
         13: ("max_create_revision", _INT64, None),
     },
+    pb.LeaseGrantRequest: {1: ("ttl", _INT64, None), 2: ("id", _INT64, None)},
+    pb.LeaseRevokeRequest: {1: ("id", _INT64, None)},
+    pb.LeaseKeepAliveRequest: {1: ("id", _INT64, None)},
+    pb.LeaseTimeToLiveRequest: {1: ("id", _INT64, None), 2: ("keys", _BOOL, None)},
 }
+#: Go's field names where they are not the title-cased attribute (gogo names them).
+_GO_NAMES = {"ttl": "TTL", "id": "ID"}
 
 
 def decode_flat(data: bytes, message_type: Any) -> Any:
@@ -130,7 +136,7 @@ def decode_flat(data: bytes, message_type: Any) -> Any:
             continue
         name, kind, enum = spec
         if (wire_type == 2) != (kind == _BYTES) or wire_type not in (0, 2):
-            go_name = name.title().replace("_", "")  # gogo-protobuf names the Go field
+            go_name = _GO_NAMES.get(name) or name.title().replace("_", "")
             raise MalformedMessage(f"proto: wrong wireType = {wire_type} for field {go_name}")
         if kind == _BYTES:
             n, pos = _varint(data, pos)

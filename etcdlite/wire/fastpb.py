@@ -29,6 +29,7 @@ __all__ = [
     "encode_events_field",
     "encode_header",
     "encode_kv",
+    "encode_lease_response",
     "encode_put_response",
     "encode_range_response",
     "encode_txn_response",
@@ -132,6 +133,16 @@ def encode_range_response(r: RangeResponse) -> bytes:
         parts.append(b"\x18\x01")
     parts.append(_int_field(0x20, r.count))
     return b"".join(parts)
+
+
+def encode_lease_response(header: ResponseHeader, lease_id: int, ttl: int) -> bytes:
+    """``LeaseGrantResponse`` (with no ``error``) or ``LeaseKeepAliveResponse``: the same
+    fields, header 1, ID 2, TTL 3."""
+    return (
+        _message_field(0x0A, encode_header(header))
+        + _int_field(0x10, lease_id)
+        + _int_field(0x18, ttl)
+    )
 
 
 def encode_put_response(r: PutResponse) -> bytes:
