@@ -282,7 +282,7 @@ def test_only_indexed_blocks_are_cached() -> None:
     assert decoder.decode(first, raw=True) == decoder.decode(again, raw=True)
     assert decoder.decode(again, raw=True) is decoder.decode(again, raw=True)
     decoder.max_header_list_size = 1 << 16  # a settings change empties the cache
-    assert decoder._cache == {} and decoder._decoder.max_header_list_size == 1 << 16
+    assert decoder._cache == {} and decoder._coder.max_header_list_size == 1 << 16
 
 
 @settings(max_examples=200, deadline=None)

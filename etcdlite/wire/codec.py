@@ -41,6 +41,31 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             raise MalformedMessage("proto: integer overflow")
 
 
+def _tag(data: bytes, pos: int, message_type: Any) -> tuple[int, int, int]:
+    """(field number, wire type, position after the tag); illegal tags refused."""
+    tag, pos = _varint(data, pos)
+    number, wire_type = tag >> 3, tag & 7
+    if number == 0 or wire_type in (3, 4, 6, 7):
+        raise MalformedMessage(
+            f"proto: {message_type.__name__}: illegal tag {number} (wire type {wire_type})"
+        )
+    return number, wire_type, pos
+
+
+def _skip(data: bytes, pos: int, wire_type: int) -> int:
+    """The position after a field's value; a value cut off is refused."""
+    if wire_type == 0:
+        return _varint(data, pos)[1]
+    if wire_type == 2:
+        n, pos = _varint(data, pos)
+        pos += n
+    else:
+        pos += 8 if wire_type == 1 else 4
+    if pos > len(data):
+        raise MalformedMessage("unexpected EOF")
+    return pos
+
+
 def check_wire(data: bytes, message_type: Any) -> None:
     """Walk ``data`` as a ``message_type`` (and every message-typed field, recursively):
     every tag valid, every varint and length-delimited field complete."""
@@ -48,18 +73,9 @@ def check_wire(data: bytes, message_type: Any) -> None:
     names = meta.field_name_by_number
     pos, end = 0, len(data)
     while pos < end:
-        tag, pos = _varint(data, pos)
-        field, wire_type = tag >> 3, tag & 7
-        if field == 0 or wire_type in (3, 4, 6, 7):
-            raise MalformedMessage(
-                f"proto: {message_type.__name__}: illegal tag {field} (wire type {wire_type})"
-            )
-        if wire_type == 0:
-            _, pos = _varint(data, pos)
-        elif wire_type == 1 or wire_type == 5:
-            pos += 8 if wire_type == 1 else 4
-            if pos > end:
-                raise MalformedMessage("unexpected EOF")
+        field, wire_type, pos = _tag(data, pos, message_type)
+        if wire_type != 2:
+            pos = _skip(data, pos, wire_type)
         else:
             n, pos = _varint(data, pos)
             if pos + n > end:
@@ -116,23 +132,10 @@ def decode_flat(data: bytes, message_type: Any) -> Any:
     values: dict[str, Any] = {}
     pos, end = 0, len(data)
     while pos < end:
-        tag, pos = _varint(data, pos)
-        number, wire_type = tag >> 3, tag & 7
-        if number == 0 or wire_type in (3, 4, 6, 7):
-            raise MalformedMessage(
-                f"proto: {message_type.__name__}: illegal tag {number} (wire type {wire_type})"
-            )
+        number, wire_type, pos = _tag(data, pos, message_type)
         spec = fields.get(number)
         if spec is None:  # unknown: skip it
-            if wire_type == 0:
-                _, pos = _varint(data, pos)
-            elif wire_type == 2:
-                n, pos = _varint(data, pos)
-                pos += n
-            else:
-                pos += 8 if wire_type == 1 else 4
-            if pos > end:
-                raise MalformedMessage("unexpected EOF")
+            pos = _skip(data, pos, wire_type)
             continue
         name, kind, enum = spec
         if (wire_type == 2) != (kind == _BYTES) or wire_type not in (0, 2):

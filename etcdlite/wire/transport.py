@@ -47,74 +47,67 @@ def _only_indexed(block: bytes) -> bool:
     return pos == end
 
 
-class CachingDecoder:
-    """h2's HPACK ``Decoder``, with the results of table-neutral blocks cached; any other
-    block (or a settings change) may move the table, so it empties the cache."""
+class _HpackCache:
+    """An hpack coder behind a cache of table-neutral blocks: attributes (the table size
+    settings h2 sets) pass through to the coder, and setting one empties the cache."""
 
-    def __init__(self, decoder: Decoder) -> None:
-        object.__setattr__(self, "_decoder", decoder)
+    def __init__(self, coder: Decoder | Encoder) -> None:
+        object.__setattr__(self, "_coder", coder)
         object.__setattr__(self, "_cache", {})
 
-    def decode(self, data: bytes, raw: bool = False) -> Any:
-        key = (bytes(data), raw)
-        cache: dict[tuple[bytes, bool], Any] = self._cache
-        hit = cache.get(key)
-        if hit is not None:
-            return hit
-        headers = self._decoder.decode(data, raw=raw)
-        if _only_indexed(key[0]):
+    def _remember(self, key: Any, value: Any, block: bytes) -> None:
+        """Keep ``value`` for ``key`` if ``block`` left the table as it was; else the
+        table may have moved, and nothing cached still holds."""
+        cache = self._cache
+        if _only_indexed(block):
             if len(cache) >= MAX_CACHED_BLOCKS:
                 cache.clear()
-            cache[key] = headers
+            cache[key] = value
         else:
             cache.clear()
-        return headers
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._decoder, name)
+        return getattr(self._coder, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         self._cache.clear()
-        setattr(self._decoder, name, value)
+        setattr(self._coder, name, value)
 
 
-class CachingEncoder:
+class CachingDecoder(_HpackCache):
+    """h2's HPACK ``Decoder``, with the results of table-neutral blocks cached; any other
+    block (or a settings change) may move the table, so it empties the cache."""
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        key = (bytes(data), raw)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        headers = self._coder.decode(data, raw=raw)
+        self._remember(key, headers, key[0])
+        return headers
+
+
+class CachingEncoder(_HpackCache):
     """h2's HPACK ``Encoder``, with the blocks of header lists that encoded to references
     only (table-neutral) cached; any other block, a pending table resize or a settings
     change empties the cache, since the table may have moved."""
 
-    def __init__(self, encoder: Encoder) -> None:
-        object.__setattr__(self, "_encoder", encoder)
-        object.__setattr__(self, "_cache", {})
-
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
-        encoder: Encoder = self._encoder
-        cache: dict[tuple[Any, bool], bytes] = self._cache
+        encoder = self._coder
         items = tuple(headers) if isinstance(headers, list | tuple) else None
         if items is None or not all(type(h) is tuple and len(h) == 2 for h in items):
             # a dict, or sensitive (never-indexed) fields: hpack's own way, uncached
-            cache.clear()
-            return encoder.encode(headers, huffman)
+            self._cache.clear()
+            return bytes(encoder.encode(headers, huffman))
         key = (items, huffman)
         if not encoder.header_table.resized:
-            hit = cache.get(key)
+            hit = self._cache.get(key)
             if hit is not None:
-                return hit
-        block = encoder.encode(key[0], huffman)
-        if _only_indexed(block):
-            if len(cache) >= MAX_CACHED_BLOCKS:
-                cache.clear()
-            cache[key] = block
-        else:
-            cache.clear()
+                return bytes(hit)
+        block = bytes(encoder.encode(items, huffman))
+        self._remember(key, block, block)
         return block
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._encoder, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self._cache.clear()
-        setattr(self._encoder, name, value)
 
 
 class CorkedTransport:
