@@ -26,7 +26,7 @@ from grpclib.server import Server, Stream
 
 from .errors import EtcdError, RequestTooLargeError
 from .ops import DeleteRangeRequest, PutRequest, TxnRequest
-from .server_h2 import UnaryHandler, compression_error, supported
+from .server_h2 import UnaryHandler, compression_error, missing_message_error, supported
 from .server_recipes import RecipeServices
 from .server_watch import ServerWatchStream
 from .store import Store
@@ -260,7 +260,8 @@ class EtcdServer:
                 request = await stream.recv_message()
             except NotImplementedError:
                 raise compression_error() from None
-            assert request is not None
+            if request is None:
+                raise missing_message_error()
             try:
                 reply = await fn(request)
             except EtcdError as e:

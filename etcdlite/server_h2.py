@@ -36,7 +36,14 @@ from h2.stream import StreamState
 
 from .errors import EtcdError
 
-__all__ = ["UnaryHandler", "UnaryMethod", "compression_error", "send_data", "supported"]
+__all__ = [
+    "UnaryHandler",
+    "UnaryMethod",
+    "compression_error",
+    "missing_message_error",
+    "send_data",
+    "supported",
+]
 
 log = logging.getLogger("etcdlite.server")
 
@@ -95,6 +102,11 @@ def compression_error() -> GRPCError:
         Status.UNIMPLEMENTED,
         'grpc: Decompressor is not installed for grpc-encoding "gzip"',
     )
+
+
+def missing_message_error() -> GRPCError:
+    """The answer to a unary request that ends without its message."""
+    return GRPCError(Status.INTERNAL, "grpc: error while receiving request: EOF")
 
 
 class UnaryHandler(Handler):
@@ -188,14 +200,11 @@ class UnaryHandler(Handler):
 async def _recv_message(stream: H2Stream, codec: CodecBase, request_type: type) -> Any:
     prefix = await stream.recv_data(5)
     if len(prefix) < 5:
-        # grpc-go: a unary request without a message
-        raise GRPCError(Status.INTERNAL, "grpc: error while receiving request: EOF")
+        raise missing_message_error()
     if prefix[0]:
         raise compression_error()
     size = int.from_bytes(prefix[1:5], "big")
     data = await stream.recv_data(size) if size else b""
-    if len(data) != size:
-        raise GRPCError(Status.INTERNAL, "grpc: error while receiving request: unexpected EOF")
     return codec.decode(data, request_type)
 
 

@@ -59,7 +59,7 @@ class ServerWatchStream:
         self._error: GRPCError | None = None
         #: This loop turn's responses, gRPC-framed, as pieces for one join.
         self._pieces: list[bytes] = []
-        self._events_cache: dict[int, tuple[list[Event], bytes, bytes, int]] = {}
+        self._events_cache: dict[tuple[int, int], tuple[list[Event], bytes, bytes, int]] = {}
         self._wid_fields: dict[int, bytes] = {}
         self._header_cache: tuple[int, bytes] = (-1, b"")
 
@@ -207,16 +207,8 @@ class ServerWatchStream:
         self._events_cache.clear()
         if not pieces:
             return
-        raw = getattr(self.stream, "_stream", None)  # grpclib's HTTP/2 stream
-        if raw is None:  # pragma: no cover - another grpclib layout: its own framing
-            data = b"".join(pieces)
-            pos = 0
-            while pos < len(data):
-                size = int.from_bytes(data[pos + 1 : pos + 5], "big")
-                await self.stream.send_message(data[pos + 5 : pos + 5 + size])
-                pos += 5 + size
-            return
-        await send_data(raw, b"".join(pieces))
+        # grpclib's HTTP/2 stream (grpclib is held to 0.4.x, which has it)
+        await send_data(self.stream._stream, b"".join(pieces))
 
     def _header_bytes(self, revision: int) -> bytes:
         cached = self._header_cache
@@ -321,11 +313,12 @@ class ServerWatchStream:
         cache = self._events_cache
         wid_fields = self._wid_fields
         for wid, rev, events in responses:
-            cached = cache.get(id(events))
+            key = (id(events), rev)
+            cached = cache.get(key)
             if cached is None:
                 header = fastpb.message_field(1, self._header_bytes(rev))
                 body = fastpb.encode_events_field(events)
-                cached = cache[id(events)] = (events, header, body, len(header) + len(body))
+                cached = cache[key] = (events, header, body, len(header) + len(body))
             wid_field = wid_fields.get(wid)
             if wid_field is None:
                 wid_field = wid_fields[wid] = fastpb.int_field(2, wid)

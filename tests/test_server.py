@@ -150,10 +150,12 @@ def test_other_responses_match_betterproto(
     )
     assert ours == theirs
     # the shared-events path the watch stream uses for a revision's many watchers
-    plain = fastpb.encode_event_response(
-        fastpb.encode_header(h), n, fastpb.encode_events_field([ev, ev])
+    shared = (
+        fastpb.message_field(1, fastpb.encode_header(h))
+        + fastpb.int_field(2, n)
+        + fastpb.encode_events_field([ev, ev])
     )
-    assert plain == fastpb.encode_watch_response(h, n, [ev, ev])
+    assert shared == fastpb.encode_watch_response(h, n, [ev, ev])
 
 
 # --- the hand-written request decoder agrees with betterproto2 ---------------------------

@@ -25,7 +25,6 @@ from ..types import (
 __all__ = [
     "encode_delete_range_response",
     "encode_event",
-    "encode_event_response",
     "encode_events_field",
     "encode_header",
     "encode_kv",
@@ -222,11 +221,6 @@ def encode_events_field(events: Sequence[Event]) -> bytes:
         data = ev._wire or encode_event(ev)
         parts += (b"\x5a", varint(len(data)), data)
     return b"".join(parts)
-
-
-def encode_event_response(header: bytes, watch_id: int, events_field: bytes) -> bytes:
-    """A plain event WatchResponse from an encoded header and events part."""
-    return b"\x0a" + varint(len(header)) + header + _int_field(0x10, watch_id) + events_field
 
 
 # --- decoding (the client's hot path) -----------------------------------------------------
