@@ -5,7 +5,9 @@ typed error (``rpctypes``), python-etcd3 and aetcd map on the code. etcdlite rai
 classes from the embedded :class:`~etcdlite.Store`, from :class:`~etcdlite.Client` talking to
 any etcd, and its server sends the same code and text, so code that handles one handles all.
 
-Messages are kept verbatim in this one module.
+Messages are kept verbatim in this one module: the exception classes' ``message``, and the
+texts below that are not exceptions of their own (watch cancel reasons, the texts of Go's
+protobuf decoder and of grpc-go's transport). Everywhere else refers to them by name.
 """
 
 from __future__ import annotations
@@ -14,20 +16,42 @@ from enum import IntEnum
 from typing import ClassVar
 
 __all__ = [
+    "ELECTION_SESSION_EXPIRED",
+    "GRPC_MESSAGE_TOO_LARGE",
+    "GRPC_NOT_IMPLEMENTED",
+    "GRPC_UNKNOWN_METHOD",
+    "GRPC_UNKNOWN_SERVICE",
+    "GRPC_UNMARSHAL_FAILED",
+    "PROTO_ILLEGAL_TAG",
+    "PROTO_INTEGER_OVERFLOW",
+    "PROTO_UNEXPECTED_EOF",
+    "PROTO_WRONG_WIRE_TYPE",
+    "WATCH_CANCELED",
+    "WATCH_DUPLICATE_ID",
+    "WATCH_EMPTY_RANGE",
+    "AuthNotEnabledError",
+    "BadLeaderTransfereeError",
     "CompactedError",
     "DuplicateKeyError",
     "EmptyKeyError",
     "EtcdError",
     "FutureRevisionError",
+    "GrpcCompressedMessageError",
+    "GrpcInternalServerError",
+    "GrpcMissingMessageError",
+    "GrpcTruncatedMessageError",
     "KeyNotFoundError",
     "LeaderChangedError",
     "LeaseExistsError",
     "LeaseNotFoundError",
     "LeaseProvidedError",
     "LeaseTTLTooLargeError",
+    "MemberNotFoundError",
+    "MemberNotLearnerError",
     "NoLeaderError",
     "NoSpaceError",
     "RequestTooLargeError",
+    "RootUserNotExistError",
     "ServerStoppedError",
     "StatusCode",
     "TimeoutError_",
@@ -102,6 +126,31 @@ def error_from_status(code: int, message: str) -> EtcdError:
     if status == StatusCode.UNAVAILABLE:
         return UnavailableError(message)
     return EtcdError(message, status)
+
+
+# --- texts that are not exceptions of their own ------------------------------------------
+
+#: A watch cancelled by the server without a more specific reason.
+WATCH_CANCELED = "etcdserver: watch canceled"
+#: ``cancel_reason`` of a watch create whose range is empty (``range_end`` before ``key``).
+WATCH_EMPTY_RANGE = "mvcc: watcher range is empty"
+#: ``cancel_reason`` of a watch create reusing a client-chosen id live on the stream.
+WATCH_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+#: Go's election recipe, when its session's lease is gone.
+ELECTION_SESSION_EXPIRED = "election: session is expired"
+
+# Go's protobuf decoder (gogo), as etcd reports a malformed request.
+PROTO_UNEXPECTED_EOF = "unexpected EOF"
+PROTO_INTEGER_OVERFLOW = "proto: integer overflow"
+PROTO_ILLEGAL_TAG = "proto: {message}: illegal tag {number} (wire type {wire})"
+PROTO_WRONG_WIRE_TYPE = "proto: wrong wireType = {wire} for field {field}"
+
+# grpc-go's server transport.
+GRPC_UNMARSHAL_FAILED = "grpc: error unmarshalling request: {error}"
+GRPC_MESSAGE_TOO_LARGE = "grpc: received message larger than max ({size} vs. {limit})"
+GRPC_UNKNOWN_METHOD = "unknown method {method} for service {service}"
+GRPC_UNKNOWN_SERVICE = "unknown service {service}"
+GRPC_NOT_IMPLEMENTED = "method {method} not implemented"
 
 
 # --- KV / lease errors (identical in etcd 3.4, 3.5, 3.6) ----------------------------------
@@ -204,6 +253,65 @@ class TimeoutError_(UnavailableError):
 
 class ServerStoppedError(UnavailableError):
     message = "etcdserver: server stopped"
+
+
+# --- cluster, maintenance and auth answers of a single-member server ---------------------
+
+
+class BadLeaderTransfereeError(EtcdError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: bad leader transferee"
+
+
+class MemberNotLearnerError(EtcdError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: can only promote a learner member"
+
+
+class MemberNotFoundError(EtcdError, LookupError):
+    code = StatusCode.NOT_FOUND
+    message = "etcdserver: member not found"
+
+
+class AuthNotEnabledError(EtcdError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: authentication is not enabled"
+
+
+class RootUserNotExistError(EtcdError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: root user does not exist"
+
+
+# --- grpc-go's answers to a request that is not well-formed gRPC --------------------------
+
+
+class GrpcMissingMessageError(EtcdError):
+    """A unary request that ended without its message."""
+
+    code = StatusCode.INTERNAL
+    message = "grpc: error while receiving request: EOF"
+
+
+class GrpcTruncatedMessageError(EtcdError):
+    """The stream ended inside a message (its prefix announced more bytes than came)."""
+
+    code = StatusCode.UNKNOWN
+    message = PROTO_UNEXPECTED_EOF
+
+
+class GrpcCompressedMessageError(EtcdError):
+    """A compressed message: etcd installs no decompressor."""
+
+    code = StatusCode.UNIMPLEMENTED
+    message = 'grpc: Decompressor is not installed for grpc-encoding "gzip"'
+
+
+class GrpcInternalServerError(EtcdError):
+    """An unexpected exception in a handler (grpclib's answer)."""
+
+    code = StatusCode.UNKNOWN
+    message = "Internal Server Error"
 
 
 # --- watch outcomes -----------------------------------------------------------------------

@@ -19,7 +19,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
-from .errors import EtcdError, UnavailableError
+from .errors import WATCH_CANCELED, EtcdError, TimeoutError_
 
 if TYPE_CHECKING:
     from .core.watch import WatchRegistry
@@ -70,7 +70,7 @@ class Faults:
         if count < 1:
             raise ValueError("count must be at least 1")
         if error is None:
-            error = UnavailableError("etcdserver: request timed out")
+            error = TimeoutError_()
         elif isinstance(error, type):
             error = error()
         self._failures.setdefault(kind, deque()).extend([error] * count)
@@ -112,9 +112,7 @@ class Faults:
                 self._update()
                 raise error
 
-    def cancel_watches(
-        self, reason: str = "etcdserver: watch canceled", key: bytes | None = None
-    ) -> int:
+    def cancel_watches(self, reason: str = WATCH_CANCELED, key: bytes | None = None) -> int:
         """Cancel open watches from the server side with ``cancel_reason`` ``reason``
         (those covering ``key``, or all); returns how many. Embedded iterators raise
         ``WatchCanceledError(reason)``; wire clients get etcd's canceled response."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import EtcdError, LeaseNotFoundError
 
@@ -58,7 +58,7 @@ class _LeaseBackend(Protocol):
 
     async def time_to_live(self, lease: int, *, keys: bool = False) -> LeaseTimeToLive: ...
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]: ...
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
 
 
 class Lease:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Coroutine
 from types import TracebackType
+from typing import Any
 
 from .api import KVBase
 from .clock import Clock, LoopClock
 from .core.autocompact import AutoCompactor
 from .core.mvcc import DEFAULT_MAX_TXN_OPS, MVCC
-from .core.watch import EMPTY_RANGE_REASON, EVENTS, REQUESTED, Watcher, WatchRegistry
-from .errors import WatchCanceledError, WatchCompactedError
+from .core.watch import EVENTS, REQUESTED, Watcher, WatchRegistry
+from .errors import WATCH_CANCELED, WATCH_EMPTY_RANGE, WatchCanceledError, WatchCompactedError
 from .faults import Faults
 from .lease import Lease, LeaseTimeToLive
 from .ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, lease_id
@@ -143,8 +145,8 @@ class Store(KVBase):
         if self._auto is not None:
             self._spawn(self._auto_compact_loop())
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -170,7 +172,7 @@ class Store(KVBase):
         if not self._started:
             self._start()
 
-    async def _gate(self, kind: str) -> None:
+    async def admit(self, kind: str) -> None:
         """Checks before a request: open, started, and any armed fault for ``kind``."""
         self._check()
         if self.faults.active:
@@ -188,12 +190,12 @@ class Store(KVBase):
 
     # --- KV ---------------------------------------------------------------------------
 
-    async def _range(self, req: RangeRequest) -> RangeResponse:
-        await self._gate("range")
+    async def range_request(self, req: RangeRequest) -> RangeResponse:
+        await self.admit("range")
         return self.core.range(req)
 
     async def get(self, key: Bytesish, *, revision: int = 0) -> KeyValue | None:
-        await self._gate("range")
+        await self.admit("range")
         return self.core.get(key if type(key) is bytes else to_bytes(key), revision)
 
     async def put(
@@ -207,7 +209,7 @@ class Store(KVBase):
         ignore_lease: bool = False,
     ) -> PutResponse:
         if self._closed or not self._started or self.faults.active:
-            await self._gate("put")
+            await self.admit("put")
         return self.core.put(
             key if type(key) is bytes else to_bytes(key),
             value if type(value) is bytes else to_bytes(value, "value"),
@@ -217,16 +219,16 @@ class Store(KVBase):
             ignore_lease,
         )
 
-    async def _delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
-        await self._gate("delete_range")
+    async def delete_range_request(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
+        await self.admit("delete_range")
         return self.core.delete_range(req)
 
-    async def _txn(self, req: TxnRequest) -> TxnResponse:
-        await self._gate("txn")
+    async def txn_request(self, req: TxnRequest) -> TxnResponse:
+        await self.admit("txn")
         return self.core.txn(req)
 
     async def compact(self, revision: int, *, physical: bool = False) -> CompactResponse:
-        await self._gate("compact")
+        await self.admit("compact")
         self.core.compact(revision)
         task = self._compactor
         if task is None or task.done():
@@ -252,12 +254,12 @@ class Store(KVBase):
 
     # --- watches --------------------------------------------------------------------
 
-    def _open_watch(self, spec: WatchSpec) -> Watch:
+    def open_watch(self, spec: WatchSpec) -> Watch:
         return StoreWatch(self, spec)
 
     def _register_watcher(self, spec: WatchSpec) -> Watcher:
         if spec.empty_range:
-            raise WatchCanceledError(EMPTY_RANGE_REASON)
+            raise WatchCanceledError(WATCH_EMPTY_RANGE)
         wid = self._next_watch_id
         while wid in self._watch_ids:
             wid += 1
@@ -299,7 +301,7 @@ class Store(KVBase):
     # --- leases -----------------------------------------------------------------------
 
     async def grant(self, ttl: int, id: int = 0) -> Lease:
-        await self._gate("grant")
+        await self.admit("grant")
         entry = self.core.grant(ttl, id, self.clock.time())
         if self._expirer is None or self._expirer.done():
             self._expirer = self._spawn(self._expiry_loop())
@@ -344,15 +346,15 @@ class Store(KVBase):
         self._expiry_wakeup.set()
 
     async def revoke(self, lease: int | _HasId) -> int:
-        await self._gate("revoke")
+        await self.admit("revoke")
         return self.core.revoke(lease_id(lease))
 
     async def refresh(self, lease: int | _HasId) -> int:
-        await self._gate("refresh")
+        await self.admit("refresh")
         return self.core.lessor.renew(lease_id(lease), self.clock.time())
 
     async def time_to_live(self, lease: int | _HasId, *, keys: bool = False) -> LeaseTimeToLive:
-        await self._gate("time_to_live")
+        await self.admit("time_to_live")
         lid = lease_id(lease)
         entry = self.core.lessor.get(lid)
         now = self.clock.time()
@@ -366,7 +368,7 @@ class Store(KVBase):
         )
 
     async def leases(self) -> list[int]:
-        await self._gate("leases")
+        await self.admit("leases")
         return [entry.id for entry in self.core.lessor.leases()]
 
 
@@ -383,7 +385,7 @@ class StoreWatch(Watch):
     async def _create(self) -> None:
         self._loop = asyncio.get_running_loop()
         store = self._store
-        await store._gate("watch")
+        await store.admit("watch")
         self.revision = store.core.revision
         w = store._register_watcher(self.spec)
         w.wake = self._wake
@@ -434,7 +436,7 @@ class StoreWatch(Watch):
                 self._done = True
                 if w.compacted:
                     raise WatchCompactedError(w.compact_revision)
-                raise WatchCanceledError(w.cancel_reason or "etcdserver: watch canceled")
+                raise WatchCanceledError(w.cancel_reason or WATCH_CANCELED)
             if registry.ready(w):
                 await asyncio.sleep(0)  # catching up: one chunk per loop turn
                 continue

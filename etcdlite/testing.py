@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from .clock import LoopClock, ManualClock
-from .errors import EtcdError
+from .errors import WATCH_CANCELED, EtcdError
 from .server import EtcdServer, serve
 from .store import Store
 
@@ -214,7 +214,7 @@ class ServerThread:
     def resume(self) -> None:
         self.run(self.store.faults.resume)
 
-    def cancel_watches(self, reason: str = "etcdserver: watch canceled") -> int:
+    def cancel_watches(self, reason: str = WATCH_CANCELED) -> int:
         """Cancel every open watch from the server side with ``cancel_reason``."""
         return self.run(lambda: self.store.faults.cancel_watches(reason))
 

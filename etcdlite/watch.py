@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Generator, Iterable
 from types import TracebackType
 
-from .errors import WatchCanceledError, WatchCompactedError
+from .errors import WATCH_CANCELED, WatchCanceledError, WatchCompactedError
 from .ops import key_range
 from .types import Bytesish, Event, FilterType, WatchResponse
 
@@ -219,4 +219,4 @@ def raise_for_end(compact_revision: int, reason: str) -> None:
     """Raise what a server-ended watch raises: compaction or a cancel with a reason."""
     if compact_revision:
         raise WatchCompactedError(compact_revision)
-    raise WatchCanceledError(reason or "etcdserver: watch canceled")
+    raise WatchCanceledError(reason or WATCH_CANCELED)

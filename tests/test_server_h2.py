@@ -1,4 +1,4 @@
-"""The server's lean unary path and corked writes (etcdlite.server_h2, etcdlite.wire.transport):
+"""The server's lean unary path and corked writes (etcdlite._grpc):
 flow control, deadlines, compressed messages, unusual requests, and the write coalescing."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 import etcdlite
 from etcdlite import Store
+from etcdlite._grpc.transport import CorkedTransport
 from etcdlite.wire.pb import etcdserverpb as pb
-from etcdlite.wire.transport import CorkedTransport
 
 from .test_server import PATHS, call, service_channel
 
@@ -49,7 +49,7 @@ async def test_a_reply_larger_than_the_windows_waits_for_window_updates() -> Non
                     )
             finally:
                 channel.close()
-            assert sum(h.fast_requests for h in server.handlers) == 2
+            assert server.fast_requests == (2 if server.fast_path else 0)
 
 
 async def test_a_request_past_its_deadline_is_released_and_the_server_goes_on() -> None:
@@ -69,7 +69,7 @@ async def test_a_request_past_its_deadline_is_released_and_the_server_goes_on() 
                     await stream.recv_message()
             # the server's own deadline (grpc-timeout) ends the request task
             async with asyncio.timeout(2):
-                while not all(t.done() for h in server.handlers for t in h._tasks.values()):
+                while server.requests_in_flight:
                     await asyncio.sleep(0.01)
             store.faults.resume()
             await asyncio.sleep(0.05)
@@ -210,14 +210,14 @@ def _h2_pair() -> tuple[Any, Any, int]:
 
 @pytest.mark.parametrize("size", [0, 1, 16379, 16380, 16381, 16384, 40000, 65530])
 def test_data_frames_carry_prefix_and_body_and_debit_h2s_windows(size: int) -> None:
-    from etcdlite.server_h2 import _data_frames
+    from etcdlite._grpc.frames import data_frames
 
     server, client, sid = _h2_pair()
     body = bytes(i % 251 for i in range(size))
     prefix = b"\x00" + size.to_bytes(4, "big")
     server.send_headers(sid, [(":status", "200")])
     window = server.local_flow_control_window(sid)
-    parts = [server.data_to_send(), *_data_frames(server, sid, memoryview(body), 0, size, prefix)]
+    parts = [server.data_to_send(), *data_frames(server, sid, memoryview(body), 0, size, prefix)]
     assert server.local_flow_control_window(sid) == window - size - 5
     events = client.receive_data(b"".join(parts))
     frames = [e for e in events if type(e).__name__ == "DataReceived"]
@@ -251,7 +251,7 @@ def test_repeated_header_blocks_decode_like_a_plain_decoder(
     table size changes on the way: the caching decoder returns what hpack's returns."""
     from hpack import Decoder, Encoder
 
-    from etcdlite.wire.transport import CachingDecoder
+    from etcdlite._grpc.transport import CachingDecoder
 
     encoder = Encoder()
     plain = Decoder()
@@ -270,7 +270,7 @@ def test_repeated_header_blocks_decode_like_a_plain_decoder(
 def test_only_indexed_blocks_are_cached() -> None:
     from hpack import Decoder, Encoder
 
-    from etcdlite.wire.transport import CachingDecoder, _only_indexed
+    from etcdlite._grpc.transport import CachingDecoder, _only_indexed
 
     encoder = Encoder()
     headers = [(":method", "POST"), ("x-long-name", "v" * 200)]
@@ -298,7 +298,7 @@ def test_repeated_header_lists_encode_like_a_plain_encoder(
 ) -> None:
     from hpack import Decoder, Encoder
 
-    from etcdlite.wire.transport import CachingEncoder
+    from etcdlite._grpc.transport import CachingEncoder
 
     plain = Encoder()
     cached = CachingEncoder(Encoder())
@@ -315,7 +315,7 @@ def test_repeated_header_lists_encode_like_a_plain_encoder(
 def test_sensitive_headers_take_hpacks_own_way() -> None:
     from hpack import Encoder, NeverIndexedHeaderTuple
 
-    from etcdlite.wire.transport import CachingEncoder
+    from etcdlite._grpc.transport import CachingEncoder
 
     plain, cached = Encoder(), CachingEncoder(Encoder())
     sequence = [

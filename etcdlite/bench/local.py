@@ -82,7 +82,7 @@ async def compaction(ctx: Ctx) -> Metrics:
             start = time.perf_counter()
             await store.compact(target, physical=True)
             elapsed = time.perf_counter() - start
-        left = len(store.core._log)
+        left = len(store.core.changes)
         batch = store.compaction_batch
     return {
         "revisions": revs,

@@ -156,6 +156,17 @@ class MVCC:
         )
         return h
 
+    @property
+    def changes(self) -> Sequence[KeyValue]:
+        """Every change kept (since the compaction point), in revision order: the change
+        log watches replay from. Read-only: the core owns it."""
+        return self._log
+
+    def read_revision(self, revision: int) -> int:
+        """The revision a read at ``revision`` sees (0 or less: the current one); raises
+        ``FutureRevisionError``/``CompactedError`` as etcd does."""
+        return self._check_read_rev(revision)
+
     def add_hook(self, hook: CommitHook) -> None:
         self._hooks.append(hook)
 
@@ -205,7 +216,9 @@ class MVCC:
         return [kv for kv in [_at(h, rev) for h in histories] if kv is not None and kv.version]
 
     def range(self, req: RangeRequest) -> RangeResponse:
-        """etcd's Range, in the order of its apply code (notes §3.2)."""
+        """etcd's Range, in the order of its apply code: revision checks, the live keys of
+        the window and their count (taken before filters, as etcd counts), then the
+        mod/create filters, the sort and the limit."""
         if not req.key:
             raise EmptyKeyError()
         return self._range(req, self._rev, self.header())

@@ -34,7 +34,6 @@ from .intervals import IntervalIndex
 from .mvcc import MVCC
 
 __all__ = [
-    "EMPTY_RANGE_REASON",
     "EVENTS",
     "NOTIFY",
     "REQUESTED",
@@ -44,7 +43,6 @@ __all__ = [
 ]
 
 #: etcd's cancel reason for a create request whose range is empty.
-EMPTY_RANGE_REASON = "mvcc: watcher range is empty"
 
 _mod_rev = attrgetter("mod_revision")
 
@@ -160,7 +158,7 @@ class WatchRegistry:
         """Register ``w`` from ``start_revision`` (0: changes after now).
 
         An empty range (``end`` set, not ``b"\\0"``, and ``≤ key``) is the caller's to refuse
-        (etcd answers ``EMPTY_RANGE_REASON``); it would never match anything here.
+        (etcd answers ``errors.WATCH_EMPTY_RANGE``); it would never match anything here.
         """
         rev = self.mvcc.revision
         if start_revision == 0 or start_revision > rev:

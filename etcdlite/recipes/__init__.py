@@ -22,10 +22,12 @@ from .errors import (
     SessionExpiredError,
 )
 from .lock import Lock, Mutex, lease_key
-from .session import DEFAULT_TTL, Session
+from .session import DEFAULT_TTL, BaseSession
+from .sessions import Session
 
 __all__ = [
     "DEFAULT_TTL",
+    "BaseSession",
     "Candidate",
     "Election",
     "ElectionNoLeaderError",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CompactedError, EtcdError, LeaseNotFoundError
+from ..errors import ELECTION_SESSION_EXPIRED, CompactedError, EtcdError, LeaseNotFoundError
 from ..ops import Compare, Delete, Get, Put
 from ..types import (
     Bytesish,
@@ -38,16 +38,15 @@ from .errors import (
     SessionExpiredError,
 )
 from .lock import lease_key
-from .session import DEFAULT_TTL, Session, SessionHolder
+from .session import DEFAULT_TTL, BaseSession, SessionHolder
 from .wait import wait_deletes
 
 if TYPE_CHECKING:
-    from ..api import KVBase
+    from ..kvbase import KVCore
 
 __all__ = ["Candidate", "Election", "LeaderKey", "Observer", "observe_leader"]
 
 #: Text of :class:`SessionExpiredError` when a campaign's key vanished while waiting.
-ELECTION_SESSION_EXPIRED = "election: session is expired"
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class LeaderKey:
     lease: int
 
 
-async def leader_range(kv: KVBase, prefix: bytes) -> RangeResponse:
+async def leader_range(kv: KVCore, prefix: bytes) -> RangeResponse:
     """Go's ``Leader`` Range: the oldest key under ``prefix``."""
     return await kv.range(
         prefix, prefix=True, sort_target=SortTarget.CREATE, sort_order=SortOrder.ASCEND, limit=1
@@ -77,7 +76,7 @@ class Candidate:
 
     def __init__(
         self,
-        kv: KVBase,
+        kv: KVCore,
         prefix: bytes,
         lease_id: int,
         *,
@@ -178,7 +177,7 @@ class Candidate:
 
 
 async def observe_leader(
-    kv: KVBase, prefix: bytes, *, restart_on_compaction: bool = True
+    kv: KVCore, prefix: bytes, *, restart_on_compaction: bool = True
 ) -> AsyncGenerator[tuple[ResponseHeader, KeyValue], None]:
     """Go's ``Observe``: the current leader's KeyValue, then each of its proclamations, then
     the next leader's, … as ``(header, kv)`` pairs with Go's headers.
@@ -231,7 +230,7 @@ class Observer:
     """``async for kv in election.observe():`` the leader's KeyValue each time it changes
     (a new leader, or a proclamation). Also an async context manager that stops it."""
 
-    def __init__(self, kv: KVBase, prefix: bytes) -> None:
+    def __init__(self, kv: KVCore, prefix: bytes) -> None:
         self._gen = observe_leader(kv, prefix)
         #: Header of the last response (Go's header choice).
         self.header: ResponseHeader | None = None
@@ -281,11 +280,11 @@ class Election(SessionHolder):
 
     def __init__(
         self,
-        kv: KVBase,
+        kv: KVCore,
         name: Bytesish,
         *,
         ttl: int = DEFAULT_TTL,
-        session: Session | None = None,
+        session: BaseSession | None = None,
     ) -> None:
         super().__init__(kv, name, ttl, session)
         self._candidate: Candidate | None = None

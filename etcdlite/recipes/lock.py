@@ -28,11 +28,11 @@ from ..types import (
 )
 from .cancellation import Deadline, clock_of, run_shielded
 from .errors import LockTimeoutError, SessionExpiredError
-from .session import DEFAULT_TTL, Session, SessionHolder
+from .session import DEFAULT_TTL, BaseSession, SessionHolder
 from .wait import wait_deletes
 
 if TYPE_CHECKING:
-    from ..api import KVBase
+    from ..kvbase import KVCore
 
 __all__ = ["Lock", "Mutex", "lease_key"]
 
@@ -62,7 +62,7 @@ class Mutex:
     revision (-1 until the first attempt), ``header`` the header Go's ``Header()`` returns.
     """
 
-    def __init__(self, kv: KVBase, prefix: bytes, lease_id: int) -> None:
+    def __init__(self, kv: KVCore, prefix: bytes, lease_id: int) -> None:
         self.kv = kv
         self.prefix = prefix
         self.lease_id = lease_id
@@ -172,12 +172,12 @@ class Lock(SessionHolder):
 
     def __init__(
         self,
-        kv: KVBase,
+        kv: KVCore,
         name: Bytesish,
         *,
         ttl: int = DEFAULT_TTL,
         timeout: float | None = None,
-        session: Session | None = None,
+        session: BaseSession | None = None,
     ) -> None:
         super().__init__(kv, name, ttl, session)
         self.timeout = timeout

@@ -1,4 +1,4 @@
-"""``Session``: a lease kept alive in the background, the liveness of locks and elections.
+"""``BaseSession``: a lease kept alive in the background, the liveness of locks and elections.
 
 Go's ``concurrency.Session``: a lease granted with the session TTL (60 s by default) and
 renewed about every TTL/3 until the session is closed (revoked) or orphaned (left to
@@ -21,17 +21,15 @@ from .cancellation import run_shielded, spawn
 from .errors import SessionExpiredError
 
 if TYPE_CHECKING:
-    from ..api import KVBase
-    from .election import Election
-    from .lock import Lock
+    from ..kvbase import KVCore
 
-__all__ = ["DEFAULT_TTL", "Session", "SessionHolder"]
+__all__ = ["DEFAULT_TTL", "BaseSession", "SessionHolder"]
 
 #: Go's default session TTL (seconds).
 DEFAULT_TTL = 60
 
 
-class Session:
+class BaseSession:
     """A lease kept alive until :meth:`close` (revoke) or :meth:`orphan` (stop renewing).
 
     ``await kv.session(ttl)`` opens one; ``async with kv.session(ttl) as s:`` also closes it.
@@ -44,25 +42,25 @@ class Session:
     """
 
     def __init__(
-        self, kv: KVBase, ttl: int = DEFAULT_TTL, *, lease: Lease | int | None = None
+        self, kv: KVCore, ttl: int = DEFAULT_TTL, *, lease: Lease | int | None = None
     ) -> None:
         self._kv = kv
         self.ttl = ttl if ttl > 0 else DEFAULT_TTL
         self._given = lease
         self._lease: Lease | None = None
-        self._opening: asyncio.Task[Session] | None = None
+        self._opening: asyncio.Task[BaseSession] | None = None
         self._closed = False
         self._local: dict[bytes, asyncio.Lock] = {}
 
     # --- lifecycle --------------------------------------------------------------------
 
-    async def open(self) -> Session:
+    async def open(self) -> BaseSession:
         """Grant (or adopt) the lease and start renewing it; idempotent."""
         if self._opening is None:
             self._opening = asyncio.ensure_future(self._open())
         return await asyncio.shield(self._opening)
 
-    async def _open(self) -> Session:
+    async def _open(self) -> BaseSession:
         given = self._given
         if isinstance(given, Lease):
             lease = given
@@ -83,10 +81,10 @@ class Session:
         lease.keepalive()
         return self
 
-    def __await__(self) -> Generator[Any, None, Session]:
+    def __await__(self) -> Generator[Any, None, BaseSession]:
         return self.open().__await__()
 
-    async def __aenter__(self) -> Session:
+    async def __aenter__(self) -> BaseSession:
         return await self.open()
 
     async def __aexit__(
@@ -157,26 +155,12 @@ class Session:
             lock = self._local[prefix] = asyncio.Lock()
         return lock
 
-    # --- recipes on this session ------------------------------------------------------
-
-    def lock(self, name: Bytesish, *, timeout: float | None = None) -> Lock:
-        """A :class:`~etcdlite.recipes.Lock` on ``name`` held through this session."""
-        from .lock import Lock
-
-        return Lock(self._kv, name, timeout=timeout, session=self)
-
-    def election(self, name: Bytesish) -> Election:
-        """An :class:`~etcdlite.recipes.Election` on ``name`` campaigning with this session."""
-        from .election import Election
-
-        return Election(self._kv, name, session=self)
-
     def __repr__(self) -> str:
         lid = self._lease.id if self._lease is not None else None
-        return f"Session(lease={lid}, ttl={self.ttl}, alive={self.alive})"
+        return f"BaseSession(lease={lid}, ttl={self.ttl}, alive={self.alive})"
 
 
-async def _grant(kv: KVBase, ttl: int) -> Lease:
+async def _grant(kv: KVCore, ttl: int) -> Lease:
     """Grant a lease; if the caller is cancelled meanwhile, revoke it once granted."""
     task = asyncio.ensure_future(kv.grant(ttl))
     try:
@@ -191,7 +175,7 @@ async def _revoke_when_granted(task: asyncio.Future[Any]) -> None:
     if task.cancelled() or task.exception() is not None:
         return
     result = task.result()
-    lease = result.lease if isinstance(result, Session) else result
+    lease = result.lease if isinstance(result, BaseSession) else result
     if isinstance(lease, Lease):
         lease.stop_keepalive()
         with contextlib.suppress(LeaseNotFoundError):
@@ -204,24 +188,24 @@ class SessionHolder:
     acquisition, closed with it) and, while held, that session's in-process lock for the
     name (two holders on one session would share one key)."""
 
-    def __init__(self, kv: KVBase, name: Bytesish, ttl: int, session: Session | None) -> None:
+    def __init__(self, kv: KVCore, name: Bytesish, ttl: int, session: BaseSession | None) -> None:
         self._kv = kv
         self.name = to_bytes(name, "name")
         self.prefix = self.name + b"/"
         self.ttl = ttl
         self._given_session = session
         #: The session holding (or acquiring) the lock or leadership.
-        self.session: Session | None = session
+        self.session: BaseSession | None = session
         self._local: asyncio.Lock | None = None
         self._busy = False
 
-    def _new_session(self) -> tuple[Session, bool]:
+    def _new_session(self) -> tuple[BaseSession, bool]:
         """The session to acquire with, and whether it is this object's own."""
-        session = self._given_session or Session(self._kv, self.ttl)
+        session = self._given_session or BaseSession(self._kv, self.ttl)
         self.session = session
         return session, self._given_session is None
 
-    async def _abandon(self, session: Session, own: bool, held: asyncio.Lock | None) -> None:
+    async def _abandon(self, session: BaseSession, own: bool, held: asyncio.Lock | None) -> None:
         """Undo a failed acquisition: the local lock, and the session if it is ours."""
         if held is not None:
             held.release()

@@ -13,7 +13,7 @@ from ..errors import CompactedError, EtcdError
 from ..types import EventType, FilterType, ResponseHeader, SortOrder, SortTarget
 
 if TYPE_CHECKING:
-    from ..api import KVBase
+    from ..kvbase import KVCore
 
 __all__ = ["LOST_WATCHER", "wait_delete", "wait_deletes"]
 
@@ -21,7 +21,7 @@ __all__ = ["LOST_WATCHER", "wait_delete", "wait_deletes"]
 LOST_WATCHER = "lost watcher waiting for delete"
 
 
-async def wait_delete(kv: KVBase, key: bytes, revision: int) -> None:
+async def wait_delete(kv: KVCore, key: bytes, revision: int) -> None:
     """Return at the first DELETE of ``key`` at or after ``revision``."""
     async with kv.watch(key, start_revision=revision, filters=[FilterType.NOPUT]) as w:
         async for ev in w:
@@ -31,7 +31,7 @@ async def wait_delete(kv: KVBase, key: bytes, revision: int) -> None:
 
 
 async def wait_deletes(
-    kv: KVBase, prefix: bytes, max_create_revision: int, *, retry_compacted: bool = True
+    kv: KVCore, prefix: bytes, max_create_revision: int, *, retry_compacted: bool = True
 ) -> ResponseHeader:
     """Wait until no key under ``prefix`` has a create revision ≤ ``max_create_revision``;
     returns the header of the Range that found none.

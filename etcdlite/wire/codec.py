@@ -16,6 +16,14 @@ from grpclib.const import Status
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
 
+from ..errors import (
+    GRPC_MESSAGE_TOO_LARGE,
+    GRPC_UNMARSHAL_FAILED,
+    PROTO_ILLEGAL_TAG,
+    PROTO_INTEGER_OVERFLOW,
+    PROTO_UNEXPECTED_EOF,
+    PROTO_WRONG_WIRE_TYPE,
+)
 from .pb import etcdserverpb as pb
 
 __all__ = ["ClientCodec", "EtcdCodec", "MalformedMessage", "check_wire", "decode_flat"]
@@ -30,7 +38,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
     end = len(data)
     while True:
         if pos >= end:
-            raise MalformedMessage("unexpected EOF")
+            raise MalformedMessage(PROTO_UNEXPECTED_EOF)
         b = data[pos]
         pos += 1
         result |= (b & 0x7F) << shift
@@ -38,7 +46,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             return result, pos
         shift += 7
         if shift >= 70:
-            raise MalformedMessage("proto: integer overflow")
+            raise MalformedMessage(PROTO_INTEGER_OVERFLOW)
 
 
 def _tag(data: bytes, pos: int, message_type: Any) -> tuple[int, int, int]:
@@ -47,7 +55,7 @@ def _tag(data: bytes, pos: int, message_type: Any) -> tuple[int, int, int]:
     number, wire_type = tag >> 3, tag & 7
     if number == 0 or wire_type in (3, 4, 6, 7):
         raise MalformedMessage(
-            f"proto: {message_type.__name__}: illegal tag {number} (wire type {wire_type})"
+            PROTO_ILLEGAL_TAG.format(message=message_type.__name__, number=number, wire=wire_type)
         )
     return number, wire_type, pos
 
@@ -62,7 +70,7 @@ def _skip(data: bytes, pos: int, wire_type: int) -> int:
     else:
         pos += 8 if wire_type == 1 else 4
     if pos > len(data):
-        raise MalformedMessage("unexpected EOF")
+        raise MalformedMessage(PROTO_UNEXPECTED_EOF)
     return pos
 
 
@@ -79,7 +87,7 @@ def check_wire(data: bytes, message_type: Any) -> None:
         else:
             n, pos = _varint(data, pos)
             if pos + n > end:
-                raise MalformedMessage("unexpected EOF")
+                raise MalformedMessage(PROTO_UNEXPECTED_EOF)
             name = names.get(field)
             if name is not None:
                 fmeta = meta.meta_by_field_name[name]
@@ -140,11 +148,11 @@ def decode_flat(data: bytes, message_type: Any) -> Any:
         name, kind, enum = spec
         if (wire_type == 2) != (kind == _BYTES) or wire_type not in (0, 2):
             go_name = _GO_NAMES.get(name) or name.title().replace("_", "")
-            raise MalformedMessage(f"proto: wrong wireType = {wire_type} for field {go_name}")
+            raise MalformedMessage(PROTO_WRONG_WIRE_TYPE.format(wire=wire_type, field=go_name))
         if kind == _BYTES:
             n, pos = _varint(data, pos)
             if pos + n > end:
-                raise MalformedMessage("unexpected EOF")
+                raise MalformedMessage(PROTO_UNEXPECTED_EOF)
             values[name] = data[pos : pos + n]
             pos += n
             continue
@@ -173,13 +181,16 @@ class EtcdCodec(CodecBase):
         assert isinstance(message, betterproto2.Message)
         return bytes(message)
 
-    def decode(self, data: bytes, message_type: Any) -> Any:
-        if len(data) > self.max_receive_bytes:
+    def check_size(self, size: int) -> None:
+        """Refuse a message of ``size`` bytes over the receive limit, as grpc-go does."""
+        if size > self.max_receive_bytes:
             raise GRPCError(
                 Status.RESOURCE_EXHAUSTED,
-                f"grpc: received message larger than max ({len(data)} vs. "
-                f"{self.max_receive_bytes})",
+                GRPC_MESSAGE_TOO_LARGE.format(size=size, limit=self.max_receive_bytes),
             )
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        self.check_size(len(data))
         try:
             # betterproto2 accepts truncated fields and illegal tags (a cut-off Put would
             # store its partial value): check the wire structure first, as Go's decoder does.
@@ -189,8 +200,7 @@ class EtcdCodec(CodecBase):
                 check_wire(data, message_type)
                 msg = message_type.parse(data)
         except Exception as e:
-            # grpc-go: codes.Internal "grpc: error unmarshalling request: ..."
-            raise GRPCError(Status.INTERNAL, f"grpc: error unmarshalling request: {e}") from e
+            raise GRPCError(Status.INTERNAL, GRPC_UNMARSHAL_FAILED.format(error=e)) from e
         msg._etcdlite_size = len(data)
         return msg
 

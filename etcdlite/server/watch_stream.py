@@ -24,29 +24,41 @@ from typing import TYPE_CHECKING, Any
 import betterproto2
 from grpclib.exceptions import GRPCError
 
-from .core.watch import EMPTY_RANGE_REASON, EVENTS, REQUESTED, Batch, Watcher
-from .errors import EtcdError
-from .server_h2 import send_data
-from .types import Event, ResponseHeader
-from .wire import convert, fastpb
-from .wire.pb import etcdserverpb as pb
+from .._grpc import send_messages
+from ..core.watch import EVENTS, REQUESTED, Batch, Watcher
+from ..errors import WATCH_DUPLICATE_ID, WATCH_EMPTY_RANGE, EtcdError
+from ..types import Event, ResponseHeader
+from ..wire import convert, fastpb
+from ..wire.pb import etcdserverpb as pb
 
 if TYPE_CHECKING:
     from grpclib.server import Stream
 
-    from .server import EtcdServer
+    from ..store import Store
+
 
 __all__ = ["MAX_REVISIONS_PER_RESPONSE", "ServerWatchStream"]
 
 #: etcd's catch-up sends at most this many revisions per response.
 MAX_REVISIONS_PER_RESPONSE = 1000
-DUPLICATE_ID_REASON = "mvcc: duplicate watch ID provided on the WatchStream"
 
 
 class ServerWatchStream:
-    def __init__(self, server: EtcdServer, stream: Stream[pb.WatchRequest, Any]):
-        self.server = server
-        self.store = server.store
+    def __init__(
+        self,
+        store: Store,
+        stream: Stream[pb.WatchRequest, Any],
+        *,
+        max_message_bytes: int,
+        fast_writes: bool = False,
+    ) -> None:
+        self.store = store
+        #: Write a loop turn's responses as one block of DATA frames (the server's fast
+        #: path), else one ``send_message`` each (grpclib's path).
+        self.fast_writes = fast_writes
+        #: A response with several events is split into fragments above this size, for a
+        #: watch created with ``fragment`` (etcd: max-request-bytes + gRPC overhead).
+        self.max_message_bytes = max_message_bytes
         self.stream = stream
         self.watchers: dict[int, Watcher] = {}
         self._fragment: set[int] = set()
@@ -99,7 +111,7 @@ class ServerWatchStream:
             name, value = _which(req)
             if name == "create_request":
                 try:
-                    await self.store._gate("watch")
+                    await self.store.admit("watch")
                 except EtcdError as e:
                     rev = self.store.core.revision
                     self._send(self._created(-1, rev, canceled=True, reason=e.message))
@@ -116,12 +128,12 @@ class ServerWatchStream:
         spec = convert.watch_spec_from_pb(m)
         rev = self.store.core.revision
         if spec.empty_range:
-            self._send(self._created(-1, rev, canceled=True, reason=EMPTY_RANGE_REASON))
+            self._send(self._created(-1, rev, canceled=True, reason=WATCH_EMPTY_RANGE))
             return
         wid = m.watch_id
         if wid != 0:
             if wid in self.watchers:
-                self._send(self._created(-1, rev, canceled=True, reason=DUPLICATE_ID_REASON))
+                self._send(self._created(-1, rev, canceled=True, reason=WATCH_DUPLICATE_ID))
                 return
         else:
             wid = self._next_id
@@ -207,8 +219,7 @@ class ServerWatchStream:
         self._events_cache.clear()
         if not pieces:
             return
-        # grpclib's HTTP/2 stream (grpclib is held to 0.4.x, which has it)
-        await send_data(self.stream._stream, b"".join(pieces))
+        await send_messages(self.stream, b"".join(pieces), fast=self.fast_writes)
 
     def _header_bytes(self, revision: int) -> bytes:
         cached = self._header_cache
@@ -272,7 +283,7 @@ class ServerWatchStream:
     def _send_events(self, wid: int, rev: int, events: list[Event]) -> None:
         header = self._header_bytes(rev)
         emit = self._emit
-        limit = self.server.max_request_bytes + 512 * 1024
+        limit = self.max_message_bytes
         if wid in self._fragment and len(events) > 1:
             encoded = [fastpb.encode_event(ev) for ev in events]
             size = sum(len(e) + 5 for e in encoded)

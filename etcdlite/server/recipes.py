@@ -16,25 +16,25 @@ behaviour:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
-from grpclib.const import Cardinality, Handler, Status
-from grpclib.exceptions import GRPCError
+from grpclib.const import Cardinality, Handler
 from grpclib.server import Stream
 
-from .errors import EtcdError
-from .recipes.election import Candidate, leader_range, observe_leader
-from .recipes.errors import ElectionNoLeaderError, MissingLeaderKeyError
-from .recipes.lock import Mutex
-from .types import KeyValue, ResponseHeader
-from .wire import convert
-from .wire.pb import mvccpb, v3electionpb, v3lockpb
+from .._grpc import Interceptor
+from ..errors import EtcdError, GrpcMissingMessageError
+from ..recipes.election import Candidate, leader_range, observe_leader
+from ..recipes.errors import ElectionNoLeaderError, MissingLeaderKeyError
+from ..recipes.lock import Mutex
+from ..types import KeyValue, ResponseHeader
+from ..wire import convert
+from ..wire.pb import mvccpb, v3electionpb, v3lockpb
+from .methods import UnaryMethod, grpc_error
 
 if TYPE_CHECKING:
-    from .server import EtcdServer
-    from .store import Store
+    from ..store import Store
 
 __all__ = ["SESSION_TTL", "RecipeServices"]
 
@@ -60,75 +60,59 @@ def _kv(kv: KeyValue) -> mvccpb.KeyValue:
 class RecipeServices:
     """The Lock and Election services of one :class:`~etcdlite.EtcdServer`."""
 
-    def __init__(self, server: EtcdServer) -> None:
-        self.server = server
+    def __init__(self, store: Store, interceptor: Callable[[], Interceptor | None]) -> None:
+        self.store = store
+        self._interceptor = interceptor
 
-    @property
-    def store(self) -> Store:
-        return self.server.store
-
-    def mapping(self) -> dict[str, Handler]:
-        unary: list[tuple[str, Callable[[Any], Awaitable[Any]], type, type]] = [
-            ("/v3lockpb.Lock/Lock", self.lock, v3lockpb.LockRequest, v3lockpb.LockResponse),
-            (
-                "/v3lockpb.Lock/Unlock",
-                self.unlock,
-                v3lockpb.UnlockRequest,
-                v3lockpb.UnlockResponse,
+    def unary_methods(self) -> list[UnaryMethod]:
+        """The unary RPCs; their errors are the recipes' plain Go errors (UNKNOWN)."""
+        lock, election = "/v3lockpb.Lock/", "/v3electionpb.Election/"
+        return [
+            UnaryMethod(
+                lock + "Lock", self.lock, v3lockpb.LockRequest, v3lockpb.LockResponse, True
             ),
-            (
-                "/v3electionpb.Election/Campaign",
+            UnaryMethod(
+                lock + "Unlock", self.unlock, v3lockpb.UnlockRequest, v3lockpb.UnlockResponse, True
+            ),
+            UnaryMethod(
+                election + "Campaign",
                 self.campaign,
                 v3electionpb.CampaignRequest,
                 v3electionpb.CampaignResponse,
+                True,
             ),
-            (
-                "/v3electionpb.Election/Proclaim",
+            UnaryMethod(
+                election + "Proclaim",
                 self.proclaim,
                 v3electionpb.ProclaimRequest,
                 v3electionpb.ProclaimResponse,
+                True,
             ),
-            (
-                "/v3electionpb.Election/Leader",
+            UnaryMethod(
+                election + "Leader",
                 self.leader,
                 v3electionpb.LeaderRequest,
                 v3electionpb.LeaderResponse,
+                True,
             ),
-            (
-                "/v3electionpb.Election/Resign",
+            UnaryMethod(
+                election + "Resign",
                 self.resign,
                 v3electionpb.ResignRequest,
                 v3electionpb.ResignResponse,
+                True,
             ),
         ]
-        m = {
-            path: Handler(self._unary(path, fn), Cardinality.UNARY_UNARY, req, resp)
-            for path, fn, req, resp in unary
+
+    def stream_handlers(self) -> dict[str, Handler]:
+        return {
+            "/v3electionpb.Election/Observe": Handler(
+                self._observe,
+                Cardinality.UNARY_STREAM,
+                v3electionpb.LeaderRequest,
+                v3electionpb.LeaderResponse,
+            )
         }
-        m["/v3electionpb.Election/Observe"] = Handler(
-            self._observe,
-            Cardinality.UNARY_STREAM,
-            v3electionpb.LeaderRequest,
-            v3electionpb.LeaderResponse,
-        )
-        return m
-
-    def _unary(
-        self, path: str, fn: Callable[[Any], Awaitable[Any]]
-    ) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
-        async def handler(stream: Stream[Any, Any]) -> None:
-            if self.server.interceptor is not None:
-                await self.server.interceptor(path)
-            request = await stream.recv_message()
-            assert request is not None
-            try:
-                reply = await fn(request)
-            except EtcdError as e:
-                # The Go recipes' errors are plain errors to grpc-go: code UNKNOWN.
-                raise GRPCError(Status.UNKNOWN, e.message) from None
-            await stream.send_message(reply)
-
-        return handler
 
     async def _session(self, lease: int) -> int:
         """Go's ``NewSession(WithLease(lease))`` + ``Orphan()``: lease 0 gets a new lease
@@ -191,10 +175,12 @@ class RecipeServices:
     ) -> None:
         """Leader values until the client goes away; the stream ends with OK when Go's
         observer would close its channel (a watch ended or failed)."""
-        if self.server.interceptor is not None:
-            await self.server.interceptor("/v3electionpb.Election/Observe")
+        hook = self._interceptor()
+        if hook is not None:
+            await hook("/v3electionpb.Election/Observe")
         m = await stream.recv_message()
-        assert m is not None
+        if m is None:
+            raise grpc_error(GrpcMissingMessageError())
         gen = observe_leader(self.store, m.name + b"/", restart_on_compaction=False)
         try:
             async with aclosing(gen):

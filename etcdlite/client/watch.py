@@ -4,7 +4,9 @@ As etcd's Go client does: creates are sent one at a time and the next ``created`
 belongs to the oldest outstanding create; responses are routed by ``watch_id``; a progress
 response (``watch_id`` -1) goes to every watch of the stream; fragments are reassembled.
 
-A stream that breaks with UNAVAILABLE or a lost connection is reopened (retrying with a
+:class:`Watches` is a Client's multiplexer, built from what it needs of the Client (a way
+to open the channel, the endpoint's name, a task spawner), so nothing here reaches into the
+Client. A stream that breaks with UNAVAILABLE or a lost connection is reopened (retrying with a
 short backoff, as Go's client does) and every live watch is re-created from the revision
 after the last one it delivered, so iteration continues with no gap and no duplicate. If
 compaction overtook that revision meanwhile, the watch ends with ``WatchCompactedError``.
@@ -15,29 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from .errors import (
+from ..errors import (
+    WATCH_CANCELED,
     EtcdError,
     UnavailableError,
     WatchCanceledError,
     WatchCompactedError,
     error_from_status,
 )
-from .types import Event, WatchResponse
-from .watch import Watch, WatchSpec
-from .wire import convert
-from .wire.pb import etcdserverpb as pb
+from ..types import Event, WatchResponse
+from ..watch import Watch, WatchSpec
+from ..wire import convert
+from ..wire.pb import etcdserverpb as pb
 
 if TYPE_CHECKING:
-    from grpclib.client import Stream
+    from grpclib.client import Channel, Stream
 
-    from .client import Client
-
-__all__ = ["ClientWatch", "WatchStream"]
+__all__ = ["ClientWatch", "WatchStream", "Watches"]
 
 _END = object()
 
@@ -45,16 +47,16 @@ _END = object()
 class ClientWatch(Watch):
     """A watch carried by a Client's shared Watch stream."""
 
-    def __init__(self, client: Client, spec: WatchSpec) -> None:
+    def __init__(self, watches: Watches, spec: WatchSpec) -> None:
         super().__init__(spec)
-        self._client = client
+        self._watches = watches
         self._queue: asyncio.Queue[WatchResponse | BaseException | None] = asyncio.Queue()
         self._fragments: list[Event] = []
         #: Where a re-created watch resumes: the revision after the last one delivered.
         self._next_rev = 0
 
     async def _create(self) -> None:
-        stream = await self._client._watch_stream()
+        stream = await self._watches.stream()
         await stream.create(self)
 
     def _deliver(self, resp: WatchResponse) -> None:
@@ -83,22 +85,22 @@ class ClientWatch(Watch):
         raise item
 
     async def _cancel(self) -> None:
-        stream = self._client._watches
+        stream = self._watches.current
         if stream is not None:
             await stream.cancel(self)
         self._end(None)
 
     async def request_progress(self) -> None:
         await self._ensure_created()
-        stream = await self._client._watch_stream()
+        stream = await self._watches.stream()
         await stream.send(pb.WatchRequest(progress_request=pb.WatchProgressRequest()))
 
 
 class WatchStream:
     """One open ``/etcdserverpb.Watch/Watch`` stream and the watches it carries."""
 
-    def __init__(self, client: Client) -> None:
-        self._client = client
+    def __init__(self, owner: Watches) -> None:
+        self._owner = owner
         self._watches: dict[int, ClientWatch] = {}
         self._create_lock = asyncio.Lock()
         self._send_lock = asyncio.Lock()
@@ -115,7 +117,7 @@ class WatchStream:
 
     async def _run(self) -> None:
         try:
-            channel = self._client._open()
+            channel = self._owner.open_channel()
             async with channel.request(
                 "/etcdserverpb.Watch/Watch",
                 Cardinality.STREAM_STREAM,
@@ -139,7 +141,7 @@ class WatchStream:
         except GRPCError as e:
             error = error_from_status(e.status.value, e.message or "")
         except (OSError, StreamTerminatedError) as e:
-            error = UnavailableError(f"etcdlite: {self._client.endpoint}: {e}")
+            error = UnavailableError(f"etcdlite: {self._owner.endpoint()}: {e}")
         self._fail(error, resumable=isinstance(error, UnavailableError))
 
     def _fail(self, error: BaseException, *, resumable: bool = False) -> None:
@@ -151,8 +153,8 @@ class WatchStream:
             self._pending.set_exception(error)
         watches = [w for w in self._watches.values() if not w.done]
         self._watches.clear()
-        if resumable and watches and not self._client._closing:
-            self._client._spawn(self._client._resume_watches(watches))
+        if resumable and watches and not self._owner.closing:
+            self._owner.spawn(self._owner.resume(watches))
             return
         for w in watches:
             w._end(error)
@@ -186,7 +188,7 @@ class WatchStream:
             if resp.compact_revision:
                 w._end(WatchCompactedError(resp.compact_revision))
             else:
-                w._end(WatchCanceledError(resp.cancel_reason or "etcdserver: watch canceled"))
+                w._end(WatchCanceledError(resp.cancel_reason or WATCH_CANCELED))
             return
         w._deliver(resp)
 
@@ -199,7 +201,7 @@ class WatchStream:
             try:
                 await stream.send_message(req)
             except (OSError, StreamTerminatedError) as e:
-                raise UnavailableError(f"etcdlite: {self._client.endpoint}: {e}") from e
+                raise UnavailableError(f"etcdlite: {self._owner.endpoint()}: {e}") from e
 
     async def create(self, watch: ClientWatch, start_revision: int | None = None) -> None:
         """Create ``watch`` on this stream (from ``start_revision`` when resuming)."""
@@ -233,3 +235,59 @@ class WatchStream:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
+
+
+class Watches:
+    """A Client's watches: one shared stream at a time, re-created after a break."""
+
+    def __init__(
+        self,
+        open_channel: Callable[[], Channel],
+        endpoint: Callable[[], str],
+        spawn: Callable[[Coroutine[Any, Any, None]], object],
+    ) -> None:
+        self.open_channel = open_channel
+        self.endpoint = endpoint
+        self.spawn = spawn
+        #: The stream in use (``None`` before the first watch).
+        self.current: WatchStream | None = None
+        #: Set when the Client closes: a broken stream is then not resumed.
+        self.closing = False
+
+    def open(self, spec: WatchSpec) -> ClientWatch:
+        return ClientWatch(self, spec)
+
+    async def stream(self) -> WatchStream:
+        """The live stream, opening a new one if there is none."""
+        if self.current is None or not self.current.alive:
+            self.current = WatchStream(self)
+        return self.current
+
+    async def resume(self, watches: list[ClientWatch]) -> None:
+        """Re-create ``watches`` on a new stream after the old one broke, each from the
+        revision after the last it delivered; retries (1 ms, x1.25, at most 100 ms apart,
+        as Go's client) until the server answers or the Client closes."""
+        delay = 0.001
+        pending = watches
+        while pending:
+            pending = [w for w in pending if not w.done]
+            if not pending:
+                return
+            try:
+                stream = await self.stream()
+                while pending:
+                    w = pending[0]
+                    try:
+                        await stream.create(w, start_revision=w._next_rev)
+                    except WatchCanceledError as e:
+                        w._end(e)
+                    pending.pop(0)
+            except UnavailableError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.25, 0.1)
+
+    async def close(self) -> None:
+        self.closing = True
+        if self.current is not None:
+            await self.current.close()
+            self.current = None

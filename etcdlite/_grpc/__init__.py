@@ -1,0 +1,30 @@
+"""The only place etcdlite touches the internals of grpclib, h2 and hpack.
+
+* :mod:`.compat`: the version guard; :func:`fast_path_enabled` says whether the fast path
+  below is used (``ETCDLITE_FAST_PATH=0`` turns it off).
+* :mod:`.server`: :class:`GrpcServer`, grpclib's server subclassed once.
+* :mod:`.unary`: etcd's unary RPCs answered with one write.
+* :mod:`.frames`: DATA frames written with h2's flow-control windows kept in step.
+* :mod:`.transport`: writes corked per event-loop turn, repeated HPACK blocks coded once
+  (server and Client).
+
+Everything here falls back to grpclib's public behaviour when the guard fails, so a grpclib
+or h2 release that moved an internal makes etcdlite slower, never wrong.
+"""
+
+from __future__ import annotations
+
+from .channel import open_channel
+from .compat import fast_path_enabled
+from .frames import send_messages
+from .server import GrpcServer
+from .unary import FastMethod, Interceptor
+
+__all__ = [
+    "FastMethod",
+    "GrpcServer",
+    "Interceptor",
+    "fast_path_enabled",
+    "open_channel",
+    "send_messages",
+]

@@ -1,0 +1,127 @@
+"""grpclib's ``Server``, subclassed once: etcd's answers to unknown methods, the lean unary
+path and corked writes per connection, and the connections it made (to close on stop).
+
+Overridden grpclib internals, all listed in :mod:`.compat`: ``Server._protocol_factory``
+(each connection's protocol and handler), ``Server._mapping`` (looked up with ``get`` per
+request), ``Server._server`` (the bound sockets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+from grpclib.const import Cardinality, Handler, Status
+from grpclib.encoding.base import CodecBase
+from grpclib.exceptions import GRPCError
+from grpclib.protocol import H2Protocol
+from grpclib.server import Server, Stream
+
+from ..errors import GRPC_UNKNOWN_METHOD, GRPC_UNKNOWN_SERVICE
+from .compat import fast_path_enabled, missing_attributes, warn_off
+from .transport import CorkedProtocol
+from .unary import FastMethod, Interceptor, UnaryHandler
+
+__all__ = ["GrpcServer"]
+
+
+class _Servable:
+    def __init__(self, mapping: dict[str, Handler]) -> None:
+        self._mapping = mapping
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return self._mapping
+
+
+class _MethodTable(dict[str, Handler]):
+    """grpclib's method table, answering an unknown method or service like grpc-go
+    (grpclib's own answer, "Method not found" without a content-type, reads as Unknown in
+    grpc-go clients)."""
+
+    def get(self, path: str, default: Any = None) -> Handler | None:  # type: ignore[override]
+        handler = super().get(path)
+        if handler is not None:
+            return handler
+        service, _, method = path.lstrip("/").rpartition("/")
+        known = any(p.startswith(f"/{service}/") for p in self)
+        text = (
+            GRPC_UNKNOWN_METHOD.format(method=method, service=service)
+            if known
+            else GRPC_UNKNOWN_SERVICE.format(service=service or method)
+        )
+
+        async def unknown(stream: Stream[Any, Any]) -> None:
+            raise GRPCError(Status.UNIMPLEMENTED, text)
+
+        return Handler(unknown, Cardinality.UNARY_UNARY, bytes, bytes)
+
+
+class GrpcServer(Server):
+    """A grpclib server for ``mapping`` whose unary ``fast`` methods take the lean path
+    when :func:`~.compat.fast_path_enabled` (else grpclib's own path serves everything)."""
+
+    def __init__(
+        self,
+        mapping: dict[str, Handler],
+        *,
+        codec: CodecBase,
+        fast: Mapping[str, FastMethod],
+        interceptor: Callable[[], Interceptor | None],
+    ) -> None:
+        super().__init__([_Servable(mapping)], codec=codec)
+        self._mapping = _MethodTable(self._mapping)
+        self._fast_methods = fast
+        self._interceptor = interceptor
+        self.fast_path = fast_path_enabled()
+        if self.fast_path:
+            missing = missing_attributes("Server", self)
+            if missing:
+                warn_off(missing)
+                self.fast_path = False
+        #: Every live connection's protocol (closed by :meth:`close_connections`).
+        self.protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
+
+    def _protocol_factory(self) -> H2Protocol:
+        if self.fast_path:
+            self.__gc_step__()
+            handler = UnaryHandler(
+                self._mapping,
+                self._codec,
+                self._status_details_codec,
+                self.__dispatch__,
+                methods=self._fast_methods,
+                interceptor=self._interceptor,
+            )
+            self._handlers.add(handler)
+            proto: H2Protocol = CorkedProtocol(handler, self._config, self._h2_config)
+        else:
+            proto = super()._protocol_factory()
+        self.protocols.add(proto)
+        return proto
+
+    @property
+    def port(self) -> int:
+        """The port bound by ``start`` (useful with port 0)."""
+        listener = cast(asyncio.Server | None, self._server)
+        sockets = listener.sockets if listener is not None else ()
+        return int(sockets[0].getsockname()[1]) if sockets else 0
+
+    @property
+    def fast_requests(self) -> int:
+        """Requests answered on the lean path so far, by live connections."""
+        return sum(getattr(p.handler, "fast_requests", 0) for p in list(self.protocols))
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Request handlers not finished yet, on live connections."""
+        tasks = (t for h in list(self._handlers) for t in list(h._tasks.values()))
+        return sum(not t.done() for t in tasks)
+
+    def close_connections(self, reason: str = "Server stopped") -> None:
+        """Close every accepted connection (Python 3.11's ``asyncio.Server.close()`` leaves
+        them open, and a stopped server must stop answering)."""
+        for proto in list(self.protocols):
+            if hasattr(proto, "processor"):
+                proto.processor.close(reason)

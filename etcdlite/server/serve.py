@@ -1,0 +1,82 @@
+"""``serve()``: etcd's gRPC API for a Store on a TCP port, until the context exits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+from grpclib.exceptions import StreamTerminatedError
+
+from .._grpc import GrpcServer
+from ..store import Store
+from .services import DEFAULT_MAX_REQUEST_BYTES, EtcdServer
+
+__all__ = ["parse_listen_url", "serve"]
+
+log = logging.getLogger("etcdlite.server")
+
+
+def parse_listen_url(url: str) -> tuple[str, int]:
+    """``http://host:port`` → ``(host, port)``; etcd's flag format."""
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    if parts.scheme not in ("http", "grpc"):
+        raise ValueError(f"unsupported URL scheme in {url!r} (TLS is not supported)")
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"URL {url!r} needs a host and a port")
+    return parts.hostname, parts.port
+
+
+@asynccontextmanager
+async def serve(
+    store: Store | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 2379,
+    name: str = "default",
+    advertise_client_urls: list[str] | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> AsyncIterator[EtcdServer]:
+    """Serve ``store`` (a new one if ``None``) over etcd's gRPC API on ``host:port``
+    (port 0 picks a free one; the bound address is in ``server.advertise_client_urls``).
+
+    ::
+
+        async with etcdlite.serve(store, port=0) as server:
+            print(server.advertise_client_urls)
+    """
+    own_store = store is None
+    if store is None:
+        store = Store()
+    etcd = EtcdServer(
+        store,
+        name=name,
+        advertise_client_urls=advertise_client_urls,
+        max_request_bytes=max_request_bytes,
+    )
+    fast = {path: (m.invoke, m.request_type) for path, m in etcd.unary_methods().items()}
+    server = GrpcServer(
+        etcd.mapping(), codec=etcd.codec(), fast=fast, interceptor=lambda: etcd.interceptor
+    )
+    etcd.grpc_servers.add(server)
+    etcd.fast_path = server.fast_path
+    await server.start(host, port)
+    try:
+        etcd.port = server.port or port
+        if not advertise_client_urls:
+            etcd.advertise_client_urls = [f"http://{host}:{etcd.port}"]
+        yield etcd
+    finally:
+        for ws in list(etcd.watch_streams):
+            ws.close()
+        await asyncio.sleep(0)  # let the watch handlers end their streams with OK
+        server.close()
+        server.close_connections()
+        try:
+            await asyncio.wait_for(server.wait_closed(), 5)
+        except (TimeoutError, StreamTerminatedError):  # pragma: no cover
+            log.warning("server did not close in time")
+        if own_store:
+            await store.close()
