@@ -33,7 +33,7 @@ from etcdlite.types import (
 from etcdlite.wire import convert, fastpb
 from etcdlite.wire.codec import MalformedMessage, decode_flat
 from etcdlite.wire.pb import etcdserverpb as pb
-from etcdlite.wire.pb import mvccpb
+from etcdlite.wire.pb import mvccpb, v3electionpb, v3lockpb
 
 from .etcd_process import free_port
 
@@ -253,7 +253,7 @@ def test_request_decoder_texts() -> None:
 
 # --- the service layer, on both request paths ---------------------------------------------
 # "grpclib": grpclib's own request pipeline, in memory (ChannelFor); "serve": the served
-# socket, where etcd's unary RPCs take etcdlite's lean path (server_h2). Both must answer alike.
+# socket, where etcd's unary RPCs take the lean path (etcdlite._grpc). Both answer alike.
 
 PATHS = ["grpclib", "serve"]
 
@@ -274,8 +274,8 @@ async def service_channel(
             yield channel
         finally:
             channel.close()
-        if path == "serve":
-            assert sum(h.fast_requests for h in served.handlers) > 0
+        if path == "serve" and served.fast_path:
+            assert served.fast_requests > 0
 
 
 async def call(
@@ -374,6 +374,124 @@ async def test_request_size_limits(path: str) -> None:
             pb.RangeResponse,
         )
         assert store.revision == 1  # nothing was stored
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_the_watch_stream_answers_alike_on_both_paths(path: str) -> None:
+    async with Store() as store, service_channel(path, store) as channel:
+        async with channel.request(
+            "/etcdserverpb.Watch/Watch",
+            Cardinality.STREAM_STREAM,
+            pb.WatchRequest,
+            pb.WatchResponse,
+        ) as stream:
+            create = pb.WatchCreateRequest(key=b"w/", range_end=b"w0", prev_kv=True)
+            await stream.send_message(pb.WatchRequest(create_request=create))
+            created = await stream.recv_message()
+            assert created is not None and created.created and created.watch_id == 0
+            first = (await store.put(b"w/a", b"1")).header.revision
+            await store.put(b"w/a", b"2")
+            await store.delete(b"w/a")
+            events = []
+            while len(events) < 3:
+                msg = await stream.recv_message()
+                assert msg is not None and msg.watch_id == 0
+                events += msg.events
+            assert [(e.type, e.kv.mod_revision, e.kv.value) for e in events] == [
+                (mvccpb.EventEventType.PUT, first, b"1"),
+                (mvccpb.EventEventType.PUT, first + 1, b"2"),
+                (mvccpb.EventEventType.DELETE, first + 2, b""),
+            ]
+            assert events[1].prev_kv.value == b"1"
+            await stream.send_message(pb.WatchRequest(progress_request=pb.WatchProgressRequest()))
+            progress = await stream.recv_message()
+            assert progress is not None and progress.watch_id == -1
+            assert progress.header.revision == first + 2
+            await stream.send_message(
+                pb.WatchRequest(cancel_request=pb.WatchCancelRequest(watch_id=0))
+            )
+            canceled = await stream.recv_message()
+            assert canceled is not None and canceled.canceled and canceled.watch_id == 0
+            await stream.cancel()
+        # a watch stream alone does not take the lean unary path: make one unary call
+        await call(channel, "/etcdserverpb.KV/Put", pb.PutRequest(key=b"k"), pb.PutResponse)
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_lock_and_election_answer_alike_on_both_paths(path: str) -> None:
+    async with Store() as store, service_channel(path, store) as channel:
+        lease = await store.grant(60)
+        locked: Any = await call(
+            channel,
+            "/v3lockpb.Lock/Lock",
+            v3lockpb.LockRequest(name=b"L", lease=lease.id),
+            v3lockpb.LockResponse,
+        )
+        assert locked.key == b"L/%x" % lease.id
+        assert (await store.get(locked.key)) is not None
+        await call(
+            channel,
+            "/v3lockpb.Lock/Unlock",
+            v3lockpb.UnlockRequest(key=locked.key),
+            v3lockpb.UnlockResponse,
+        )
+        assert (await store.get(locked.key)) is None
+        with pytest.raises(GRPCError) as e:
+            await call(
+                channel,
+                "/v3electionpb.Election/Leader",
+                v3electionpb.LeaderRequest(name=b"E"),
+                v3electionpb.LeaderResponse,
+            )
+        assert (e.value.status, e.value.message) == (Status.UNKNOWN, "election: no leader")
+        campaign: Any = await call(
+            channel,
+            "/v3electionpb.Election/Campaign",
+            v3electionpb.CampaignRequest(name=b"E", lease=lease.id, value=b"me"),
+            v3electionpb.CampaignResponse,
+        )
+        leader: Any = await call(
+            channel,
+            "/v3electionpb.Election/Leader",
+            v3electionpb.LeaderRequest(name=b"E"),
+            v3electionpb.LeaderResponse,
+        )
+        assert leader.kv.value == b"me" and leader.kv.key == campaign.leader.key
+        with pytest.raises(GRPCError) as e:
+            await call(
+                channel,
+                "/v3electionpb.Election/Proclaim",
+                v3electionpb.ProclaimRequest(value=b"x"),
+                v3electionpb.ProclaimResponse,
+            )
+        assert (e.value.status, e.value.message) == (
+            Status.UNKNOWN,
+            '"leader" field must be provided',
+        )
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "method",
+    ["/etcdserverpb.KV/Put", "/v3lockpb.Lock/Lock", "/v3electionpb.Election/Leader"],
+)
+async def test_a_unary_request_without_its_message_gets_grpc_gos_answer(
+    path: str, method: str
+) -> None:
+    """HEADERS with END_STREAM and no message: every service answers alike, nothing logged."""
+    async with Store() as store, service_channel(path, store) as channel:
+        with pytest.raises(GRPCError) as e:
+            # client-streaming on our side: grpclib then lets the request end without one
+            async with channel.request(
+                method, Cardinality.STREAM_UNARY, pb.RangeRequest, pb.RangeResponse
+            ) as stream:
+                await stream.send_request(end=True)
+                await stream.recv_message()
+        assert (e.value.status, e.value.message) == (
+            Status.INTERNAL,
+            "grpc: error while receiving request: EOF",
+        )
+        await call(channel, "/etcdserverpb.KV/Put", pb.PutRequest(key=b"k"), pb.PutResponse)
 
 
 @pytest.mark.parametrize("route", PATHS)
