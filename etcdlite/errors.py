@@ -33,6 +33,8 @@ __all__ = [
     "BadLeaderTransfereeError",
     "CompactedError",
     "DuplicateKeyError",
+    "ElectionNoLeaderError",
+    "ElectionNotLeaderError",
     "EmptyKeyError",
     "EtcdError",
     "FutureRevisionError",
@@ -46,13 +48,16 @@ __all__ = [
     "LeaseNotFoundError",
     "LeaseProvidedError",
     "LeaseTTLTooLargeError",
+    "LockTimeoutError",
     "MemberNotFoundError",
     "MemberNotLearnerError",
+    "MissingLeaderKeyError",
     "NoLeaderError",
     "NoSpaceError",
     "RequestTooLargeError",
     "RootUserNotExistError",
     "ServerStoppedError",
+    "SessionExpiredError",
     "StatusCode",
     "TimeoutError_",
     "TooManyOpsError",
@@ -312,6 +317,48 @@ class GrpcInternalServerError(EtcdError):
 
     code = StatusCode.UNKNOWN
     message = "Internal Server Error"
+
+
+# --- the lock and election recipes -------------------------------------------------------
+# Code UNKNOWN: etcd's v3lock and v3election services run Go's recipes, whose plain errors
+# grpc-go sends as UNKNOWN with the error's text; a Client maps the texts back to these.
+
+
+class SessionExpiredError(EtcdError):
+    """The session's lease ended while waiting: the own key is gone, nothing is held.
+
+    etcd 3.5+ returns this from ``Mutex.Lock``; 3.4 reports success instead (etcdlite's
+    Python API always checks; its v3lock service answers like 3.4).
+    """
+
+    code = StatusCode.UNKNOWN
+    message = "mutex: session is expired"
+
+
+class ElectionNoLeaderError(EtcdError, LookupError):
+    """``leader()`` on an election with no candidate."""
+
+    code = StatusCode.UNKNOWN
+    message = "election: no leader"
+
+
+class ElectionNotLeaderError(EtcdError):
+    """``proclaim()`` by a candidate that is not (or no longer) the leader."""
+
+    code = StatusCode.UNKNOWN
+    message = "election: not leader"
+
+
+class MissingLeaderKeyError(EtcdError, ValueError):
+    """v3election Proclaim/Resign without a ``leader`` field."""
+
+    code = StatusCode.UNKNOWN
+    message = '"leader" field must be provided'
+
+
+class LockTimeoutError(TimeoutError):
+    """``timeout`` seconds passed before the lock (or leadership) was obtained; nothing is
+    held and the waiter's key was removed."""
 
 
 # --- watch outcomes -----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from .clock import LoopClock, ManualClock
-from .errors import WATCH_CANCELED, EtcdError
+from .errors import WATCH_CANCELED, EtcdError, ServerStoppedError
 from .server import EtcdServer, serve
 from .store import Store
 
@@ -218,7 +218,7 @@ class ServerThread:
         """Cancel every open watch from the server side with ``cancel_reason``."""
         return self.run(lambda: self.store.faults.cancel_watches(reason))
 
-    def drop_watch_streams(self, message: str = "etcdserver: server stopped") -> int:
+    def drop_watch_streams(self, message: str = ServerStoppedError.message) -> int:
         """End every open Watch stream with UNAVAILABLE, as a lost connection would."""
 
         def go() -> int:

@@ -75,10 +75,12 @@ class KeepAliveStream:
     def _fail(self, error: BaseException) -> None:
         if not self._ready.done():
             self._ready.set_exception(error)
+            self._ready.exception()  # nobody may be waiting for it
         for waiters in self._waiters.values():
             for fut in waiters:
                 if not fut.done():
                     fut.set_exception(error)
+                    fut.exception()  # its refresh may have failed first, on the send
         self._waiters.clear()
 
     async def refresh(self, lease: int) -> int:

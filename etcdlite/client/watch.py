@@ -151,6 +151,7 @@ class WatchStream:
             self._ready.exception()  # nobody may be waiting for it
         if self._pending is not None and not self._pending.done():
             self._pending.set_exception(error)
+            self._pending.exception()  # its creator may have failed first, on the send
         watches = [w for w in self._watches.values() if not w.done]
         self._watches.clear()
         if resumable and watches and not self._owner.closing:

@@ -13,14 +13,14 @@ v3election services, and they work the same on :class:`~etcdlite.Store` and
 
 from __future__ import annotations
 
-from .election import Candidate, Election, LeaderKey, Observer, observe_leader
-from .errors import (
+from ..errors import (
     ElectionNoLeaderError,
     ElectionNotLeaderError,
     LockTimeoutError,
     MissingLeaderKeyError,
     SessionExpiredError,
 )
+from .election import Candidate, Election, LeaderKey, Observer, observe_leader
 from .lock import Lock, Mutex, lease_key
 from .session import DEFAULT_TTL, BaseSession
 from .sessions import Session

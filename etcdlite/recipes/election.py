@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ELECTION_SESSION_EXPIRED, CompactedError, EtcdError, LeaseNotFoundError
+from ..errors import (
+    ELECTION_SESSION_EXPIRED,
+    CompactedError,
+    ElectionNoLeaderError,
+    ElectionNotLeaderError,
+    EtcdError,
+    LeaseNotFoundError,
+    LockTimeoutError,
+    SessionExpiredError,
+)
 from ..ops import Compare, Delete, Get, Put
 from ..types import (
     Bytesish,
@@ -31,12 +40,6 @@ from ..types import (
     to_bytes,
 )
 from .cancellation import Deadline, clock_of, run_shielded
-from .errors import (
-    ElectionNoLeaderError,
-    ElectionNotLeaderError,
-    LockTimeoutError,
-    SessionExpiredError,
-)
 from .lock import lease_key
 from .session import DEFAULT_TTL, BaseSession, SessionHolder
 from .wait import wait_deletes

@@ -16,7 +16,7 @@ import contextlib
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-from ..errors import EtcdError, LeaseNotFoundError
+from ..errors import EtcdError, LeaseNotFoundError, LockTimeoutError, SessionExpiredError
 from ..ops import Compare, Delete, Get, Put
 from ..types import (
     Bytesish,
@@ -27,7 +27,6 @@ from ..types import (
     SortTarget,
 )
 from .cancellation import Deadline, clock_of, run_shielded
-from .errors import LockTimeoutError, SessionExpiredError
 from .session import DEFAULT_TTL, BaseSession, SessionHolder
 from .wait import wait_deletes
 

@@ -14,11 +14,10 @@ from collections.abc import Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
-from ..errors import LeaseNotFoundError
+from ..errors import LeaseNotFoundError, SessionExpiredError
 from ..lease import Lease
 from ..types import Bytesish, to_bytes
 from .cancellation import run_shielded, spawn
-from .errors import SessionExpiredError
 
 if TYPE_CHECKING:
     from ..kvbase import KVCore

@@ -24,9 +24,13 @@ from grpclib.const import Cardinality, Handler
 from grpclib.server import Stream
 
 from .._grpc import Interceptor
-from ..errors import EtcdError, GrpcMissingMessageError
+from ..errors import (
+    ElectionNoLeaderError,
+    EtcdError,
+    GrpcMissingMessageError,
+    MissingLeaderKeyError,
+)
 from ..recipes.election import Candidate, leader_range, observe_leader
-from ..recipes.errors import ElectionNoLeaderError, MissingLeaderKeyError
 from ..recipes.lock import Mutex
 from ..types import KeyValue, ResponseHeader
 from ..wire import convert
