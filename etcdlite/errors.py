@@ -19,6 +19,7 @@ __all__ = [
     "ELECTION_SESSION_EXPIRED",
     "GRPC_MESSAGE_TOO_LARGE",
     "GRPC_NOT_IMPLEMENTED",
+    "GRPC_STREAM_UNMARSHAL_FAILED",
     "GRPC_UNKNOWN_METHOD",
     "GRPC_UNKNOWN_SERVICE",
     "GRPC_UNMARSHAL_FAILED",
@@ -38,6 +39,7 @@ __all__ = [
     "EmptyKeyError",
     "EtcdError",
     "FutureRevisionError",
+    "GrpcCompressedFlagError",
     "GrpcCompressedMessageError",
     "GrpcInternalServerError",
     "GrpcMissingMessageError",
@@ -152,6 +154,7 @@ PROTO_WRONG_WIRE_TYPE = "proto: wrong wireType = {wire} for field {field}"
 
 # grpc-go's server transport.
 GRPC_UNMARSHAL_FAILED = "grpc: error unmarshalling request: {error}"
+GRPC_STREAM_UNMARSHAL_FAILED = "grpc: failed to unmarshal the received message {error}"
 GRPC_MESSAGE_TOO_LARGE = "grpc: received message larger than max ({size} vs. {limit})"
 GRPC_UNKNOWN_METHOD = "unknown method {method} for service {service}"
 GRPC_UNKNOWN_SERVICE = "unknown service {service}"
@@ -299,17 +302,32 @@ class GrpcMissingMessageError(EtcdError):
 
 
 class GrpcTruncatedMessageError(EtcdError):
-    """The stream ended inside a message (its prefix announced more bytes than came)."""
+    """The stream ended inside a message (its prefix announced more bytes than came):
+    UNKNOWN on a unary RPC, INTERNAL on a streaming one, as grpc-go answers."""
 
     code = StatusCode.UNKNOWN
     message = PROTO_UNEXPECTED_EOF
 
 
 class GrpcCompressedMessageError(EtcdError):
-    """A compressed message: etcd installs no decompressor."""
+    """A request naming a compression (``grpc-encoding``): etcd installs no decompressor."""
 
     code = StatusCode.UNIMPLEMENTED
     message = 'grpc: Decompressor is not installed for grpc-encoding "gzip"'
+
+    def __init__(self, encoding: str = "gzip") -> None:
+        super().__init__(f'grpc: Decompressor is not installed for grpc-encoding "{encoding}"')
+        self.encoding = encoding
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.encoding,))
+
+
+class GrpcCompressedFlagError(EtcdError):
+    """A message flagged compressed in a request that names no compression."""
+
+    code = StatusCode.INTERNAL
+    message = "grpc: compressed flag set with identity or empty encoding"
 
 
 class GrpcInternalServerError(EtcdError):

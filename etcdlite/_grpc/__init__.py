@@ -17,6 +17,7 @@ from __future__ import annotations
 from .channel import open_channel
 from .compat import fast_path_enabled
 from .frames import send_messages
+from .messages import recv_message
 from .server import GrpcServer
 from .unary import FastMethod, Interceptor
 
@@ -26,5 +27,6 @@ __all__ = [
     "Interceptor",
     "fast_path_enabled",
     "open_channel",
+    "recv_message",
     "send_messages",
 ]

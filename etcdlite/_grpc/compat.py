@@ -69,6 +69,7 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     ),
     "Handler": ("_tasks", "codec", "loop"),
     "Stream": ("_h2_connection", "_transport", "connection", "window_updated"),
+    "ServerStream": ("_stream", "_codec", "_recv_type"),
     "Connection": ("_connection", "write_ready"),
     "H2Connection": (
         "streams",
@@ -90,7 +91,9 @@ def missing_attributes(kind: str, obj: Any) -> list[str]:
 def _probe() -> list[str]:
     """Build grpclib's and h2's per-connection objects without a socket and check them."""
     from grpclib.config import Configuration
+    from grpclib.const import Cardinality
     from grpclib.protocol import Connection, Stream
+    from grpclib.server import Stream as ServerStream
     from h2.config import H2Configuration
     from h2.connection import H2Connection
     from h2.stream import H2Stream
@@ -100,7 +103,19 @@ def _probe() -> list[str]:
     conn = Connection(h2conn, transport, config=Configuration().__for_server__())
     stream = Stream(conn, h2conn, transport)
     h2stream = H2Stream(1, h2conn.config, 65535, 65535)
+    none: Any = None
+    server_stream = ServerStream(
+        stream,
+        "/probe",
+        Cardinality.UNARY_UNARY,
+        bytes,
+        bytes,
+        codec=none,
+        status_details_codec=None,
+        dispatch=none,
+    )
     return [
+        *missing_attributes("ServerStream", server_stream),
         *missing_attributes("H2Connection", h2conn),
         *missing_attributes("Connection", conn),
         *missing_attributes("Stream", stream),

@@ -69,12 +69,15 @@ class GrpcServer(Server):
         codec: CodecBase,
         fast: Mapping[str, FastMethod],
         interceptor: Callable[[], Interceptor | None],
+        fast_path: bool | None = None,
     ) -> None:
         super().__init__([_Servable(mapping)], codec=codec)
         self._mapping = _MethodTable(self._mapping)
         self._fast_methods = fast
         self._interceptor = interceptor
-        self.fast_path = fast_path_enabled()
+        self.fast_path = (
+            fast_path_enabled() if fast_path is None else fast_path and fast_path_enabled()
+        )
         if self.fast_path:
             missing = missing_attributes("Server", self)
             if missing:

@@ -29,7 +29,6 @@ from typing import Any
 
 import h2.exceptions
 from grpclib.const import Status
-from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
 from grpclib.metadata import Deadline, encode_grpc_message
 from grpclib.protocol import Stream as H2Stream
@@ -40,9 +39,9 @@ from ..errors import (
     GrpcCompressedMessageError,
     GrpcInternalServerError,
     GrpcMissingMessageError,
-    GrpcTruncatedMessageError,
 )
 from .frames import data_frames, send_data
+from .messages import read_message
 
 __all__ = ["FastMethod", "Interceptor", "UnaryHandler"]
 
@@ -82,6 +81,15 @@ class UnaryHandler(Handler):
         self, stream: H2Stream, headers: list[tuple[str, str]], release_stream: Callable[[], Any]
     ) -> None:
         fields = dict(headers)
+        encoding = fields.get("grpc-encoding")
+        if encoding is not None and encoding != "identity":
+            # grpc-go refuses a compression it has no decompressor for before any message
+            self.__gc_step__()
+            error = GrpcCompressedMessageError(encoding)
+            self._tasks[stream] = self.loop.create_task(
+                _refuse(stream, Status(int(error.code)), error.message, release_stream)
+            )
+            return
         path = fields.get(":path", "")
         method = self.methods.get(path)
         if (
@@ -144,29 +152,21 @@ class UnaryHandler(Handler):
         if interceptor is not None:
             await interceptor(path)
         fn, request_type = method
-        request = await _recv_message(stream, self.codec, request_type)
+        request = await read_message(stream, self.codec, request_type, unary=True)
+        if request is None:
+            raise GrpcMissingMessageError()
         return await fn(request)
 
 
-async def _recv_message(stream: H2Stream, codec: CodecBase, request_type: type) -> Any:
+async def _refuse(
+    stream: H2Stream, status: Status, message: str, release_stream: Callable[[], Any]
+) -> None:
     try:
-        prefix = await stream.recv_data(5)
-        if not prefix:
-            raise GrpcMissingMessageError()
-        if len(prefix) < 5:
-            raise GrpcTruncatedMessageError()
-        if prefix[0]:
-            raise GrpcCompressedMessageError()
-        size = int.from_bytes(prefix[1:5], "big")
-        check_size = getattr(codec, "check_size", None)
-        if check_size is not None:
-            check_size(size)  # from the prefix, before the body is buffered
-        data = await stream.recv_data(size) if size else b""
-    except AssertionError:  # grpclib's buffer: the stream ended inside the message
-        raise GrpcTruncatedMessageError() from None
-    if len(data) < size:
-        raise GrpcTruncatedMessageError()
-    return codec.decode(data, request_type)
+        await _send_status(stream, status, message)
+    except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+        pass
+    finally:
+        release_stream()
 
 
 async def _send_reply(stream: H2Stream, message: bytes) -> None:

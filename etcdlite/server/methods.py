@@ -23,11 +23,10 @@ from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
-from .._grpc import Interceptor
+from .._grpc import Interceptor, recv_message
 from ..errors import (
     GRPC_NOT_IMPLEMENTED,
     EtcdError,
-    GrpcCompressedMessageError,
     GrpcMissingMessageError,
     StatusCode,
 )
@@ -78,9 +77,9 @@ class UnaryMethod:
             if hook is not None:
                 await hook(self.path)
             try:
-                request = await stream.recv_message()
-            except NotImplementedError:  # grpclib: a compressed message, no decompressor
-                raise grpc_error(GrpcCompressedMessageError()) from None
+                request = await recv_message(stream, unary=True, fast=False)
+            except EtcdError as e:
+                raise grpc_error(e) from None
             if request is None:
                 raise grpc_error(GrpcMissingMessageError())
             await stream.send_message(await self.invoke(request))
@@ -89,18 +88,21 @@ class UnaryMethod:
 
 
 def unimplemented_handlers(
-    bases: Iterable[Any], implemented: dict[str, Handler]
+    bases: Iterable[Any], implemented: dict[str, Handler], fast_path: Callable[[], bool]
 ) -> dict[str, Handler]:
     """A handler answering UNIMPLEMENTED (grpc-go's text) for every method of the generated
-    service ``bases`` that is not in ``implemented`` and exists in etcd 3.4."""
+    service ``bases`` that is not in ``implemented`` and exists in etcd 3.4. Like etcd's
+    handler for the method, it reads the request first, so a malformed one gets the same
+    answer as anywhere else."""
     out: dict[str, Handler] = {}
     for base in bases:
         for path, handler in base.__mapping__(_Unbound()).items():
             if path in implemented or path in NEWER_THAN_EMULATED:
                 continue
             text = GRPC_NOT_IMPLEMENTED.format(method=path.rsplit("/", 1)[1])
+            unary = handler.cardinality is Cardinality.UNARY_UNARY
             out[path] = Handler(
-                _answer(Status.UNIMPLEMENTED, text),
+                _unimplemented(text, unary, fast_path),
                 handler.cardinality,
                 handler.request_type,
                 handler.reply_type,
@@ -108,9 +110,15 @@ def unimplemented_handlers(
     return out
 
 
-def _answer(status: Status, text: str) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
+def _unimplemented(
+    text: str, unary: bool, fast_path: Callable[[], bool]
+) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
     async def handler(stream: Stream[Any, Any]) -> None:
-        raise GRPCError(status, text)
+        try:
+            await recv_message(stream, unary=unary, fast=fast_path())
+        except EtcdError as e:
+            raise grpc_error(e) from None
+        raise GRPCError(Status.UNIMPLEMENTED, text)
 
     return handler
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Stream
 
-from .._grpc import Interceptor
+from .._grpc import Interceptor, recv_message
 from ..errors import (
     ElectionNoLeaderError,
     EtcdError,
@@ -64,9 +64,15 @@ def _kv(kv: KeyValue) -> mvccpb.KeyValue:
 class RecipeServices:
     """The Lock and Election services of one :class:`~etcdlite.EtcdServer`."""
 
-    def __init__(self, store: Store, interceptor: Callable[[], Interceptor | None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        interceptor: Callable[[], Interceptor | None],
+        fast_path: Callable[[], bool],
+    ) -> None:
         self.store = store
         self._interceptor = interceptor
+        self._fast_path = fast_path
 
     def unary_methods(self) -> list[UnaryMethod]:
         """The unary RPCs; their errors are the recipes' plain Go errors (UNKNOWN)."""
@@ -182,7 +188,10 @@ class RecipeServices:
         hook = self._interceptor()
         if hook is not None:
             await hook("/v3electionpb.Election/Observe")
-        m = await stream.recv_message()
+        try:
+            m = await recv_message(stream, unary=False, fast=self._fast_path())
+        except EtcdError as e:
+            raise grpc_error(e) from None
         if m is None:
             raise grpc_error(GrpcMissingMessageError())
         gen = observe_leader(self.store, m.name + b"/", restart_on_compaction=False)

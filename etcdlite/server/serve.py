@@ -38,9 +38,12 @@ async def serve(
     name: str = "default",
     advertise_client_urls: list[str] | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    fast_path: bool | None = None,
 ) -> AsyncIterator[EtcdServer]:
     """Serve ``store`` (a new one if ``None``) over etcd's gRPC API on ``host:port``
     (port 0 picks a free one; the bound address is in ``server.advertise_client_urls``).
+    ``fast_path=False`` serves every request on grpclib's own path (``None``: the fast path
+    when :func:`~etcdlite._grpc.fast_path_enabled`).
 
     ::
 
@@ -58,7 +61,11 @@ async def serve(
     )
     fast = {path: (m.invoke, m.request_type) for path, m in etcd.unary_methods().items()}
     server = GrpcServer(
-        etcd.mapping(), codec=etcd.codec(), fast=fast, interceptor=lambda: etcd.interceptor
+        etcd.mapping(),
+        codec=etcd.codec(),
+        fast=fast,
+        interceptor=lambda: etcd.interceptor,
+        fast_path=fast_path,
     )
     etcd.grpc_servers.add(server)
     etcd.fast_path = server.fast_path

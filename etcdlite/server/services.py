@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Stream
 
-from .._grpc import Interceptor
+from .._grpc import Interceptor, recv_message
 from ..errors import (
     AuthNotEnabledError,
     BadLeaderTransfereeError,
-    GrpcCompressedMessageError,
+    EtcdError,
     MemberNotFoundError,
     MemberNotLearnerError,
     RequestTooLargeError,
@@ -226,7 +226,7 @@ class EtcdServer:
                 health.HealthCheckRequest,
                 health.HealthCheckResponse,
             ),
-            *RecipeServices(self.store, self._interceptor).unary_methods(),
+            *self._recipes().unary_methods(),
         ]
         return {m.path: m for m in methods}
 
@@ -246,7 +246,7 @@ class EtcdServer:
             pb.LeaseKeepAliveRequest,
             pb.LeaseKeepAliveResponse,
         )
-        m.update(RecipeServices(self.store, self._interceptor).stream_handlers())
+        m.update(self._recipes().stream_handlers())
         bases = (
             pb.KvBase,
             pb.WatchBase,
@@ -258,13 +258,16 @@ class EtcdServer:
             v3electionpb.ElectionBase,
             health.HealthBase,
         )
-        m.update(unimplemented_handlers(bases, m))
+        m.update(unimplemented_handlers(bases, m, lambda: self.fast_path))
         return m
 
     def __mapping__(self) -> dict[str, Handler]:
         """grpclib's ``IServable``: so ``Server([etcd_server])`` and grpclib's in-memory
         ``ChannelFor`` serve it (on grpclib's own path)."""
         return self.mapping()
+
+    def _recipes(self) -> RecipeServices:
+        return RecipeServices(self.store, self._interceptor, lambda: self.fast_path)
 
     def _interceptor(self) -> Interceptor | None:
         return self.interceptor
@@ -340,13 +343,13 @@ class EtcdServer:
             await self.interceptor("/etcdserverpb.Lease/LeaseKeepAlive")
         store = self.store
         try:
-            async for m in stream:
+            while (m := await recv_message(stream, unary=False, fast=self.fast_path)) is not None:
                 header = store.core.header()
                 ttl = await store.refresh(m.id)
                 # pre-encoded bytes pass through the codec untouched
                 await stream.send_message(fastpb.encode_lease_response(header, m.id, ttl))
-        except NotImplementedError:
-            raise grpc_error(GrpcCompressedMessageError()) from None
+        except EtcdError as e:
+            raise grpc_error(e) from None
 
     # --- watch ------------------------------------------------------------------------
 
@@ -362,8 +365,6 @@ class EtcdServer:
         self.watch_streams.add(ws)
         try:
             await ws.run()
-        except NotImplementedError:
-            raise grpc_error(GrpcCompressedMessageError()) from None
         finally:
             self.watch_streams.discard(ws)
 

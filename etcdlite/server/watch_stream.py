@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 import betterproto2
 from grpclib.exceptions import GRPCError
 
-from .._grpc import send_messages
+from .._grpc import recv_message, send_messages
 from ..core.watch import EVENTS, REQUESTED, Batch, Watcher
 from ..errors import WATCH_DUPLICATE_ID, WATCH_EMPTY_RANGE, EtcdError
 from ..types import Event, ResponseHeader
 from ..wire import convert, fastpb
 from ..wire.pb import etcdserverpb as pb
+from .methods import grpc_error
 
 if TYPE_CHECKING:
     from grpclib.server import Stream
@@ -68,6 +69,7 @@ class ServerWatchStream:
         self._wakeup = asyncio.Event()
         self._progress_pending = False
         self._closed = False
+        self._headers_sent = False
         self._error: GRPCError | None = None
         #: This loop turn's responses, gRPC-framed, as pieces for one join.
         self._pieces: list[bytes] = []
@@ -107,7 +109,19 @@ class ServerWatchStream:
     # --- requests ---------------------------------------------------------------------
 
     async def _read(self) -> None:
-        async for req in self.stream:
+        try:
+            await self._read_requests()
+        except GRPCError as e:  # a malformed request ends the stream with grpc-go's answer
+            self.close(e)
+        except EtcdError as e:
+            self.close(grpc_error(e))
+
+    async def _read_requests(self) -> None:
+        stream = self.stream
+        while True:
+            req = await recv_message(stream, unary=False, fast=self.fast_writes)
+            if req is None:
+                break
             name, value = _which(req)
             if name == "create_request":
                 try:
@@ -188,7 +202,6 @@ class ServerWatchStream:
         stream = self.stream
         out = self._out
         wakeup = self._wakeup
-        await stream.send_initial_metadata()
         while not self._closed:
             if not (out or self._ready or self._progress_due()):
                 await wakeup.wait()
@@ -219,6 +232,11 @@ class ServerWatchStream:
         self._events_cache.clear()
         if not pieces:
             return
+        if not self._headers_sent:
+            self._headers_sent = True
+            # headers go with the first response, as grpc-go sends them: a stream that
+            # fails before answering anything ends with a trailers-only status
+            await self.stream.send_initial_metadata()
         await send_messages(self.stream, b"".join(pieces), fast=self.fast_writes)
 
     def _header_bytes(self, revision: int) -> bytes:

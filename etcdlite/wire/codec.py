@@ -18,6 +18,7 @@ from grpclib.exceptions import GRPCError
 
 from ..errors import (
     GRPC_MESSAGE_TOO_LARGE,
+    GRPC_STREAM_UNMARSHAL_FAILED,
     GRPC_UNMARSHAL_FAILED,
     PROTO_ILLEGAL_TAG,
     PROTO_INTEGER_OVERFLOW,
@@ -26,11 +27,30 @@ from ..errors import (
 )
 from .pb import etcdserverpb as pb
 
-__all__ = ["ClientCodec", "EtcdCodec", "MalformedMessage", "check_wire", "decode_flat"]
+__all__ = [
+    "ClientCodec",
+    "DecodeError",
+    "EtcdCodec",
+    "MalformedMessage",
+    "check_wire",
+    "decode_flat",
+]
 
 
 class MalformedMessage(ValueError):
     """The bytes are not a well-formed protobuf message (texts as Go's decoder words them)."""
+
+
+class DecodeError(GRPCError):
+    """A request message that does not decode: INTERNAL with grpc-go's text for a unary
+    RPC; a streaming RPC words it differently (:meth:`stream_error`)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(Status.INTERNAL, GRPC_UNMARSHAL_FAILED.format(error=cause))
+        self.cause = cause
+
+    def stream_error(self) -> GRPCError:
+        return GRPCError(Status.INTERNAL, GRPC_STREAM_UNMARSHAL_FAILED.format(error=self.cause))
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -200,7 +220,7 @@ class EtcdCodec(CodecBase):
                 check_wire(data, message_type)
                 msg = message_type.parse(data)
         except Exception as e:
-            raise GRPCError(Status.INTERNAL, GRPC_UNMARSHAL_FAILED.format(error=e)) from e
+            raise DecodeError(e) from e
         msg._etcdlite_size = len(data)
         return msg
 
