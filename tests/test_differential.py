@@ -137,12 +137,8 @@ write_key_st = st.sampled_from([*SUFFIXES * 6, b"", None])
 range_key_st = st.sampled_from([b"", b"", b"", b"a", b"a", *SUFFIXES * 2, None])
 value_st = st.sampled_from(VALUES)
 # A revision: from the start (R0+n, may be in the future) or back from the current one.
-rel_st = st.one_of(
-    st.integers(0, MAX_REL).map(Rel), *[st.integers(0, 4).map(Back)] * 3
-)
-revof_st = st.builds(
-    RevOf, sfx, st.sampled_from(["create", "mod"]), st.sampled_from([-1, 0, 0, 1])
-)
+rel_st = st.one_of(st.integers(0, MAX_REL).map(Rel), *[st.integers(0, 4).map(Back)] * 3)
+revof_st = st.builds(RevOf, sfx, st.sampled_from(["create", "mod"]), st.sampled_from([-1, 0, 0, 1]))
 rev_bound_st = st.one_of(st.just(0), rel_st, revof_st, revof_st)
 lease_st = st.one_of(
     st.just(0), st.integers(0, N_LEASES - 1).map(LeaseRef), st.just(LeaseRef(N_LEASES))
@@ -177,8 +173,12 @@ def range_desc(draw: st.DrawFn) -> dict[str, Any]:
     for flag in ("keys_only", "count_only"):
         if draw(st.integers(0, 4)) == 0:
             d[flag] = True
-    for bound in ("min_mod_revision", "max_mod_revision", "min_create_revision",
-                  "max_create_revision"):
+    for bound in (
+        "min_mod_revision",
+        "max_mod_revision",
+        "min_create_revision",
+        "max_create_revision",
+    ):
         if draw(st.integers(0, 6)) == 0:
             d[bound] = draw(rev_bound_st)
     return d
@@ -198,8 +198,16 @@ def list_desc(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.integers(0, 3)) == 0:
         d["keys_only"] = True
     if draw(st.integers(0, 2)) == 0:
-        bound = draw(st.sampled_from(["min_mod_revision", "max_mod_revision",
-                                      "min_create_revision", "max_create_revision"]))
+        bound = draw(
+            st.sampled_from(
+                [
+                    "min_mod_revision",
+                    "max_mod_revision",
+                    "min_create_revision",
+                    "max_create_revision",
+                ]
+            )
+        )
         d[bound] = draw(st.one_of(st.integers(0, 6).map(Back), revof_st))
     return d
 
@@ -269,7 +277,11 @@ def compare_desc(draw: st.DrawFn) -> dict[str, Any]:
 
 def request_op(depth: int) -> st.SearchStrategy[dict[str, Any] | None]:
     ops: list[st.SearchStrategy[dict[str, Any] | None]] = [
-        range_desc(), put_desc(), put_desc(), delete_desc(), list_desc()
+        range_desc(),
+        put_desc(),
+        put_desc(),
+        delete_desc(),
+        list_desc(),
     ]
     if depth < 2:
         ops.append(txn_body(depth + 1))
@@ -347,28 +359,37 @@ def txn_desc(draw: st.DrawFn) -> dict[str, Any]:
         def nested(success: list[Any], failure: list[Any]) -> dict[str, Any]:
             return {"op": "txn", "compare": [], "success": success, "failure": failure}
 
-        extra = draw(st.sampled_from([
-            [put(k), put(k, b"e")],  # same level
-            [put(k), {"op": "delete", "key": k, "end": ("none",)}],
-            [{"op": "delete", "key": k, "end": ("none",)}, put(k)],
-            [{"op": "delete", "key": b"", "end": ("all",)}, put(k)],
-            [{"op": "delete", "key": k, "end": ("zero",)}, put(k)],
-            [{"op": "delete", "key": k, "end": ("zero",)}, put(other)],
-            [{"op": "delete", "key": k, "end": ("prefix", k)}, put(other)],
-            [{"op": "delete", "key": other, "end": ("key", k)}, put(k)],  # maybe inverted
-            [{"op": "delete", "key": k, "end": ("none",)},
-             {"op": "delete", "key": b"", "end": ("all",)}],  # overlapping deletes: fine
-            [put(k), nested([put(k)], [])],  # parent put vs nested put
-            [put(k), nested([], [put(k)])],
-            [nested([put(k)], [put(k)])],  # then/else of one txn may share a key
-            [nested([put(k)], [put(k)]), put(other)],
-            [nested([put(k)], []), nested([put(k)], [])],  # two nested txns
-            [nested([put(k)], []), nested([], [put(k)])],
-            [{"op": "delete", "key": k, "end": ("none",)}, nested([put(k)], [])],
-            [nested([{"op": "delete", "key": k, "end": ("none",)}], []), put(k)],
-            [nested([{"op": "delete", "key": b"", "end": ("all",)}], []), nested([put(k)], [])],
-            [put(k), {"op": "range", "key": k, "end": ("none",)}],  # reads never conflict
-        ]))
+        extra = draw(
+            st.sampled_from(
+                [
+                    [put(k), put(k, b"e")],  # same level
+                    [put(k), {"op": "delete", "key": k, "end": ("none",)}],
+                    [{"op": "delete", "key": k, "end": ("none",)}, put(k)],
+                    [{"op": "delete", "key": b"", "end": ("all",)}, put(k)],
+                    [{"op": "delete", "key": k, "end": ("zero",)}, put(k)],
+                    [{"op": "delete", "key": k, "end": ("zero",)}, put(other)],
+                    [{"op": "delete", "key": k, "end": ("prefix", k)}, put(other)],
+                    [{"op": "delete", "key": other, "end": ("key", k)}, put(k)],  # maybe inverted
+                    [
+                        {"op": "delete", "key": k, "end": ("none",)},
+                        {"op": "delete", "key": b"", "end": ("all",)},
+                    ],  # overlapping deletes: fine
+                    [put(k), nested([put(k)], [])],  # parent put vs nested put
+                    [put(k), nested([], [put(k)])],
+                    [nested([put(k)], [put(k)])],  # then/else of one txn may share a key
+                    [nested([put(k)], [put(k)]), put(other)],
+                    [nested([put(k)], []), nested([put(k)], [])],  # two nested txns
+                    [nested([put(k)], []), nested([], [put(k)])],
+                    [{"op": "delete", "key": k, "end": ("none",)}, nested([put(k)], [])],
+                    [nested([{"op": "delete", "key": k, "end": ("none",)}], []), put(k)],
+                    [
+                        nested([{"op": "delete", "key": b"", "end": ("all",)}], []),
+                        nested([put(k)], []),
+                    ],
+                    [put(k), {"op": "range", "key": k, "end": ("none",)}],  # reads never conflict
+                ]
+            )
+        )
         body = {**body, branch: draw(st.permutations([*body[branch][:1], *extra]))}
     return _defuse(body)
 
@@ -388,8 +409,7 @@ def _defuse(txn: dict[str, Any]) -> dict[str, Any]:
     panics ("unexpected error during txn"), killing the shared server. Such txns get the
     end of the prefix instead of b"\0" (same keys, now seen by the duplicate check)."""
     ops = list(_ops_of(txn))
-    if not any(o["op"] == "put" and (o.get("ignore_value") or o.get("ignore_lease"))
-               for o in ops):
+    if not any(o["op"] == "put" and (o.get("ignore_value") or o.get("ignore_lease")) for o in ops):
         return txn
     if not any(o["op"] == "delete" and o["end"] == ("zero",) for o in ops):
         return txn
@@ -439,23 +459,34 @@ op_st = st.one_of(
     txn_desc(),
 )
 # Plain puts first, so that ranges, sorts and limits have several keys to work on.
-seed_st = st.integers(0, 10).flatmap(
-    lambda n: st.lists(
-        st.one_of(
-            *[st.fixed_dictionaries({"op": st.just("put"), "key": sfx, "value": value_st})] * 3,
-            st.fixed_dictionaries({
-                "op": st.just("put"), "key": sfx, "value": value_st,
-                "lease": st.integers(0, N_LEASES - 1).map(LeaseRef),
-            }),
-            st.fixed_dictionaries({
-                "op": st.just("grant"), "lease": st.integers(0, N_LEASES - 1).map(LeaseRef),
-                "ttl": st.just(60),
-            }),
-        ),
-        min_size=n,
-        max_size=n,
+seed_st = (
+    st.integers(0, 10)
+    .flatmap(
+        lambda n: st.lists(
+            st.one_of(
+                *[st.fixed_dictionaries({"op": st.just("put"), "key": sfx, "value": value_st})] * 3,
+                st.fixed_dictionaries(
+                    {
+                        "op": st.just("put"),
+                        "key": sfx,
+                        "value": value_st,
+                        "lease": st.integers(0, N_LEASES - 1).map(LeaseRef),
+                    }
+                ),
+                st.fixed_dictionaries(
+                    {
+                        "op": st.just("grant"),
+                        "lease": st.integers(0, N_LEASES - 1).map(LeaseRef),
+                        "ttl": st.just(60),
+                    }
+                ),
+            ),
+            min_size=n,
+            max_size=n,
+        )
     )
-).map(lambda seed: sorted(seed, key=lambda d: d["op"] != "grant"))  # grants first
+    .map(lambda seed: sorted(seed, key=lambda d: d["op"] != "grant"))
+)  # grants first
 # A length drawn first (and shrunk like any integer): longer sequences on average than
 # st.lists gives, so 50 examples reach more states; shrinking still gets down to one op.
 ops_st = st.integers(1, 36).flatmap(lambda n: st.lists(op_st, min_size=n, max_size=n))
@@ -515,8 +546,16 @@ class Env:
 
 
 RANGE_OPTS = (
-    "limit", "revision", "sort_order", "sort_target", "keys_only", "count_only",
-    "min_mod_revision", "max_mod_revision", "min_create_revision", "max_create_revision",
+    "limit",
+    "revision",
+    "sort_order",
+    "sort_target",
+    "keys_only",
+    "count_only",
+    "min_mod_revision",
+    "max_mod_revision",
+    "min_create_revision",
+    "max_create_revision",
 )
 
 
@@ -537,9 +576,7 @@ def build_put(env: Env, d: dict[str, Any]) -> PutRequest:
 
 
 def build_delete(env: Env, d: dict[str, Any]) -> DeleteRangeRequest:
-    return DeleteRangeRequest(
-        env.key(d["key"]), env.end(d["end"]), prev_kv=d.get("prev_kv", False)
-    )
+    return DeleteRangeRequest(env.key(d["key"]), env.end(d["end"]), prev_kv=d.get("prev_kv", False))
 
 
 def build_compare(env: Env, c: dict[str, Any]) -> Compare:
@@ -579,21 +616,22 @@ def norm(env: Env, x: Any) -> Any:
         return ("hdr", env.rev(x.revision))
     if isinstance(x, KeyValue):
         return (
-            "kv", x.key, env.rev(x.create_revision), env.rev(x.mod_revision), x.version,
-            x.value, x.lease,
+            "kv",
+            x.key,
+            env.rev(x.create_revision),
+            env.rev(x.mod_revision),
+            x.version,
+            x.value,
+            x.lease,
         )
     if isinstance(x, RangeResponse):
         return ("range", norm(env, x.header), [norm(env, kv) for kv in x.kvs], x.more, x.count)
     if isinstance(x, PutResponse):
         return ("put", norm(env, x.header), norm(env, x.prev_kv))
     if isinstance(x, DeleteRangeResponse):
-        return (
-            "delete", norm(env, x.header), x.deleted, [norm(env, kv) for kv in x.prev_kvs]
-        )
+        return ("delete", norm(env, x.header), x.deleted, [norm(env, kv) for kv in x.prev_kvs])
     if isinstance(x, TxnResponse):
-        return (
-            "txn", norm(env, x.header), x.succeeded, [norm(env, r) for r in x.responses]
-        )
+        return ("txn", norm(env, x.header), x.succeeded, [norm(env, r) for r in x.responses])
     if isinstance(x, CompactResponse):
         return ("compact", norm(env, x.header))
     if isinstance(x, Lease):
@@ -622,28 +660,42 @@ async def apply(kv: etcdlite.Store | etcdlite.Client, env: Env, d: dict[str, Any
     kind = d["op"]
     if kind == "range":
         req = build_range(env, d)
-        return await outcome(env, lambda: kv.range(  # the public API, every option spelled out
-            req.key, req.range_end, limit=req.limit, revision=req.revision,
-            sort_order=req.sort_order, sort_target=req.sort_target,
-            keys_only=req.keys_only, count_only=req.count_only,
-            min_mod_revision=req.min_mod_revision, max_mod_revision=req.max_mod_revision,
-            min_create_revision=req.min_create_revision,
-            max_create_revision=req.max_create_revision,
-        ))
+        return await outcome(
+            env,
+            lambda: kv.range(  # the public API, every option spelled out
+                req.key,
+                req.range_end,
+                limit=req.limit,
+                revision=req.revision,
+                sort_order=req.sort_order,
+                sort_target=req.sort_target,
+                keys_only=req.keys_only,
+                count_only=req.count_only,
+                min_mod_revision=req.min_mod_revision,
+                max_mod_revision=req.max_mod_revision,
+                min_create_revision=req.min_create_revision,
+                max_create_revision=req.max_create_revision,
+            ),
+        )
     if kind == "get":
         rev = env.val(d.get("revision", 0))
         return await outcome(env, lambda: kv.get(env.key(d["key"]), revision=rev))
     if kind == "put":
         p = build_put(env, d)
-        return await outcome(env, lambda: kv.put(
-            p.key, p.value, lease=p.lease, prev_kv=p.prev_kv, ignore_value=p.ignore_value,
-            ignore_lease=p.ignore_lease,
-        ))
+        return await outcome(
+            env,
+            lambda: kv.put(
+                p.key,
+                p.value,
+                lease=p.lease,
+                prev_kv=p.prev_kv,
+                ignore_value=p.ignore_value,
+                ignore_lease=p.ignore_lease,
+            ),
+        )
     if kind == "delete":
         r = build_delete(env, d)
-        return await outcome(
-            env, lambda: kv.delete(r.key, r.range_end, prev_kv=r.prev_kv)
-        )
+        return await outcome(env, lambda: kv.delete(r.key, r.range_end, prev_kv=r.prev_kv))
     if kind == "txn":
         t = build_txn(env, d)
         return await outcome(env, lambda: kv.txn(t))
@@ -722,12 +774,16 @@ async def run_example(
                 last = store.revision - rev0_s
                 for n in range(last + 2):
                     await step({"op": "range", "key": b"", "end": ("all",), "revision": Rel(n)})
-                await step({
-                    "op": "txn", "compare": [],
-                    "success": [{"op": "range", "key": b"a", "end": ("none",),
-                                 "revision": Rel(0)}],
-                    "failure": [],
-                })
+                await step(
+                    {
+                        "op": "txn",
+                        "compare": [],
+                        "success": [
+                            {"op": "range", "key": b"a", "end": ("none",), "revision": Rel(0)}
+                        ],
+                        "failure": [],
+                    }
+                )
                 await step({"op": "range", "key": b"", "end": ("all",), "revision": Back(0)})
         finally:
             for lid in lease_ids:  # no expiry may bump etcd's revision during later tests

@@ -76,8 +76,12 @@ async def test_compare_missing_key_value_always_false(ctx: Ctx) -> None:
 async def test_compare_missing_key_integer_targets_compare_zero(ctx: Ctx) -> None:
     k = ctx.k("missing")
     wrong = []
-    for target in (CompareTarget.VERSION, CompareTarget.CREATE, CompareTarget.MOD,
-                   CompareTarget.LEASE):
+    for target in (
+        CompareTarget.VERSION,
+        CompareTarget.CREATE,
+        CompareTarget.MOD,
+        CompareTarget.LEASE,
+    ):
         for result, expected in EXPECTED.items():
             for operand, want in zip((-1, 0, 1), expected, strict=True):
                 cmp = Compare(k, target, result, operand)
@@ -102,7 +106,11 @@ async def test_compare_every_target_and_result(ctx: Ctx) -> None:
         kv = await ctx.kv.get(k)
         assert kv is not None
         assert (kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease) == (
-            ctx.r(1), ctx.r(2), 2, b"m", lease.id,
+            ctx.r(1),
+            ctx.r(2),
+            2,
+            b"m",
+            lease.id,
         )
         stored: dict[CompareTarget, tuple[object, object, object]] = {
             CompareTarget.VERSION: (1, 2, 3),
@@ -232,18 +240,26 @@ async def test_read_your_writes_inside_txn(ctx: Ctx) -> None:
     assert r.succeeded and r.header.revision == R
     resps = r.responses
     assert [type(x) for x in resps] == [
-        RangeResponse, PutResponse, RangeResponse, PutResponse, RangeResponse,
-        DeleteRangeResponse, RangeResponse, RangeResponse,
+        RangeResponse,
+        PutResponse,
+        RangeResponse,
+        PutResponse,
+        RangeResponse,
+        DeleteRangeResponse,
+        RangeResponse,
+        RangeResponse,
     ]
     g0, g2, g4, g6, g7 = resps[0], resps[2], resps[4], resps[6], resps[7]
     assert isinstance(g0, RangeResponse) and isinstance(g2, RangeResponse)
     assert isinstance(g4, RangeResponse) and isinstance(g6, RangeResponse)
     assert isinstance(g7, RangeResponse)
     assert [(kv.value, kv.mod_revision, kv.version) for kv in g0.kvs] == [(b"old", ctx.r(1), 1)]
-    assert [(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version)
-            for kv in g2.kvs] == [(b, b"1", R, R, 1)]
-    assert [(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version)
-            for kv in g4.kvs] == [
+    assert [
+        (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version) for kv in g2.kvs
+    ] == [(b, b"1", R, R, 1)]
+    assert [
+        (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version) for kv in g4.kvs
+    ] == [
         (a, b"new", ctx.r(1), R, 2),
         (b, b"1", R, R, 1),
         (c, b"gone", ctx.r(2), ctx.r(2), 1),
@@ -256,7 +272,8 @@ async def test_read_your_writes_inside_txn(ctx: Ctx) -> None:
     # the outcome is visible afterwards, all at one revision
     got = await ctx.kv.get_prefix(ctx.k(""))
     assert [(kv.key, kv.value, kv.mod_revision) for kv in got.kvs] == [
-        (a, b"new", R), (b, b"1", R),
+        (a, b"new", R),
+        (b, b"1", R),
     ]
     assert await current_rev(ctx) == R
 
@@ -332,7 +349,10 @@ async def test_nested_txn(ctx: Ctx) -> None:
     assert (n3.succeeded, n3.responses) == (True, [])
     got = await ctx.kv.get_prefix(ctx.k(""))
     assert [(kv.key, kv.value, kv.mod_revision) for kv in got.kvs] == [
-        (a, b"new", R + 1), (b, b"yes", R + 1), (c, b"no", R + 1), (ctx.k("d"), b"1", R + 2),
+        (a, b"new", R + 1),
+        (b, b"yes", R + 1),
+        (c, b"no", R + 1),
+        (ctx.k("d"), b"1", R + 2),
     ]
 
 
@@ -369,12 +389,11 @@ async def test_read_only_txn_does_not_bump(ctx: Ctx) -> None:
 
 async def test_txn_deleting_only_missing_keys_does_not_bump(ctx: Ctx) -> None:
     await ctx.kv.put(ctx.k("a"), b"1")  # r1
-    r = await ctx.kv.txn(
-        [], [Delete(ctx.k("missing")), Delete(ctx.k("none/"), prefix=True)]
-    )
+    r = await ctx.kv.txn([], [Delete(ctx.k("missing")), Delete(ctx.k("none/"), prefix=True)])
     assert r.succeeded and r.header.revision == ctx.r(1)
     assert [(type(x), x.deleted, x.header.revision) for x in r.responses] == [  # type: ignore[union-attr]
-        (DeleteRangeResponse, 0, ctx.r(1)), (DeleteRangeResponse, 0, ctx.r(1)),
+        (DeleteRangeResponse, 0, ctx.r(1)),
+        (DeleteRangeResponse, 0, ctx.r(1)),
     ]
     # the failure branch too
     r = await ctx.kv.txn([Compare.version(ctx.k("a")) == 9], [], [Delete(ctx.k("missing"))])
@@ -401,7 +420,8 @@ async def test_duplicate_key_matrix(ctx: Ctx) -> None:
         "parent put inside nested delete": [Put(b, b"1"), Txn([], [Delete(a, c)])],
         "sibling nested puts": [Txn([], [Put(a, b"1")]), Txn([], [Put(a, b"2")])],
         "nested put in sibling nested delete": [
-            Txn([], [Delete(a, c)]), Txn([], [Put(b, b"2")]),
+            Txn([], [Delete(a, c)]),
+            Txn([], [Put(b, b"2")]),
         ],
         "nested-nested repeats parent put": [Put(a, b"1"), Txn([], [Txn([], [Put(a, b"2")])])],
         "duplicate within a nested branch": [Txn([], [Put(a, b"1"), Put(a, b"2")])],
@@ -569,7 +589,9 @@ async def test_data_error_in_taken_branch_applies_nothing(ctx: Ctx) -> None:
         assert await current_rev(ctx) == ctx.r(1)
         kv = await ctx.kv.get(a)
         assert kv is not None and (kv.value, kv.mod_revision, kv.version) == (
-            b"orig", ctx.r(1), 1,
+            b"orig",
+            ctx.r(1),
+            1,
         )
         assert await ctx.kv.get(b) is None
     assert (await ctx.kv.put(b, b"1")).header.revision == ctx.r(2)

@@ -334,7 +334,10 @@ async def test_ignore_value_alone_drops_lease(ctx: Ctx, grant: Grant) -> None:
     await ctx.kv.put(k, b"", ignore_value=True)  # r2: keeps value, lease becomes 0
     kv = await ctx.kv.get(k)
     assert kv is not None and (kv.value, kv.lease, kv.version, kv.mod_revision) == (
-        b"v1", 0, 2, ctx.r(2),
+        b"v1",
+        0,
+        2,
+        ctx.r(2),
     )
     assert (await ctx.kv.time_to_live(lease, keys=True)).keys == []
     assert await lease.revoke() == ctx.r(2)  # no keys left: no bump

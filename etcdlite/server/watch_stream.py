@@ -199,7 +199,6 @@ class ServerWatchStream:
         )
 
     async def _write(self) -> None:
-        stream = self.stream
         out = self._out
         wakeup = self._wakeup
         while not self._closed:
