@@ -15,11 +15,14 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
+from .identity import DEFAULT_CLUSTER_TOKEN, DEFAULT_PEER_URL, member_id
 from .server import DEFAULT_MAX_REQUEST_BYTES, parse_listen_url, serve
 from .store import Store
 
@@ -44,10 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--listen-client-urls",
         default="http://127.0.0.1:2379",
-        help="URL to listen on (one; loopback unless --allow-remote)",
+        help="comma-separated URLs to listen on (loopback unless --allow-remote)",
     )
     s.add_argument("--advertise-client-urls", default="", help="URLs reported by MemberList")
     s.add_argument("--name", default="default", help="member name")
+    s.add_argument(
+        "--initial-advertise-peer-urls",
+        default=DEFAULT_PEER_URL,
+        help="peer URLs reported by MemberList (with the token, they make the member ID)",
+    )
+    s.add_argument(
+        "--initial-cluster-token",
+        default=DEFAULT_CLUSTER_TOKEN,
+        help="cluster token (with the peer URLs, it makes the member ID, as in etcd)",
+    )
     s.add_argument("--max-txn-ops", type=int, default=128)
     s.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
     s.add_argument(
@@ -105,51 +118,110 @@ def parse_duration(text: str, bare_unit: float = 1.0) -> float:
     return total
 
 
-async def run_server(args: argparse.Namespace) -> int:
-    host, port = parse_listen_url(args.listen_client_urls)
-    if not _is_loopback(host) and not args.allow_remote:
-        log.error("refusing to listen on %s without --allow-remote (no TLS, no auth)", host)
-        return 2
+class UsageError(Exception):
+    """A flag or address that cannot be used: one line to stderr, exit code 2."""
+
+
+def _listen_addresses(urls: str, allow_remote: bool) -> list[tuple[str, int]]:
+    addresses = []
+    for url in (u.strip() for u in urls.split(",")):
+        if not url:
+            continue
+        if url.startswith("https://"):
+            raise UsageError(
+                f"TLS is not supported yet: cannot listen on {url} "
+                "(use http://, or real etcd with --cert-file/--key-file)"
+            )
+        try:
+            host, port = parse_listen_url(url)
+        except ValueError as e:
+            raise UsageError(f"--listen-client-urls: {e}") from None
+        if not _is_loopback(host) and not allow_remote:
+            raise UsageError(
+                f"refusing to listen on {url} without --allow-remote: etcdlite serve has "
+                "no TLS and no auth, so anyone who can reach it can read and write everything"
+            )
+        addresses.append((host, port))
+    if not addresses:
+        raise UsageError("--listen-client-urls: no URL given")
+    return addresses
+
+
+def _store_options(args: argparse.Namespace) -> dict[str, Any]:
     retention: float = 0
-    if args.auto_compaction_mode == "periodic":
-        retention = parse_duration(args.auto_compaction_retention, bare_unit=3600)
-    elif args.auto_compaction_mode == "revision":
-        retention = int(args.auto_compaction_retention)
+    try:
+        if args.auto_compaction_mode == "periodic":
+            retention = parse_duration(args.auto_compaction_retention, bare_unit=3600)
+        elif args.auto_compaction_mode == "revision":
+            retention = int(args.auto_compaction_retention)
+        progress = parse_duration(args.experimental_watch_progress_notify_interval)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.max_txn_ops < 1 or args.max_request_bytes < 1:
+        raise UsageError("--max-txn-ops and --max-request-bytes must be positive")
+    peers = [u for u in args.initial_advertise_peer_urls.split(",") if u]
+    return {
+        "max_txn_ops": args.max_txn_ops,
+        "watch_progress_notify_interval": progress,
+        "auto_compaction_mode": args.auto_compaction_mode,
+        "auto_compaction_retention": retention,
+        "member_id": member_id(peers, args.initial_cluster_token),
+    }
+
+
+async def run_server(args: argparse.Namespace) -> int:
+    try:
+        addresses = _listen_addresses(args.listen_client_urls, args.allow_remote)
+        options = _store_options(args)
+    except UsageError as e:
+        print(f"etcdlite: {e}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
-    store = Store(
-        max_txn_ops=args.max_txn_ops,
-        watch_progress_notify_interval=parse_duration(
-            args.experimental_watch_progress_notify_interval
-        ),
-        auto_compaction_mode=args.auto_compaction_mode,
-        auto_compaction_retention=retention,
-    )
+    store = Store(**options)
     advertise = [u for u in args.advertise_client_urls.split(",") if u]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with (
-        store,
-        serve(
+    (host, port), *also = addresses
+    try:
+        async with (
             store,
-            host=host,
-            port=port,
-            name=args.name,
-            advertise_client_urls=advertise or None,
-            max_request_bytes=args.max_request_bytes,
-        ) as server,
-    ):
-        log.info(
-            "etcdlite ready to serve client requests on %s (name %s, %.0f ms)",
-            server.endpoint,
-            args.name,
-            (time.perf_counter() - started) * 1000,
-        )
-        await stop.wait()
-        log.info("shutting down")
+            serve(
+                store,
+                host=host,
+                port=port,
+                also=also,
+                name=args.name,
+                advertise_client_urls=advertise or None,
+                peer_urls=[u for u in args.initial_advertise_peer_urls.split(",") if u],
+                max_request_bytes=args.max_request_bytes,
+            ) as server,
+        ):
+            bound = zip(addresses, server.ports, strict=True)
+            log.info(
+                "etcdlite ready to serve client requests on %s (name %s, %.0f ms)",
+                ", ".join(f"{h}:{p}" for (h, _), p in bound),
+                args.name,
+                (time.perf_counter() - started) * 1000,
+            )
+            await stop.wait()
+            log.info("shutting down")
+    except OSError as e:  # only binding raises it here
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        print(f"etcdlite: cannot listen on {_failed(addresses, e)}: {reason}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _failed(addresses: list[tuple[str, int]], error: OSError) -> str:
+    """The address an OSError from binding names (asyncio's text names it), else all."""
+    text = str(error)
+    for host, port in addresses:
+        if f"({host!r}, {port})" in text or f"{host}:{port}" in text:
+            return f"{host}:{port}"
+    return ", ".join(f"{h}:{p}" for h, p in addresses)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any
 
+from . import identity
 from .api import KVBase
 from .clock import Clock, LoopClock
 from .core.autocompact import AutoCompactor
@@ -20,6 +21,7 @@ from .core.mvcc import DEFAULT_MAX_TXN_OPS, MVCC
 from .core.watch import EVENTS, REQUESTED, Watcher, WatchRegistry
 from .errors import WATCH_CANCELED, WATCH_EMPTY_RANGE, WatchCanceledError, WatchCompactedError
 from .faults import Faults
+from .identity import DEFAULT_PEER_URL, member_id
 from .lease import Lease, LeaseTimeToLive
 from .ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, lease_id
 from .types import (
@@ -39,8 +41,9 @@ from .watch import Watch, WatchSpec
 __all__ = ["Store", "StoreClosedError"]
 
 #: Ids reported in response headers; any fixed non-zero values will do for one member.
-CLUSTER_ID = 0x14841639068965F6
-MEMBER_ID = 0x4D2A_6C69_7465_0001
+#: The member ID of a Store not told otherwise: etcd's ID for a member with etcd's
+#: default peer URL and cluster token (see :mod:`etcdlite.identity`).
+MEMBER_ID = member_id([DEFAULT_PEER_URL])
 RAFT_TERM = 2
 
 
@@ -82,7 +85,7 @@ class Store(KVBase):
         watch_buffer: int = 128,
         watch_progress_notify_interval: float = 600.0,
         lease_expiry_batch: int = 1000,
-        cluster_id: int = CLUSTER_ID,
+        cluster_id: int | None = None,
         member_id: int = MEMBER_ID,
     ) -> None:
         for name, value in (
@@ -96,7 +99,10 @@ class Store(KVBase):
         self.clock: Clock = clock if clock is not None else LoopClock()
         self.core = MVCC(
             max_txn_ops=max_txn_ops,
-            cluster_id=cluster_id,
+            # memory-only: a new cluster per Store, so clients can tell history was reset
+            cluster_id=cluster_id
+            if cluster_id is not None
+            else identity.cluster_id([member_id], identity.new_cluster_nonce()),
             member_id=member_id,
             raft_term=RAFT_TERM,
         )

@@ -5,14 +5,14 @@
 * :mod:`.methods`: the one unary wrapper (errors to gRPC statuses) and the method table;
 * :mod:`.watch_stream`: one Watch stream, many watchers, one writer;
 * :mod:`.recipes`: the v3lock and v3election services;
-* :mod:`.serve`: :func:`serve`, the services on a TCP port.
+* :mod:`.listen`: :func:`serve`, the services on TCP ports.
 
 HTTP/2 and grpclib internals stay in :mod:`etcdlite._grpc`.
 """
 
 from __future__ import annotations
 
-from .serve import parse_listen_url, serve
+from .listen import parse_listen_url, serve
 from .services import DEFAULT_MAX_REQUEST_BYTES, EMULATED_VERSION, EtcdServer
 
 __all__ = [

@@ -71,8 +71,10 @@ class EtcdServer:
         self.watch_streams: set[ServerWatchStream] = set()
         #: The grpclib servers serving this (the lean path's request count is theirs).
         self.grpc_servers: weakref.WeakSet[Any] = weakref.WeakSet()
-        #: The port actually bound by :func:`serve` (useful with port 0).
+        #: The port actually bound by :func:`serve` (useful with port 0); ``ports`` has
+        #: every port it listens on, the first one first.
         self.port = 0
+        self.ports: list[int] = []
         #: Whether the serving connections take the fast path (set by :func:`serve`);
         #: streams then write their responses as DATA frames directly.
         self.fast_path = False

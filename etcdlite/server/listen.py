@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from urllib.parse import urlsplit
 
 from grpclib.exceptions import StreamTerminatedError
@@ -39,11 +39,16 @@ async def serve(
     advertise_client_urls: list[str] | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     fast_path: bool | None = None,
+    peer_urls: list[str] | None = None,
+    also: Sequence[tuple[str, int]] = (),
 ) -> AsyncIterator[EtcdServer]:
     """Serve ``store`` (a new one if ``None``) over etcd's gRPC API on ``host:port``
     (port 0 picks a free one; the bound address is in ``server.advertise_client_urls``).
     ``fast_path=False`` serves every request on grpclib's own path (``None``: the fast path
-    when :func:`~etcdlite._grpc.fast_path_enabled`).
+    when :func:`~etcdlite._grpc.fast_path_enabled`). ``also`` lists more ``(host, port)``
+    addresses serving the same store (etcd's several ``--listen-client-urls``);
+    ``server.ports`` has every bound port, in order. ``peer_urls`` is what MemberList
+    reports (the store's member ID is the caller's to derive from them).
 
     ::
 
@@ -57,33 +62,47 @@ async def serve(
         store,
         name=name,
         advertise_client_urls=advertise_client_urls,
+        peer_urls=peer_urls,
         max_request_bytes=max_request_bytes,
     )
     fast = {path: (m.invoke, m.request_type) for path, m in etcd.unary_methods().items()}
-    server = GrpcServer(
-        etcd.mapping(),
-        codec=etcd.codec(),
-        fast=fast,
-        interceptor=lambda: etcd.interceptor,
-        fast_path=fast_path,
-    )
-    etcd.grpc_servers.add(server)
-    etcd.fast_path = server.fast_path
-    await server.start(host, port)
+    mapping = etcd.mapping()
     try:
-        etcd.port = server.port or port
-        if not advertise_client_urls:
-            etcd.advertise_client_urls = [f"http://{host}:{etcd.port}"]
-        yield etcd
+        async with AsyncExitStack() as stack:
+            for address in ((host, port), *also):
+                server = GrpcServer(
+                    mapping,
+                    codec=etcd.codec(),
+                    fast=fast,
+                    interceptor=lambda: etcd.interceptor,
+                    fast_path=fast_path,
+                )
+                etcd.grpc_servers.add(server)
+                etcd.fast_path = server.fast_path
+                await server.start(*address)
+                stack.push_async_callback(_stop, server)
+                etcd.ports.append(server.port or address[1])
+            etcd.port = etcd.ports[0]
+            if not advertise_client_urls:
+                etcd.advertise_client_urls = [
+                    f"http://{h}:{p}"
+                    for (h, _), p in zip(((host, port), *also), etcd.ports, strict=True)
+                ]
+            try:
+                yield etcd
+            finally:
+                for ws in list(etcd.watch_streams):
+                    ws.close()
+                await asyncio.sleep(0)  # let the watch handlers end their streams with OK
     finally:
-        for ws in list(etcd.watch_streams):
-            ws.close()
-        await asyncio.sleep(0)  # let the watch handlers end their streams with OK
-        server.close()
-        server.close_connections()
-        try:
-            await asyncio.wait_for(server.wait_closed(), 5)
-        except (TimeoutError, StreamTerminatedError):  # pragma: no cover
-            log.warning("server did not close in time")
         if own_store:
             await store.close()
+
+
+async def _stop(server: GrpcServer) -> None:
+    server.close()
+    server.close_connections()
+    try:
+        await asyncio.wait_for(server.wait_closed(), 5)
+    except (TimeoutError, StreamTerminatedError):  # pragma: no cover
+        log.warning("server did not close in time")
