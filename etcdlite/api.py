@@ -3,7 +3,7 @@
 :class:`KVBase` implements the convenience names (``get``, ``get_prefix``, ``delete_prefix``,
 ``transaction``, …) on top of a few primitives each backend provides, so both spell every
 call the same way and an application moves from the embedded store to a real etcd cluster by
-changing the object it was given. :class:`KV` is the same surface as a ``typing.Protocol``.
+changing the object it was given. ``KV`` is the public name of that one contract.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import Protocol
 
 from .lease import Lease, LeaseKeeper, LeaseTimeToLive
 from .ops import (
@@ -107,6 +106,10 @@ class KVBase(ABC):
 
     @abstractmethod
     def _open_watch(self, spec: WatchSpec) -> Watch: ...
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop background work (keepalives, watches) and release the backend."""
 
     # --- concurrency recipes ------------------------------------------------------------
 
@@ -352,118 +355,7 @@ class KVBase(ABC):
                 return await anext(w)
 
 
-class KV(Protocol):
-    """The API every etcdlite backend offers (``Store``, ``Client``)."""
 
-    async def range(
-        self,
-        key: Bytesish,
-        range_end: Bytesish | None = None,
-        *,
-        prefix: bool = False,
-        limit: int = 0,
-        revision: int = 0,
-        sort_order: SortOrder | int = SortOrder.NONE,
-        sort_target: SortTarget | int = SortTarget.KEY,
-        serializable: bool = False,
-        keys_only: bool = False,
-        count_only: bool = False,
-        min_mod_revision: int = 0,
-        max_mod_revision: int = 0,
-        min_create_revision: int = 0,
-        max_create_revision: int = 0,
-    ) -> RangeResponse: ...
-
-    async def get(self, key: Bytesish, *, revision: int = 0) -> KeyValue | None: ...
-
-    async def get_prefix(
-        self,
-        prefix: Bytesish,
-        *,
-        limit: int = 0,
-        revision: int = 0,
-        sort_order: SortOrder | int = SortOrder.NONE,
-        sort_target: SortTarget | int = SortTarget.KEY,
-        keys_only: bool = False,
-    ) -> RangeResponse: ...
-
-    async def put(
-        self,
-        key: Bytesish,
-        value: Bytesish,
-        *,
-        lease: int | _HasId = 0,
-        prev_kv: bool = False,
-        ignore_value: bool = False,
-        ignore_lease: bool = False,
-    ) -> PutResponse: ...
-
-    async def delete(
-        self,
-        key: Bytesish,
-        range_end: Bytesish | None = None,
-        *,
-        prefix: bool = False,
-        prev_kv: bool = False,
-    ) -> DeleteRangeResponse: ...
-
-    async def delete_prefix(
-        self, prefix: Bytesish, *, prev_kv: bool = False
-    ) -> DeleteRangeResponse: ...
-
-    async def txn(
-        self,
-        compare: Iterable[Compare] | TxnRequest = (),
-        success: Iterable[Op | None] = (),
-        failure: Iterable[Op | None] = (),
-    ) -> TxnResponse: ...
-
-    async def compact(self, revision: int, *, physical: bool = False) -> CompactResponse: ...
-
-    async def grant(self, ttl: int, id: int = 0) -> Lease: ...
-
-    async def revoke(self, lease: int | _HasId) -> int: ...
-
-    async def time_to_live(self, lease: int | _HasId, *, keys: bool = False) -> LeaseTimeToLive: ...
-
-    def watch(
-        self,
-        key: Bytesish,
-        range_end: Bytesish | None = None,
-        *,
-        prefix: bool = False,
-        start_revision: int = 0,
-        filters: Iterable[FilterType | int] = (),
-        prev_kv: bool = False,
-        progress_notify: bool = False,
-        fragment: bool = False,
-    ) -> Watch: ...
-
-    async def watch_once(
-        self,
-        key: Bytesish,
-        range_end: Bytesish | None = None,
-        *,
-        prefix: bool = False,
-        start_revision: int = 0,
-        filters: Iterable[FilterType | int] = (),
-        prev_kv: bool = False,
-        timeout: float | None = None,
-    ) -> Event: ...
-
-    def session(self, ttl: int = DEFAULT_TTL, *, lease: Lease | int | None = None) -> Session: ...
-
-    def lock(
-        self,
-        name: Bytesish,
-        *,
-        ttl: int = DEFAULT_TTL,
-        timeout: float | None = None,
-        session: Session | None = None,
-    ) -> Lock: ...
-
-    def election(
-        self, name: Bytesish, *, ttl: int = DEFAULT_TTL, session: Session | None = None
-    ) -> Election: ...
-
-    async def close(self) -> None: ...
+#: The one contract of every backend (``Store``, ``Client``): annotate with ``KV``, pass
+#: either. An alias, not a restatement, so the annotation can never drift from the methods.
+KV = KVBase
