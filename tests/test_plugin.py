@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .projects import run_pytest_project
+from .launch import run_pytest_project
 
 SAMPLE_APP = """
 import etcd3

@@ -19,7 +19,7 @@ from etcdlite import Store
 from etcdlite.wire.pb import etcdserverpb as pb
 from etcdlite.wire.transport import CorkedTransport
 
-from .test_server import PATHS, call, service_channel
+from .helpers import PATHS, call, service_channel
 
 RANGE = "/etcdserverpb.KV/Range"
 
