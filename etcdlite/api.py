@@ -355,7 +355,6 @@ class KVBase(ABC):
                 return await anext(w)
 
 
-
 #: The one contract of every backend (``Store``, ``Client``): annotate with ``KV``, pass
 #: either. An alias, not a restatement, so the annotation can never drift from the methods.
 KV = KVBase

@@ -389,7 +389,8 @@ class _RawCodec:
     def encode(self, message: object, message_type: object) -> bytes:
         if isinstance(message, bytes):
             return message
-        return bytes(message)  # type: ignore[call-overload]
+        data: bytes = bytes(message)  # type: ignore[call-overload]
+        return data
 
     def decode(self, data: bytes, message_type: type) -> object:
         return message_type.parse(data)  # type: ignore[attr-defined]

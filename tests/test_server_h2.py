@@ -315,12 +315,12 @@ def test_repeated_header_lists_encode_like_a_plain_encoder(
 
 
 def test_sensitive_headers_take_hpacks_own_way() -> None:
-    from hpack import Encoder, NeverIndexedHeaderTuple
+    from hpack import Encoder, HeaderTuple, NeverIndexedHeaderTuple
 
     from etcdlite.wire.transport import CachingEncoder
 
     plain, cached = Encoder(), CachingEncoder(Encoder())
-    sequence = [
+    sequence: list[list[HeaderTuple | tuple[str, str]]] = [
         [("authorization", "t")],
         [("authorization", "t")],
         [NeverIndexedHeaderTuple("authorization", "u")],

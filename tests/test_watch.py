@@ -15,6 +15,7 @@ from etcdlite import (
     WatchCompactedError,
     WatchResponse,
 )
+from etcdlite.types import Event
 from etcdlite.watch import Watch
 
 from .conftest import Ctx
@@ -31,7 +32,7 @@ async def next_response(w: Watch) -> WatchResponse:
 
 async def collect(w: Watch, n: int) -> list[tuple[EventType, bytes, int]]:
     """The next ``n`` events as (type, key, mod_revision)."""
-    out = []
+    out: list[tuple[EventType, bytes, int]] = []
     async with asyncio.timeout(TIMEOUT):
         while len(out) < n:
             ev = await anext(w)
@@ -156,7 +157,7 @@ async def test_prev_kv_live_and_historical(ctx: Ctx) -> None:
             (EventType.DELETE, b"", (b"2", 0)),
         ]
         async with ctx.kv.watch(ctx.k("a"), start_revision=ctx.r(1), prev_kv=True) as w:
-            events = []
+            events: list[Event] = []
             async with asyncio.timeout(TIMEOUT):
                 while len(events) < 3:
                     events.append(await anext(w))
