@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -109,13 +109,6 @@ def _need_etcd3() -> None:
 def ctl(endpoint: str, tmp_path: Path) -> Etcdctl:
     need_etcdctl()
     return Etcdctl(endpoint, tmp_path)
-
-
-def _eventually(check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def _lease_id(text: str) -> str:
@@ -553,9 +546,14 @@ def test_etcdctl_lock(ctl: Etcdctl, prefix: str) -> None:
         held = text.splitlines()[0]
         assert held.startswith(name + "/")
         assert ctl.ok("get", name, "--prefix", "--keys-only") == f"{held}\n\n"
-        with ctl.background("lock", name, "--", "echo", "second") as waiter:
+        now = ctl.revision()
+        with (
+            ctl.background("watch", name, "--prefix", f"--rev={now + 1}") as keys,
+            ctl.background("lock", name, "--", "echo", "second") as waiter,
+        ):
             # the waiter's key appears behind the holder's, and it does not run yet
-            _eventually(lambda: ctl.ok("get", name, "--prefix", "--keys-only").count("\n") == 4)
+            keys.wait_for("PUT\n")
+            assert ctl.ok("get", name, "--prefix", "--keys-only").count("\n") == 4
             with pytest.raises(subprocess.TimeoutExpired):
                 waiter.proc.wait(0.3)  # the behaviour: it is still waiting 0.3 s later
             assert waiter.proc.poll() is None
@@ -579,9 +577,14 @@ def test_etcdctl_elect(ctl: Etcdctl, prefix: str) -> None:
         assert format(kv["lease"], "x") == key.rsplit("/", 1)[1]
         with ctl.background("elect", "-l", name) as observer:
             assert observer.wait_for(f"{key}\npropA\n") == f"{key}\npropA\n"
-            with ctl.background("elect", name, "propB") as follower:
+            rev = ctl.revision()
+            with (
+                ctl.background("watch", name, "--prefix", f"--rev={rev + 1}") as keys,
+                ctl.background("elect", name, "propB") as follower,
+            ):
                 # B queues behind A; once A resigns, B leads and the observer sees it
-                _eventually(lambda: len(ctl.json("get", name, "--prefix")["kvs"]) == 2)
+                keys.wait_for("PUT\n")  # B's key
+                assert len(ctl.json("get", name, "--prefix")["kvs"]) == 2
                 assert follower.output() == ""
                 assert leader.interrupt() == 0
                 text_b = follower.wait_for(lambda t: t.count("\n") >= 2)
@@ -611,12 +614,18 @@ def test_etcdctl_make_mirror(
     for i in range(5):
         src.ok("put", f"{p}k{i}", f"v{i}")
     src.ok("put", prefix + "outside", "x")
-    with src.background("make-mirror", f"--prefix={p}", f"--dest-prefix={q}", dst) as mirror:
-        _eventually(lambda: dst_ctl.ok("get", q, "--prefix", "--keys-only").count("\n") == 10)
+    rev = dst_ctl.revision()
+    with (
+        dst_ctl.background("watch", q, "--prefix", f"--rev={rev + 1}") as mirrored,
+        src.background("make-mirror", f"--prefix={p}", f"--dest-prefix={q}", dst) as mirror,
+    ):
+        mirrored.wait_for(lambda t: t.count("PUT\n") == 5)
+        assert dst_ctl.ok("get", q, "--prefix", "--keys-only").count("\n") == 10
         src.ok("put", p + "live", "L")
         src.ok("del", p + "k0")
+        mirrored.wait_for(lambda t: t.count("PUT\n") == 6 and "DELETE\n" in t)
         expected = "".join(f"{q}k{i}\nv{i}\n" for i in range(1, 5)) + f"{q}live\nL\n"
-        _eventually(lambda: dst_ctl.ok("get", q, "--prefix") == expected)
+        assert dst_ctl.ok("get", q, "--prefix") == expected
         assert mirror.proc.poll() is None
     dst_ctl.ok("del", q, "--prefix")
 
