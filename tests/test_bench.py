@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,14 @@ from etcdlite.bench.runner import merge_repeats
 from etcdlite.bench.workloads import GROUPS, WORKLOADS, select
 
 from .helpers import need
-from .launch import etcd_binary, running_cli
+from .launch import etcd_binary, run_python, running_cli
 
 #: Small enough that the whole run takes seconds; sizes have floors so nothing is empty.
 SCALE = "0.002"
 
 
 def _bench(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "etcdlite", "bench", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_python(["-m", "etcdlite", "bench", *args], timeout=timeout)
 
 
 def _leftover_dirs() -> set[str]:
