@@ -14,6 +14,7 @@ SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py"))
 ENV = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
 
 
+@pytest.mark.timeout(150)  # each child has 120 s of its own
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_example_script_runs(script: str) -> None:
     out = run_python([str(EXAMPLES / script)], env=ENV)
@@ -21,6 +22,7 @@ def test_example_script_runs(script: str) -> None:
     assert out.stdout.strip(), "an example should show what it did"
 
 
+@pytest.mark.timeout(150)
 def test_config_watcher_resyncs_after_compaction() -> None:
     out = run_python([str(EXAMPLES / "config_watcher.py")])
     assert "resyncs after compaction: 1" in out.stdout
