@@ -28,6 +28,8 @@ from etcdlite import (
 from etcdlite.api import KVBase
 from etcdlite.testing import ServerThread
 
+from .conftest import SERVE, STORE
+
 
 @dataclass
 class Target:
@@ -39,7 +41,7 @@ class Target:
     server: etcdlite.EtcdServer | None = None
 
 
-@pytest_asyncio.fixture(params=["store", "serve"])
+@pytest_asyncio.fixture(params=[STORE, SERVE])  # the matrix of conftest.py, less etcd
 async def target(request: pytest.FixtureRequest) -> AsyncIterator[Target]:
     clock = ManualClock()
     async with Store(clock=clock) as store:
