@@ -106,6 +106,10 @@ class KVCore(ABC):
     @abstractmethod
     def open_watch(self, spec: WatchSpec) -> Watch: ...
 
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop background work (keepalives, watches) and release the backend."""
+
     # --- reads ------------------------------------------------------------------------
 
     async def range(

@@ -83,13 +83,17 @@ async def probe(
     return answer
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _ended(answer: Answer) -> bool:
     return answer.status is not None or answer.reset is not None or answer.goaway is not None
 
 
 def _record(conn: h2.connection.H2Connection, answer: Answer, event: h2.events.Event) -> None:
     if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
-        fields = dict(event.headers)
+        fields = {_text(k): _text(v) for k, v in event.headers or ()}
         if "grpc-status" in fields:
             answer.status = fields["grpc-status"]
             answer.message = fields.get("grpc-message")

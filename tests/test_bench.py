@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,15 @@ from etcdlite.bench.report import CHECKS, Result, fmt
 from etcdlite.bench.runner import merge_repeats
 from etcdlite.bench.workloads import GROUPS, WORKLOADS, select
 
-from .etcd_process import etcd_binary, free_port
+from .helpers import need
+from .launch import etcd_binary, run_python, running_cli
 
 #: Small enough that the whole run takes seconds; sizes have floors so nothing is empty.
 SCALE = "0.002"
 
 
 def _bench(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "etcdlite", "bench", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_python(["-m", "etcdlite", "bench", *args], timeout=timeout)
 
 
 def _leftover_dirs() -> set[str]:
@@ -44,8 +39,19 @@ def _leftover_dirs() -> set[str]:
     return found
 
 
-def test_every_workload_on_every_target_at_tiny_scale(tmp_path: Path) -> None:
-    targets = ["embedded", "serve"] + (["etcd"] if etcd_binary() else [])
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "targets",
+    [
+        pytest.param(
+            ["embedded", "serve"], marks=[pytest.mark.store, pytest.mark.serve], id="etcdlite"
+        ),
+        pytest.param(["embedded", "serve", "etcd"], marks=pytest.mark.etcd, id="etcd"),
+    ],
+)
+def test_every_workload_on_every_target_at_tiny_scale(tmp_path: Path, targets: list[str]) -> None:
+    if "etcd" in targets:
+        need("etcd", etcd_binary() is None)
     out = tmp_path / "bench.json"
     before = _leftover_dirs()
     proc = _bench("all", "--compare", ",".join(targets), "--scale", SCALE, "--json", str(out))
@@ -104,30 +110,14 @@ def test_every_workload_on_every_target_at_tiny_scale(tmp_path: Path) -> None:
 
 
 def test_endpoint_target_with_pid(tmp_path: Path) -> None:
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "etcdlite",
-            "serve",
-            "--listen-client-urls",
-            f"http://127.0.0.1:{port}",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert server.stderr is not None
-        assert "ready to serve client requests" in server.stderr.readline()
+    with running_cli() as server:
         out = tmp_path / "ep.json"
         proc = _bench(
             "get,txn",
             "--endpoint",
-            f"127.0.0.1:{port}",
+            server.endpoint,
             "--pid",
-            str(server.pid),
+            str(server.proc.pid),
             "--scale",
             SCALE,
             "--json",
@@ -145,16 +135,7 @@ def test_endpoint_target_with_pid(tmp_path: Path) -> None:
             assert r["error"] is None
             assert isinstance(r["metrics"]["cpu_us_per_op"], int | float)
             assert r["metrics"]["ops"] > 0
-        assert server.poll() is None  # the benchmark does not stop a server it did not start
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        if server.stderr is not None:
-            server.stderr.close()
+        assert server.proc.poll() is None  # the benchmark does not stop a server it did not start
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ import random
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -170,12 +171,13 @@ def check_response(got: object, exp: Expected) -> None:
             return
         # Tie-tolerant: same sequence of sort values, every KV a distinct valid candidate.
         by_key = {kv.key: kv for kv in exp.pool}
-        full = [by_key.get(kv.key) for kv in got.kvs]
-        assert None not in full, (got.kvs, exp.pool)
+        found = [by_key.get(kv.key) for kv in got.kvs]
+        assert None not in found, (got.kvs, exp.pool)
+        full = [kv for kv in found if kv is not None]
         assert len({kv.key for kv in got.kvs}) == len(got.kvs)
         f = exp.sort_field
-        assert [f(kv) for kv in full] == [f(kv) for kv in exp.pool[: len(exp.kvs)]]  # type: ignore[union-attr]
-        assert got.kvs == [strip_value(kv) if exp.keys_only else kv for kv in full]  # type: ignore[arg-type]
+        assert [f(kv) for kv in full] == [f(kv) for kv in exp.pool[: len(exp.kvs)]]
+        assert got.kvs == [strip_value(kv) if exp.keys_only else kv for kv in full]
     elif isinstance(exp, ExpPut):
         assert isinstance(got, PutResponse), got
         assert got.header == exp.header
@@ -403,7 +405,8 @@ class Model:
         kvs = self.live(c.key, c.range_end, self.rev)
         if not kvs and c.target == CompareTarget.VALUE:
             return False  # a VALUE compare on no key is false, whatever the operand
-        for kv in kvs or [None]:
+        candidates: list[KeyValue | None] = list(kvs) if kvs else [None]
+        for kv in candidates:
             if c.target == CompareTarget.VALUE:
                 have: object = kv.value if kv else b""
                 want: object = c.operand if isinstance(c.operand, bytes) else b""
@@ -413,14 +416,14 @@ class Model:
                     CompareTarget.CREATE: kv.create_revision if kv else 0,
                     CompareTarget.MOD: kv.mod_revision if kv else 0,
                     CompareTarget.LEASE: kv.lease if kv else 0,
-                }[c.target]
+                }[CompareTarget(c.target)]
                 want = c.operand if isinstance(c.operand, int) else 0
             ok = {
                 CompareResult.EQUAL: have == want,
                 CompareResult.NOT_EQUAL: have != want,
                 CompareResult.GREATER: have > want,  # type: ignore[operator]
                 CompareResult.LESS: have < want,  # type: ignore[operator]
-            }[c.result]
+            }[CompareResult(c.result)]
             if not ok:
                 return False
         return True
@@ -535,15 +538,16 @@ class Model:
 
 
 class Chooser:
-    def int(self, lo: int, hi: int) -> int:
-        raise NotImplementedError
-
     def pick(self, seq: Sequence[object]) -> object:
         return seq[self.int(0, len(seq) - 1)]
 
     def chance(self, percent: int) -> bool:
         # Shrinks (hypothesis) towards False: towards fewer optional features.
         return self.int(0, 99) >= 100 - percent
+
+    # last: in the class body, ``int`` names this method from here on
+    def int(self, lo: int, hi: int) -> int:
+        raise NotImplementedError
 
 
 class RandomChooser(Chooser):
@@ -1284,7 +1288,7 @@ def test_bad_txn_applies_nothing(name: str) -> None:
 
 def test_untaken_branch_is_not_data_checked() -> None:
     h = populated()
-    bad = [
+    bad: list[Op] = [
         PutRequest(b"y", lease=MISSING_LEASE),
         RangeRequest(b"a", revision=99),
         PutRequest(b"new", ignore_lease=True),
@@ -1318,7 +1322,7 @@ def test_range_limit_window_before_default_sort() -> None:
         for _ in range(times):
             h.put(PutRequest(key, b"v"))
 
-    def keys(**kw: int) -> list[bytes]:
+    def keys(**kw: Any) -> list[bytes]:
         req = RangeRequest(b"a", b"\0", limit=1, sort_target=SortTarget.VERSION, **kw)
         h.range(req)  # against the model
         resp = h.mvcc.range(req)

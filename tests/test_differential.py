@@ -808,6 +808,7 @@ def etcd_client(runner: asyncio.Runner, etcd_endpoint: str) -> Iterator[etcdlite
         runner.run(client.close())
 
 
+@pytest.mark.etcd
 @settings(
     max_examples=50,
     deadline=None,

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from grpclib.const import Status
+from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from etcdlite import (
@@ -26,22 +24,9 @@ from etcdlite.recipes import Observer, lease_key
 from etcdlite.recipes.cancellation import settle_background
 from etcdlite.wire.pb import v3electionpb
 
-from . import test_lock
 from .conftest import Ctx
-from .test_lock import (
-    LIMIT,
-    Net,
-    _count,
-    etcdctl,
-    eventually,
-    gone,
-    keys_under,
-    lease_of,
-)
-
-# test_lock.py's network fixtures ("net": etcdlite serve in-loop, the CLI, real etcd)
-net_fixture = test_lock.net_fixture
-cli_endpoint_fixture = test_lock.cli_endpoint_fixture
+from .helpers import LIMIT, etcdctl, gone, keys_under, lease_of, wait_for_count
+from .launch import run_python
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "leader_election.py"
 
@@ -111,7 +96,7 @@ async def test_second_candidate_waits_and_observers_see_every_leader(ctx: Ctx) -
         assert await first == b"A1"
         assert obs.header is not None
         task = asyncio.ensure_future(b.campaign(b"B1"))
-        await eventually(ctx, lambda: _count(ctx, name, 2), "B's key")
+        await wait_for_count(ctx.kv, name + b"/", 2, "B's key")
         assert not task.done()
         await a.proclaim(b"A2")
         assert await next_value(obs) == b"A2"
@@ -132,7 +117,7 @@ async def test_campaign_timeout_and_cancellation_withdraw_the_candidate(ctx: Ctx
         await leader.campaign(b"L")
         e = ctx.kv.election(name)
         task = asyncio.ensure_future(e.campaign(b"T", timeout=0.5))
-        await eventually(ctx, lambda: _count(ctx, name, 2), "the candidate's key")
+        await wait_for_count(ctx.kv, name + b"/", 2, "the candidate's key")
         lease = lease_of((await keys_under(ctx.kv, name + b"/"))[1])
         await ctx.advance(0.6)
         with pytest.raises(LockTimeoutError):
@@ -143,7 +128,7 @@ async def test_campaign_timeout_and_cancellation_withdraw_the_candidate(ctx: Ctx
         assert await gone(ctx.kv, lease)
 
         task = asyncio.ensure_future(e.campaign(b"C"))
-        await eventually(ctx, lambda: _count(ctx, name, 2), "the candidate's key")
+        await wait_for_count(ctx.kv, name + b"/", 2, "the candidate's key")
         lease = lease_of((await keys_under(ctx.kv, name + b"/"))[1])
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -163,7 +148,7 @@ async def test_candidate_whose_session_ends_gets_session_expired(ctx: Ctx) -> No
     async with ctx.kv.session(10) as s:
         e = s.election(name)
         task = asyncio.ensure_future(e.campaign(b"S"))
-        await eventually(ctx, lambda: _count(ctx, name, 2), "the candidate's key")
+        await wait_for_count(ctx.kv, name + b"/", 2, "the candidate's key")
         await ctx.kv.revoke(s.id)
         await leader.resign()
         with pytest.raises(SessionExpiredError, match="election: session is expired"):
@@ -188,7 +173,7 @@ async def test_leadership_fences_writes(ctx: Ctx) -> None:
 # --- interop with etcdctl elect -------------------------------------------------------------
 
 
-async def test_etcdctl_observes_an_etcdlite_leader(net: Net) -> None:
+async def test_etcdctl_observes_an_etcdlite_leader(net: Ctx) -> None:
     name = net.k("E").decode()
     e = net.kv.election(name)
     async with etcdctl(net.endpoint, "elect", "-l", name) as observer:
@@ -201,7 +186,7 @@ async def test_etcdctl_observes_an_etcdlite_leader(net: Net) -> None:
         assert await observer.line() == "propA2"
         other = net.kv.election(name)
         task = asyncio.ensure_future(other.campaign(b"propB"))
-        await eventually(net, lambda: _count(net, name.encode(), 2), "the second candidate")
+        await wait_for_count(net.kv, name.encode() + b"/", 2, "the second candidate")
         await e.resign()
         lk2 = await task
         assert await observer.line() == lk2.key.decode()
@@ -209,14 +194,14 @@ async def test_etcdctl_observes_an_etcdlite_leader(net: Net) -> None:
         await other.resign()
 
 
-async def test_etcdctl_and_etcdlite_campaign_against_each_other(net: Net) -> None:
+async def test_etcdctl_and_etcdlite_campaign_against_each_other(net: Ctx) -> None:
     name = net.k("E").decode()
     e = net.kv.election(name)
     await e.campaign(b"lite")
     async with net.kv.election(name).observe() as obs:
         assert await next_value(obs) == b"lite"
         async with etcdctl(net.endpoint, "elect", name, "ctl") as candidate:
-            await eventually(net, lambda: _count(net, name.encode(), 2), "etcdctl's key")
+            await wait_for_count(net.kv, name.encode() + b"/", 2, "etcdctl's key")
             await candidate.quiet_for(0.3)
             ctl_key = (await keys_under(net.kv, name.encode() + b"/"))[1]
             await e.resign()
@@ -230,7 +215,7 @@ async def test_etcdctl_and_etcdlite_campaign_against_each_other(net: Net) -> Non
             with pytest.raises(LockTimeoutError):
                 await e.campaign(b"lite2", timeout=0.3)
             task = asyncio.ensure_future(e.campaign(b"lite3"))
-            await eventually(net, lambda: _count(net, name.encode(), 2), "etcdlite's key")
+            await wait_for_count(net.kv, name.encode() + b"/", 2, "etcdlite's key")
             assert await candidate.interrupt() == 0
             async with asyncio.timeout(LIMIT):
                 await task
@@ -243,7 +228,7 @@ async def test_etcdctl_and_etcdlite_campaign_against_each_other(net: Net) -> Non
 # --- the v3election service: etcdlite serve answers like etcd 3.4.23 ------------------------
 
 
-async def test_v3election_service_answers_like_etcd(net: Net) -> None:
+async def test_v3election_service_answers_like_etcd(net: Ctx) -> None:
     channel = net.channel()
     stub = v3electionpb.ElectionStub(channel)
     name = net.k("E")
@@ -354,40 +339,60 @@ async def test_v3election_service_answers_like_etcd(net: Net) -> None:
     ]
 
 
-async def test_v3election_observe_campaign_and_deadline(net: Net) -> None:
+async def test_v3election_observe_campaign_and_deadline(net: Ctx) -> None:
     channel = net.channel()
     stub = v3electionpb.ElectionStub(channel)
     name = net.k("E")
     r0 = net.rev0
     a, b, c = [await net.kv.grant(30) for _ in range(3)]
     seen: list[tuple[int, bytes, int]] = []
+    reported: asyncio.Queue[None] = asyncio.Queue()
+    sent = asyncio.Event()
 
     async def observe() -> None:
-        async for resp in stub.observe(v3electionpb.LeaderRequest(name=name)):
-            assert resp.header is not None and resp.kv is not None
-            seen.append((resp.header.revision - r0, resp.kv.value, resp.kv.mod_revision - r0))
+        request = v3electionpb.LeaderRequest(name=name)
+        async with channel.request(
+            "/v3electionpb.Election/Observe",
+            Cardinality.UNARY_STREAM,
+            v3electionpb.LeaderRequest,
+            v3electionpb.LeaderResponse,
+        ) as stream:
+            await stream.send_message(request, end=True)
+            sent.set()
+            async for resp in stream:
+                assert resp.header is not None and resp.kv is not None
+                seen.append((resp.header.revision - r0, resp.kv.value, resp.kv.mod_revision - r0))
+                reported.put_nowait(None)
 
-    async def seen_n(n: int) -> bool:
-        return len(seen) >= n
+    async def seen_n(n: int, what: str) -> None:
+        try:
+            async with asyncio.timeout(LIMIT):
+                while len(seen) < n:
+                    await reported.get()
+        except TimeoutError:
+            raise AssertionError(f"the observer did not report {what}: {seen}") from None
 
     observer = asyncio.ensure_future(observe())
     try:
-        await asyncio.sleep(0.2)  # the observer waits for a first leader
+        # the observer's request is out before the first campaign (it waits for a leader;
+        # had it come later, etcd would answer the same: the current leader, at revision 1)
+        async with asyncio.timeout(LIMIT):
+            await sent.wait()
         la = await stub.campaign(v3electionpb.CampaignRequest(name=name, lease=a.id, value=b"A1"))
         assert la.leader is not None
-        await eventually(net, lambda: seen_n(1), "A1")
+        await seen_n(1, "A1")
         await stub.proclaim(v3electionpb.ProclaimRequest(leader=la.leader, value=b"A2"))
-        await eventually(net, lambda: seen_n(2), "A2")
+        await seen_n(2, "A2")
         # B campaigns and waits; C gives up (deadline): its key is removed by the server
         wait_b = asyncio.ensure_future(
             stub.campaign(v3electionpb.CampaignRequest(name=name, lease=b.id, value=b"B1"))
         )
-        await eventually(net, lambda: _count(net, name, 2), "B's key")
+        await wait_for_count(net.kv, name + b"/", 2, "B's key")
         with pytest.raises(TimeoutError):
             await stub.campaign(
                 v3electionpb.CampaignRequest(name=name, lease=c.id, value=b"C1"), timeout=0.5
             )
-        await eventually(net, lambda: _count(net, name, 2), "C's key removed")
+        await wait_for_count(net.kv, name + b"/", 2, "C's key removed")
         assert not wait_b.done()
         await stub.resign(v3electionpb.ResignRequest(leader=la.leader))
         async with asyncio.timeout(LIMIT):
@@ -395,22 +400,25 @@ async def test_v3election_observe_campaign_and_deadline(net: Net) -> None:
         assert lb.header is not None and lb.leader is not None
         # the header is B's campaign Txn (its put), not the moment it won
         assert (lb.header.revision - r0, lb.leader.rev - r0) == (3, 3)
-        await eventually(net, lambda: seen_n(3), "B1")
+        await seen_n(3, "B1")
         await stub.proclaim(v3electionpb.ProclaimRequest(leader=lb.leader, value=b"B2"))
-        await eventually(net, lambda: seen_n(4), "B2")
-        await b.revoke()  # the leader vanishes without successor: nothing is reported
-        await asyncio.sleep(0.2)
+        await seen_n(4, "B2")
+        await b.revoke()  # the leader vanishes without successor: nothing is reported …
+        lc = await stub.campaign(v3electionpb.CampaignRequest(name=name, lease=c.id, value=b"C2"))
+        assert lc.leader is not None and lc.leader.rev == net.r(9)
+        await seen_n(5, "C2")  # … until the next leader, C2 (events come in revision order)
     finally:
         observer.cancel()
         await asyncio.gather(observer, return_exceptions=True)
         channel.close()
         await a.revoke()
         await c.revoke()
-    # revisions: A1 put 1, proclaim 2, B put 3, C put 4, C deleted 5, A resigns 6, B2 7
-    assert seen == [(1, b"A1", 1), (2, b"A2", 2), (6, b"B1", 3), (7, b"B2", 7)]
+    # revisions: A1 put 1, proclaim 2, B put 3, C put 4, C deleted 5, A resigns 6, B2 7,
+    # B revoked 8, C2 put 9
+    assert seen == [(1, b"A1", 1), (2, b"A2", 2), (6, b"B1", 3), (7, b"B2", 7), (9, b"C2", 9)]
 
 
-async def test_v3election_waiter_whose_lease_is_revoked_still_wins_like_go(net: Net) -> None:
+async def test_v3election_waiter_whose_lease_is_revoked_still_wins_like_go(net: Ctx) -> None:
     channel = net.channel()
     stub = v3electionpb.ElectionStub(channel)
     name = net.k("E")
@@ -420,7 +428,7 @@ async def test_v3election_waiter_whose_lease_is_revoked_still_wins_like_go(net: 
         wait_b = asyncio.ensure_future(
             stub.campaign(v3electionpb.CampaignRequest(name=name, lease=b.id, value=b"B"))
         )
-        await eventually(net, lambda: _count(net, name, 2), "B's key")
+        await wait_for_count(net.kv, name + b"/", 2, "B's key")
         await b.revoke()
         await stub.resign(v3electionpb.ResignRequest(leader=la.leader))
         async with asyncio.timeout(LIMIT):
@@ -440,14 +448,9 @@ async def test_v3election_waiter_whose_lease_is_revoked_still_wins_like_go(net: 
 def test_leader_election_example_runs() -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(EXAMPLE.parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLE)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=True,
-    ).stdout
+    proc = run_python([str(EXAMPLE)], env=env, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
     lines = out.splitlines()
     elected = [line for line in lines if " is the leader" in line]
     assert len(elected) == 3, out

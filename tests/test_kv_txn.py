@@ -24,6 +24,7 @@ from etcdlite import (
     TxnResponse,
     ValueProvidedError,
 )
+from etcdlite.ops import Op
 from etcdlite.types import ResponseHeader
 
 from .conftest import Ctx
@@ -123,7 +124,7 @@ async def test_compare_every_target_and_result(ctx: Ctx) -> None:
         for target, operands in stored.items():
             for result, expected in EXPECTED.items():
                 for operand, want in zip(operands, expected, strict=True):
-                    cmp = Compare(k, target, result, operand)  # type: ignore[arg-type]
+                    cmp = Compare(k, target, result, operand)
                     if await holds(ctx, cmp) != want:
                         wrong.append(cmp)
         assert wrong == []
@@ -407,7 +408,7 @@ async def test_txn_deleting_only_missing_keys_does_not_bump(ctx: Ctx) -> None:
 async def test_duplicate_key_matrix(ctx: Ctx) -> None:
     a, b, c, d = ctx.k("a"), ctx.k("b"), ctx.k("c"), ctx.k("d")
     await ctx.kv.put(a, b"0")  # r1
-    rejected: dict[str, list[object]] = {
+    rejected: dict[str, list[Op]] = {
         "two puts": [Put(a, b"1"), Put(a, b"2")],
         "put then delete range covering it": [Put(b, b"1"), Delete(a, c)],
         "delete range then put inside": [Delete(a, c), Put(b, b"1")],
@@ -428,16 +429,18 @@ async def test_duplicate_key_matrix(ctx: Ctx) -> None:
     }
     for name, ops in rejected.items():
         for where in ("success", "failure"):
-            ops_ = list(ops)
-            args = ([], ops_, []) if where == "success" else ([], [], ops_)
+            ops_: list[Op | None] = list(ops)
+            args: tuple[list[Compare], list[Op | None], list[Op | None]] = (
+                ([], ops_, []) if where == "success" else ([], [], ops_)
+            )
             with pytest.raises(DuplicateKeyError) as e:
-                await ctx.kv.txn(*args)  # type: ignore[arg-type]
+                await ctx.kv.txn(*args)
             assert e.value.message == "etcdserver: duplicate key given in txn request", name
     # nothing was applied by any of them
     assert await current_rev(ctx) == ctx.r(1)
     assert [kv.key for kv in (await ctx.kv.get_prefix(ctx.k(""))).kvs] == [a]
 
-    allowed: dict[str, list[object]] = {
+    allowed: dict[str, list[Op]] = {
         "overlapping deletes": [Delete(a, c), Delete(b, d), Delete(a, d)],
         "same delete twice": [Delete(a), Delete(a)],
         "range then put same key": [Get(a), Put(a, b"1")],
@@ -448,7 +451,7 @@ async def test_duplicate_key_matrix(ctx: Ctx) -> None:
         "nested put outside parent delete": [Delete(a, b), Txn([], [Put(c, b"1")])],
     }
     for name, ops in allowed.items():
-        r = await ctx.kv.txn([], ops)  # type: ignore[arg-type]
+        r = await ctx.kv.txn([], ops)
         assert r.succeeded, name
     # success and failure are checked separately: the same key in both is fine
     r = await ctx.kv.txn([Compare.value(a) == b"nope"], [Put(a, b"s")], [Put(a, b"f")])
@@ -475,7 +478,7 @@ async def test_max_txn_ops(ctx: Ctx) -> None:
     r = await ctx.kv.txn([], [], [Get(k("k000"))] * 128)
     assert r.succeeded and r.responses == []
 
-    too_many = [
+    too_many: list[tuple[list[Compare], list[Op], list[Op]]] = [
         ([], [Put(k(f"x{i:03}"), b"v") for i in range(129)], []),
         ([Compare.version(k("k000")) == 1] * 129, [], []),
         ([], [Get(k("k000"))] * 129, []),
@@ -486,7 +489,7 @@ async def test_max_txn_ops(ctx: Ctx) -> None:
     ]
     for cmps, ok, ko in too_many:
         with pytest.raises(TooManyOpsError) as e:
-            await ctx.kv.txn(cmps, ok, ko)  # type: ignore[arg-type]
+            await ctx.kv.txn(cmps, ok, ko)
         assert e.value.message == "etcdserver: too many operations in txn request"
     assert await current_rev(ctx) == ctx.r(1)
     assert (await ctx.kv.range(k("x"), prefix=True, count_only=True)).count == 0
@@ -500,7 +503,7 @@ async def test_max_txn_ops(ctx: Ctx) -> None:
 
 async def test_empty_request_op_rejected(ctx: Ctx) -> None:
     a = ctx.k("a")
-    cases = [
+    cases: list[tuple[list[Compare], list[Op | None], list[Op | None]]] = [
         ([], [None], []),
         ([], [Put(a, b"1"), None], []),
         ([], [Put(a, b"1")], [None]),  # untaken branch
@@ -509,7 +512,7 @@ async def test_empty_request_op_rejected(ctx: Ctx) -> None:
     ]
     for cmps, ok, ko in cases:
         with pytest.raises(KeyNotFoundError) as e:
-            await ctx.kv.txn(cmps, ok, ko)  # type: ignore[arg-type]
+            await ctx.kv.txn(cmps, ok, ko)
         assert e.value.message == "etcdserver: key not found"
     assert await ctx.kv.get(a) is None
     assert await current_rev(ctx) == ctx.r(0)
@@ -517,7 +520,7 @@ async def test_empty_request_op_rejected(ctx: Ctx) -> None:
 
 async def test_static_errors_in_untaken_branch_still_fail(ctx: Ctx) -> None:
     a = ctx.k("a")
-    cases: list[tuple[list[Compare], list[object], list[object], type[Exception]]] = [
+    cases: list[tuple[list[Compare], list[Op], list[Op], type[Exception]]] = [
         ([], [Put(a, b"1")], [Put(b"", b"x")], EmptyKeyError),
         ([], [Put(a, b"1")], [Get(b"")], EmptyKeyError),
         ([], [Put(a, b"1")], [Delete(b"")], EmptyKeyError),
@@ -528,7 +531,7 @@ async def test_static_errors_in_untaken_branch_still_fail(ctx: Ctx) -> None:
     ]
     for cmps, ok, ko, exc in cases:
         with pytest.raises(exc):
-            await ctx.kv.txn(cmps, ok, ko)  # type: ignore[arg-type]
+            await ctx.kv.txn(cmps, ok, ko)
     assert await ctx.kv.get(a) is None
     assert await current_rev(ctx) == ctx.r(0)
 
@@ -571,7 +574,7 @@ async def test_data_error_in_taken_branch_applies_nothing(ctx: Ctx) -> None:
     a, b = ctx.k("a"), ctx.k("b")
     missing_lease = 0x7EADBEEF_0000_0002
     await ctx.kv.put(a, b"orig")  # r1
-    cases: list[tuple[list[Compare], list[object], list[object], type[Exception]]] = [
+    cases: list[tuple[list[Compare], list[Op], list[Op], type[Exception]]] = [
         ([], [Put(a, b"new"), Put(b, b"x", lease=missing_lease)], [], LeaseNotFoundError),
         ([], [Delete(a), Put(b, b"", ignore_value=True)], [], KeyNotFoundError),
         ([], [Put(a, b"new"), Put(b, b"x", ignore_lease=True)], [], KeyNotFoundError),
@@ -585,7 +588,7 @@ async def test_data_error_in_taken_branch_applies_nothing(ctx: Ctx) -> None:
     ]
     for cmps, ok, ko, exc in cases:
         with pytest.raises(exc):
-            await ctx.kv.txn(cmps, ok, ko)  # type: ignore[arg-type]
+            await ctx.kv.txn(cmps, ok, ko)
         assert await current_rev(ctx) == ctx.r(1)
         kv = await ctx.kv.get(a)
         assert kv is not None and (kv.value, kv.mod_revision, kv.version) == (

@@ -170,7 +170,11 @@ async def test_cancelling_the_keepalive_leaves_no_task() -> None:
 async def test_store_on_the_loop_clock_expires_leases_in_real_time() -> None:
     async with Store(clock=LoopClock(), min_lease_ttl=0.05) as store:
         lease = await store.grant(0)
-        await store.put(b"k", b"v", lease=lease)
-        async with asyncio.timeout(5):
-            while await store.get(b"k") is not None:
-                await asyncio.sleep(0.01)
+        put = await store.put(b"k", b"v", lease=lease)
+        async with (
+            store.watch(b"k", start_revision=put.header.revision + 1) as w,
+            asyncio.timeout(5),
+        ):
+            event = await anext(w)  # the expiry's delete, from the revision after the put
+        assert event.type == EventType.DELETE
+        assert await store.get(b"k") is None

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .projects import run_pytest_project
+import pytest
+
+from .launch import run_pytest_project
 
 SAMPLE = """
 import asyncio
@@ -43,5 +45,6 @@ async def test_keepalive_in_loop_time():
 """
 
 
+@pytest.mark.timeout(150)  # the child pytest has 120 s of its own
 def test_store_timers_follow_looptime(tmp_path: Path) -> None:
     run_pytest_project(tmp_path, {"test_sample.py": SAMPLE}, passed=2)

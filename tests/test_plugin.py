@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .projects import run_pytest_project
+import pytest
+
+from .launch import run_pytest_project
 
 SAMPLE_APP = """
 import etcd3
@@ -48,6 +50,7 @@ async def test_embedded_store(etcdlite_store, etcdlite_clock):
 """
 
 
+@pytest.mark.timeout(150)  # the child pytest has 120 s of its own
 def test_plugin_fixtures_in_a_fresh_project(tmp_path: Path) -> None:
     """A separate pytest process in a temp project: only the installed package's pytest11
     entry point can provide the fixtures there. (pytester's in-process machinery does not

@@ -1,8 +1,9 @@
 """Real etcd clients against etcdlite's server and against real etcd, with the same assertions.
 
 Clients: ``etcdctl`` (Go clientv3, a subprocess), python-etcd3 (synchronous grpcio) and aetcd
-(grpc.aio). etcdlite runs in a thread of its own (:mod:`tests.threaded_server`) so that
-blocking clients cannot deadlock it; real etcd is the session's ``etcd_endpoint``.
+(grpc.aio). etcdlite runs in a thread of its own (``etcdlite_endpoint``, see
+:mod:`tests.launch`) so that blocking clients cannot deadlock it; real etcd is the
+session's ``etcd_endpoint``. The ``endpoint`` matrix (``serve``, ``etcd``) is tests/conftest.py's.
 
 Both servers live for the whole session, so every test uses its own key prefix and asserts
 revisions relative to its start revision; cluster/member ids, lease ids and absolute
@@ -24,16 +25,12 @@ import itertools
 import json
 import queue
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -42,12 +39,9 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from .conftest import IN_CI
-from .etcd_process import EtcdMissing, running_etcd
-from .threaded_server import (
-    etcdlite_endpoint,  # noqa: F401 - the fixture
-    threaded_server,
-)
+from .conftest import SERVE
+from .helpers import need_etcdctl
+from .launch import Etcdctl
 
 
 def _import_aetcd() -> ModuleType:
@@ -88,8 +82,6 @@ except TypeError as e:  # protobuf's C runtime was imported first (see above)
 else:
     ETCD3_ERROR = ""
 
-ETCDCTL = shutil.which("etcdctl")
-ENDPOINTS = ["etcdlite", "etcd"]
 TIMEOUT = 15.0
 
 _counter = itertools.count()
@@ -98,42 +90,11 @@ _counter = itertools.count()
 # --- fixtures -------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=ENDPOINTS)
-def endpoint(request: pytest.FixtureRequest) -> str:
-    """``host:port`` of etcdlite's threaded server or of the session's real etcd."""
-    if request.param == "etcdlite":
-        return str(request.getfixturevalue("etcdlite_endpoint"))
-    return str(request.getfixturevalue("etcd_endpoint"))
-
-
 @pytest.fixture
 def prefix(request: pytest.FixtureRequest) -> str:
     """A key prefix no other test (nor an earlier run against the same etcd) uses."""
     name = re.sub(r"[^A-Za-z0-9_-]", "_", request.node.name)[:40]
     return f"/rc{next(_counter)}-{uuid.uuid4().hex[:6]}-{name}/"
-
-
-@pytest.fixture(params=ENDPOINTS)
-def fresh_endpoint(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
-    """A server of its own (never compacted, revision 1): ``(kind, host:port)``."""
-    if request.param == "etcdlite":
-        with threaded_server() as endpoint:
-            yield "etcdlite", endpoint
-        return
-    try:
-        with running_etcd() as endpoint:
-            yield "etcd", endpoint
-    except EtcdMissing as e:
-        if IN_CI:
-            pytest.fail(f"CI requires real etcd: {e}")
-        pytest.skip(str(e))
-
-
-def _need_etcdctl() -> None:
-    if ETCDCTL is None:
-        if IN_CI:
-            pytest.fail("CI requires etcdctl")
-        pytest.skip("etcdctl is not installed")
 
 
 def _need_etcd3() -> None:
@@ -144,122 +105,10 @@ def _need_etcd3() -> None:
 # --- etcdctl --------------------------------------------------------------------------------
 
 
-def _etcdctl_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
-    env["ETCDCTL_API"] = "3"
-    return env
-
-
-@dataclass
-class Background:
-    """A long-running etcdctl (watch, lock, elect) writing to files under ``tmp_path``."""
-
-    proc: subprocess.Popen[bytes]
-    out: Path
-    err: Path
-
-    def output(self) -> str:
-        return self.out.read_text()
-
-    def wait_for(self, predicate: Any, timeout: float = TIMEOUT) -> str:
-        """Poll stdout until ``predicate(text)`` (or ``text`` contains the string) holds."""
-        check = (lambda t: predicate in t) if isinstance(predicate, str) else predicate
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.output()
-            if check(text):
-                return text
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"timed out waiting for {predicate!r}; stdout={text!r} "
-                    f"stderr={self.err.read_text()!r} exit={self.proc.poll()}"
-                )
-            time.sleep(0.02)
-
-    def interrupt(self, timeout: float = TIMEOUT) -> int:
-        """SIGINT (etcdctl's graceful stop: unlock / resign), then wait for the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-@dataclass
-class Etcdctl:
-    endpoint: str
-    tmp_path: Path
-    _n: itertools.count[int] = field(default_factory=itertools.count)
-
-    def argv(self, *args: str) -> list[str]:
-        assert ETCDCTL is not None
-        return [
-            ETCDCTL,
-            f"--endpoints={self.endpoint}",
-            "--dial-timeout=5s",
-            "--command-timeout=10s",
-            *args,
-        ]
-
-    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(*args),
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            env=_etcdctl_env(),
-            check=False,
-        )
-
-    def ok(self, *args: str, stdin: str | None = None) -> str:
-        r = self.run(*args, stdin=stdin)
-        assert r.returncode == 0, f"etcdctl {' '.join(args)} failed: {r.stderr}"
-        return r.stdout
-
-    def json(self, *args: str, stdin: str | None = None) -> Any:
-        return json.loads(self.ok("-w", "json", *args, stdin=stdin))
-
-    def fails(self, *args: str, stdin: str | None = None) -> tuple[int, str]:
-        """A failing command's exit code and its last stderr line (``Error: …``)."""
-        r = self.run(*args, stdin=stdin)
-        assert r.returncode != 0, f"etcdctl {' '.join(args)} unexpectedly succeeded: {r.stdout}"
-        return r.returncode, r.stderr.strip().splitlines()[-1]
-
-    def revision(self) -> int:
-        return int(self.json("get", "/rc-no-such-key")["header"]["revision"])
-
-    @contextmanager
-    def background(self, *args: str) -> Iterator[Background]:
-        n = next(self._n)
-        out, err = self.tmp_path / f"bg{n}.out", self.tmp_path / f"bg{n}.err"
-        with open(out, "wb") as fo, open(err, "wb") as fe:
-            proc = subprocess.Popen(self.argv(*args), stdout=fo, stderr=fe, env=_etcdctl_env())
-        bg = Background(proc, out, err)
-        try:
-            yield bg
-        finally:
-            bg.stop()
-
-
 @pytest.fixture
 def ctl(endpoint: str, tmp_path: Path) -> Etcdctl:
-    _need_etcdctl()
+    need_etcdctl()
     return Etcdctl(endpoint, tmp_path)
-
-
-def _eventually(check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def _lease_id(text: str) -> str:
@@ -410,10 +259,10 @@ def test_etcdctl_watch_history_and_live(ctl: Etcdctl, prefix: str) -> None:
         ctl.ok("put", p + "c", "4")
         ctl.ok("put", p + "d", "5")
         ctl.ok("del", p + "c")
-        text = w.wait_for(lambda t: t.count("\n") >= 8)
-        time.sleep(0.2)
-        text = w.output()
-    assert text == f"PUT\n{p}c\n3\n{p}c\n4\nDELETE\n{p}c\n4\n{p}c\n\n"
+        ctl.ok("put", p + "c", "end")  # a marker: every event before it has been delivered
+        text = w.wait_for(lambda t: t.endswith(f"PUT\n{p}c\nend\n"))
+    # nothing for d, and nothing between the delete and the marker
+    assert text == f"PUT\n{p}c\n3\n{p}c\n4\nDELETE\n{p}c\n4\n{p}c\n\n" + f"PUT\n{p}c\nend\n"
 
 
 def test_etcdctl_watch_prev_kv_json(ctl: Etcdctl, prefix: str) -> None:
@@ -557,7 +406,7 @@ def test_etcdctl_hashkv_never_compacted(
     request: pytest.FixtureRequest, fresh_endpoint: tuple[str, str], tmp_path: Path
 ) -> None:
     """HashKV on a store that was never compacted: etcd 3.4 reports compact_revision -1."""
-    _need_etcdctl()
+    need_etcdctl()
     _kind, endpoint = fresh_endpoint
     ctl = Etcdctl(endpoint, tmp_path)
     ctl.ok("put", "/k", "v")
@@ -573,13 +422,8 @@ def test_etcdctl_watch_interactive_progress(ctl: Etcdctl, prefix: str) -> None:
     assert ctl.ok("put", p + "k", "1") == "OK\n"
     err = ctl.tmp_path / "watch-i.err"
     with open(err, "wb") as fe:
-        proc = subprocess.Popen(
-            ctl.argv("watch", "-i"),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=fe,
-            text=True,
-            env=_etcdctl_env(),
+        proc = ctl.popen(
+            "watch", "-i", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=fe, text=True
         )
     assert proc.stdin is not None and proc.stdout is not None
     stdout = proc.stdout
@@ -664,7 +508,7 @@ def test_etcdctl_member_list(ctl: Etcdctl, endpoint: str) -> None:
     assert (status, name, client, learner) == ("started", m["name"], f"http://{endpoint}", "false")
 
 
-@pytest.mark.parametrize("endpoint", ["etcdlite"], indirect=True)
+@pytest.mark.parametrize("endpoint", [SERVE], indirect=True)
 @pytest.mark.parametrize(
     ("args", "method"),
     [
@@ -702,10 +546,16 @@ def test_etcdctl_lock(ctl: Etcdctl, prefix: str) -> None:
         held = text.splitlines()[0]
         assert held.startswith(name + "/")
         assert ctl.ok("get", name, "--prefix", "--keys-only") == f"{held}\n\n"
-        with ctl.background("lock", name, "--", "echo", "second") as waiter:
+        now = ctl.revision()
+        with (
+            ctl.background("watch", name, "--prefix", f"--rev={now + 1}") as keys,
+            ctl.background("lock", name, "--", "echo", "second") as waiter,
+        ):
             # the waiter's key appears behind the holder's, and it does not run yet
-            _eventually(lambda: ctl.ok("get", name, "--prefix", "--keys-only").count("\n") == 4)
-            time.sleep(0.3)
+            keys.wait_for("PUT\n")
+            assert ctl.ok("get", name, "--prefix", "--keys-only").count("\n") == 4
+            with pytest.raises(subprocess.TimeoutExpired):
+                waiter.proc.wait(0.3)  # the behaviour: it is still waiting 0.3 s later
             assert waiter.proc.poll() is None
             assert waiter.output() == ""
             assert holder.interrupt() == 0
@@ -727,9 +577,14 @@ def test_etcdctl_elect(ctl: Etcdctl, prefix: str) -> None:
         assert format(kv["lease"], "x") == key.rsplit("/", 1)[1]
         with ctl.background("elect", "-l", name) as observer:
             assert observer.wait_for(f"{key}\npropA\n") == f"{key}\npropA\n"
-            with ctl.background("elect", name, "propB") as follower:
+            rev = ctl.revision()
+            with (
+                ctl.background("watch", name, "--prefix", f"--rev={rev + 1}") as keys,
+                ctl.background("elect", name, "propB") as follower,
+            ):
                 # B queues behind A; once A resigns, B leads and the observer sees it
-                _eventually(lambda: len(ctl.json("get", name, "--prefix")["kvs"]) == 2)
+                keys.wait_for("PUT\n")  # B's key
+                assert len(ctl.json("get", name, "--prefix")["kvs"]) == 2
                 assert follower.output() == ""
                 assert leader.interrupt() == 0
                 text_b = follower.wait_for(lambda t: t.count("\n") >= 2)
@@ -740,13 +595,15 @@ def test_etcdctl_elect(ctl: Etcdctl, prefix: str) -> None:
     assert ctl.ok("get", name, "--prefix") == ""
 
 
-@pytest.mark.parametrize("source", ENDPOINTS)
+@pytest.mark.etcd
+@pytest.mark.serve
+@pytest.mark.parametrize("source", ["etcdlite", "etcd"])
 def test_etcdctl_make_mirror(
     request: pytest.FixtureRequest, source: str, prefix: str, tmp_path: Path
 ) -> None:
     """``make-mirror`` from one server to the other: a paginated Range at a fixed revision,
     then a watch from the next one (etcdlite as the source and as the destination)."""
-    _need_etcdctl()
+    need_etcdctl()
     lite = str(request.getfixturevalue("etcdlite_endpoint"))
     real = str(request.getfixturevalue("etcd_endpoint"))
     src, dst = (
@@ -757,12 +614,18 @@ def test_etcdctl_make_mirror(
     for i in range(5):
         src.ok("put", f"{p}k{i}", f"v{i}")
     src.ok("put", prefix + "outside", "x")
-    with src.background("make-mirror", f"--prefix={p}", f"--dest-prefix={q}", dst) as mirror:
-        _eventually(lambda: dst_ctl.ok("get", q, "--prefix", "--keys-only").count("\n") == 10)
+    rev = dst_ctl.revision()
+    with (
+        dst_ctl.background("watch", q, "--prefix", f"--rev={rev + 1}") as mirrored,
+        src.background("make-mirror", f"--prefix={p}", f"--dest-prefix={q}", dst) as mirror,
+    ):
+        mirrored.wait_for(lambda t: t.count("PUT\n") == 5)
+        assert dst_ctl.ok("get", q, "--prefix", "--keys-only").count("\n") == 10
         src.ok("put", p + "live", "L")
         src.ok("del", p + "k0")
+        mirrored.wait_for(lambda t: t.count("PUT\n") == 6 and "DELETE\n" in t)
         expected = "".join(f"{q}k{i}\nv{i}\n" for i in range(1, 5)) + f"{q}live\nL\n"
-        _eventually(lambda: dst_ctl.ok("get", q, "--prefix") == expected)
+        assert dst_ctl.ok("get", q, "--prefix") == expected
         assert mirror.proc.poll() is None
     dst_ctl.ok("del", q, "--prefix")
 
@@ -865,7 +728,7 @@ def test_grpcio_raw(
     lite_differs: str | None,
 ) -> None:
     """A bare grpcio channel: unary calls with hand-made bytes, replies left undecoded."""
-    if lite_differs and request.node.callspec.params["endpoint"] == "etcdlite":
+    if lite_differs and request.node.callspec.params["endpoint"] == "serve":
         request.node.add_marker(pytest.mark.xfail(strict=True, reason=lite_differs))
     with grpc.insecure_channel(endpoint) as channel:
         call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
@@ -1144,7 +1007,7 @@ def test_etcd3_lock(e3: Any, prefix: str) -> None:
     assert held.is_acquired() is False
 
 
-@pytest.mark.parametrize("endpoint", ["etcdlite"], indirect=True)
+@pytest.mark.parametrize("endpoint", [SERVE], indirect=True)
 def test_etcd3_snapshot_unimplemented(e3: Any, tmp_path: Path) -> None:
     with open(tmp_path / "snap.db", "wb") as f, pytest.raises(grpc.RpcError) as ei:
         e3.snapshot(f)
@@ -1276,8 +1139,11 @@ async def test_aetcd_watch(ae: Any, prefix: str) -> None:
 
     with pytest.raises(aetcd.exceptions.WatchTimeoutError):
         await ae.watch_once(p + b"nothing", timeout=0.3)
-    task = asyncio.ensure_future(ae.watch_once(p + b"once", timeout=TIMEOUT))
-    await asyncio.sleep(0.2)
+    # from the next revision: the put is seen however late the watch is created
+    rev = await _ae_rev(ae)
+    task = asyncio.ensure_future(
+        ae.watch_once(p + b"once", timeout=TIMEOUT, start_revision=rev + 1)
+    )
     await ae.put(p + b"once", b"1")
     ev = await task
     assert (ev.kind, ev.kv.value) == ("PUT", b"1")
@@ -1339,8 +1205,8 @@ async def test_aetcd_lock(ae: Any, prefix: str) -> None:
     assert await first.is_acquired() is True
     assert await second.acquire(timeout=0.3) is False
     task = asyncio.ensure_future(second.acquire(timeout=TIMEOUT))
-    await asyncio.sleep(0.2)
-    assert not task.done()
+    done, _ = await asyncio.wait({task}, timeout=0.2)
+    assert not done  # the behaviour: it is still waiting 0.2 s later
     assert await first.release() is True
     assert await asyncio.wait_for(task, TIMEOUT) is True
     assert await second.is_acquired() is True
@@ -1350,7 +1216,7 @@ async def test_aetcd_lock(ae: Any, prefix: str) -> None:
     assert await ae.get(name) is None
 
 
-@pytest.mark.parametrize("endpoint", ["etcdlite"], indirect=True)
+@pytest.mark.parametrize("endpoint", [SERVE], indirect=True)
 async def test_aetcd_snapshot_unimplemented(ae: Any) -> None:
     import io
 

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import betterproto2
 import pytest
-from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
-from grpclib.testing import ChannelFor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,7 +28,8 @@ from etcdlite.wire.codec import MalformedMessage, decode_flat
 from etcdlite.wire.pb import etcdserverpb as pb
 from etcdlite.wire.pb import mvccpb, v3electionpb, v3lockpb
 
-from .etcd_process import free_port
+from .helpers import PATHS, call, service_channel
+from .launch import run_python, running_cli
 
 # --- the hand-written encoder is byte-identical to betterproto2 ----------------------------
 
@@ -252,40 +246,8 @@ def test_request_decoder_texts() -> None:
 
 
 # --- the service layer, on both request paths ---------------------------------------------
-# "grpclib": grpclib's own request pipeline, in memory (ChannelFor); "serve": the served
-# socket, where etcd's unary RPCs take the lean path (etcdlite._grpc). Both answer alike.
-
-PATHS = ["grpclib", "serve"]
-
-
-@asynccontextmanager
-async def service_channel(
-    path: str, store: Store, codec: Any = None, **options: Any
-) -> AsyncIterator[Any]:
-    server = EtcdServer(store, **options)
-    codec = server.codec() if codec is None else codec(server.codec())
-    if path == "grpclib":
-        async with ChannelFor([server], codec=codec) as channel:
-            yield channel
-        return
-    async with etcdlite.serve(store, port=0, **options) as served:
-        channel = Channel("127.0.0.1", served.port, codec=codec)
-        try:
-            yield channel
-        finally:
-            channel.close()
-        if path == "serve" and served.fast_path:
-            assert served.fast_requests > 0
-
-
-async def call(
-    channel: object, path: str, request: betterproto2.Message, reply: type
-) -> betterproto2.Message:
-    async with channel.request(path, Cardinality.UNARY_UNARY, type(request), reply) as stream:  # type: ignore[attr-defined]
-        await stream.send_message(request, end=True)
-        msg = await stream.recv_message()
-        await stream.recv_trailing_metadata()
-        return msg  # type: ignore[no-any-return]
+# The two server paths (PATHS, service_channel, call: tests/helpers.py): grpclib's own
+# pipeline in memory, and the served socket's lean path. Both must answer alike.
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -392,7 +354,7 @@ async def test_the_watch_stream_answers_alike_on_both_paths(path: str) -> None:
             first = (await store.put(b"w/a", b"1")).header.revision
             await store.put(b"w/a", b"2")
             await store.delete(b"w/a")
-            events = []
+            events: list[Any] = []
             while len(events) < 3:
                 msg = await stream.recv_message()
                 assert msg is not None and msg.watch_id == 0
@@ -546,7 +508,8 @@ class _RawCodec:
     def encode(self, message: object, message_type: object) -> bytes:
         if isinstance(message, bytes):
             return message
-        return bytes(message)  # type: ignore[call-overload]
+        data: bytes = bytes(message)  # type: ignore[call-overload]
+        return data
 
     def decode(self, data: bytes, message_type: type) -> object:
         return message_type.parse(data)  # type: ignore[attr-defined]
@@ -564,48 +527,24 @@ async def test_serve_on_port_zero_and_client_roundtrip() -> None:
             assert kv is not None and kv.value == b"1"
 
 
-def test_cli_serves_logs_ready_and_stops_on_sigterm(tmp_path: object) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "etcdlite",
-            "serve",
-            "--listen-client-urls",
-            f"http://127.0.0.1:{port}",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        assert "ready to serve client requests" in line and f"127.0.0.1:{port}" in line
+def test_cli_serves_logs_ready_and_stops_on_sigterm() -> None:
+    with running_cli() as cli:
+        line = cli.first_line
+        assert "ready to serve client requests" in line and cli.endpoint in line
 
         async def roundtrip() -> bytes | None:
-            async with etcdlite.Client(f"127.0.0.1:{port}", timeout=5) as client:
+            async with etcdlite.Client(cli.endpoint, timeout=5) as client:
                 await client.put("k", "v")
                 kv = await client.get("k")
                 return kv.value if kv else None
 
         assert asyncio.run(roundtrip()) == b"v"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        cli.proc.send_signal(signal.SIGTERM)
+        assert cli.proc.wait(10) == 0
 
 
 def test_cli_refuses_a_remote_address_unless_asked() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "etcdlite", "serve", "--listen-client-urls", "http://0.0.0.0:1"],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    out = run_python(
+        ["-m", "etcdlite", "serve", "--listen-client-urls", "http://0.0.0.0:1"], timeout=30
     )
     assert out.returncode == 2 and "--allow-remote" in out.stderr

@@ -116,11 +116,10 @@ class GrpcServer(Server):
         """Requests answered on the lean path so far, by live connections."""
         return sum(getattr(p.handler, "fast_requests", 0) for p in list(self.protocols))
 
-    @property
-    def requests_in_flight(self) -> int:
-        """Request handlers not finished yet, on live connections."""
+    def request_tasks(self) -> list[asyncio.Task[None]]:
+        """The request handlers' tasks not finished yet, on live connections."""
         tasks = (t for h in list(self._handlers) for t in list(h._tasks.values()))
-        return sum(not t.done() for t in tasks)
+        return [t for t in tasks if not t.done()]
 
     def close_connections(self, reason: str = "Server stopped") -> None:
         """Close every accepted connection (Python 3.11's ``asyncio.Server.close()`` leaves

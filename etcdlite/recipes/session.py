@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Generator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from ..errors import LeaseNotFoundError, SessionExpiredError
 from ..lease import Lease
@@ -47,19 +47,19 @@ class BaseSession:
         self.ttl = ttl if ttl > 0 else DEFAULT_TTL
         self._given = lease
         self._lease: Lease | None = None
-        self._opening: asyncio.Task[BaseSession] | None = None
+        self._opening: asyncio.Task[Self] | None = None
         self._closed = False
         self._local: dict[bytes, asyncio.Lock] = {}
 
     # --- lifecycle --------------------------------------------------------------------
 
-    async def open(self) -> BaseSession:
+    async def open(self) -> Self:
         """Grant (or adopt) the lease and start renewing it; idempotent."""
         if self._opening is None:
             self._opening = asyncio.ensure_future(self._open())
         return await asyncio.shield(self._opening)
 
-    async def _open(self) -> BaseSession:
+    async def _open(self) -> Self:
         given = self._given
         if isinstance(given, Lease):
             lease = given
@@ -80,10 +80,10 @@ class BaseSession:
         lease.keepalive()
         return self
 
-    def __await__(self) -> Generator[Any, None, BaseSession]:
+    def __await__(self) -> Generator[Any, None, Self]:
         return self.open().__await__()
 
-    async def __aenter__(self) -> BaseSession:
+    async def __aenter__(self) -> Self:
         return await self.open()
 
     async def __aexit__(

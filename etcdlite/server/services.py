@@ -90,10 +90,10 @@ class EtcdServer:
         """Requests answered on the lean unary path so far (tests check it is taken)."""
         return sum(s.fast_requests for s in list(self.grpc_servers))
 
-    @property
-    def requests_in_flight(self) -> int:
-        """Requests whose handler has not finished yet, on every connection."""
-        return sum(s.requests_in_flight for s in list(self.grpc_servers))
+    def request_tasks(self) -> list[Any]:
+        """The tasks of requests whose handler has not finished yet, on every connection
+        (``asyncio.wait`` on them to know the server is idle)."""
+        return [t for s in list(self.grpc_servers) for t in s.request_tasks()]
 
     # --- plumbing ---------------------------------------------------------------------
 
