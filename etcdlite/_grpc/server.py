@@ -21,7 +21,8 @@ from grpclib.server import Server, Stream
 
 from ..errors import GRPC_UNKNOWN_METHOD, GRPC_UNKNOWN_SERVICE
 from .compat import fast_path_enabled, missing_attributes, warn_off
-from .transport import CorkedProtocol
+from .guard import Limits
+from .transport import ServerProtocol
 from .unary import FastMethod, Interceptor, UnaryHandler
 
 __all__ = ["GrpcServer"]
@@ -83,6 +84,10 @@ class GrpcServer(Server):
             if missing:
                 warn_off(missing)
                 self.fast_path = False
+        #: Seconds a new connection has to send the HTTP/2 preface before it is closed.
+        self.preface_timeout = 10.0
+        #: Per-connection bounds on floods and frame sizes (see :mod:`.guard`).
+        self.limits = Limits()
         #: Every live connection's protocol (closed by :meth:`close_connections`).
         self.protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
 
@@ -98,7 +103,13 @@ class GrpcServer(Server):
                 interceptor=self._interceptor,
             )
             self._handlers.add(handler)
-            proto: H2Protocol = CorkedProtocol(handler, self._config, self._h2_config)
+            proto: H2Protocol = ServerProtocol(
+                handler,
+                self._config,
+                self._h2_config,
+                limits=self.limits,
+                preface_timeout=self.preface_timeout,
+            )
         else:
             proto = super()._protocol_factory()
         self.protocols.add(proto)

@@ -18,14 +18,26 @@ out, for the header lists a server sends with every reply.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
+import h2.exceptions
 from grpclib.client import Channel
 from grpclib.client import Handler as ClientHandler
 from grpclib.protocol import H2Protocol
+from h2.errors import ErrorCodes
 from hpack import Decoder, Encoder
 
-__all__ = ["CachingDecoder", "CachingEncoder", "CorkedChannel", "CorkedProtocol", "CorkedTransport"]
+from .guard import Abuse, FrameGuard, Limits
+
+__all__ = [
+    "CachingDecoder",
+    "CachingEncoder",
+    "CorkedChannel",
+    "CorkedProtocol",
+    "CorkedTransport",
+    "ServerProtocol",
+]
 
 #: Cached header blocks per connection (a client uses one per RPC method it calls).
 MAX_CACHED_BLOCKS = 64
@@ -159,6 +171,100 @@ class CorkedProtocol(H2Protocol):
         h2conn = self.connection._connection
         h2conn.decoder = CachingDecoder(h2conn.decoder)  # type: ignore[assignment]
         h2conn.encoder = CachingEncoder(h2conn.encoder)  # type: ignore[assignment]
+
+
+#: Seconds a connection that was sent GOAWAY for abuse stays open, its input dropped.
+GOAWAY_GRACE = 0.5
+
+
+class ServerProtocol(CorkedProtocol):
+    """The server's connections: :class:`CorkedProtocol` behind a :class:`FrameGuard`.
+
+    Rules it adds to grpclib's protocol:
+
+    * a client that breaks a guard bound, or makes h2 raise a protocol error, gets GOAWAY
+      with the error code (and, for floods, grpc-go's debug text) before the connection
+      closes; grpclib would close TCP without a word. What the client sends after the
+      GOAWAY is read and dropped for ``GOAWAY_GRACE`` seconds before the close: closing a
+      socket with unread bytes makes the kernel send RST, which can destroy the GOAWAY
+      before the client reads it;
+    * a connection whose client has not sent the HTTP/2 preface within
+      ``preface_timeout`` seconds is closed (a socket that never speaks costs a slot);
+    * events grpclib has no handler for (an unknown frame type, which RFC 9113 says to
+      ignore) are ignored instead of raising from grpclib's event processor.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        limits: Limits | None = None,
+        preface_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(*args)
+        self._preface_timeout = preface_timeout
+        self._preface_timer: asyncio.TimerHandle | None = None
+        self._dropping = False
+        self.guard = FrameGuard(limits or Limits())
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._preface_timer = asyncio.get_running_loop().call_later(
+            self._preface_timeout, self._no_preface
+        )
+
+    def _no_preface(self) -> None:
+        self._preface_timer = None
+        if not self.guard.preface_received:
+            self._close("no HTTP/2 preface in time")
+
+    def data_received(self, data: bytes) -> None:
+        if self._dropping:
+            return
+        try:
+            data = self.guard.feed(data)
+        except Abuse as e:
+            self._goaway(e.code, e.debug)
+            return
+        if self._preface_timer is not None and self.guard.preface_received:
+            self._preface_timer.cancel()
+            self._preface_timer = None
+        if not data:
+            return
+        connection = self.connection
+        try:
+            events = connection.feed(data)
+        except h2.exceptions.ProtocolError as e:
+            code = getattr(e, "error_code", None) or ErrorCodes.PROTOCOL_ERROR
+            self._goaway(int(code), str(e))
+            return
+        connection.flush()
+        processor = self.processor
+        known = getattr(processor, "processors", None)
+        for event in events:
+            if known is not None and event.__class__ not in known:
+                continue  # e.g. UnknownFrameReceived: RFC 9113 says ignore it
+            processor.process(event)
+        connection.flush()
+
+    def _goaway(self, code: int, debug: str) -> None:
+        h2conn = self.connection._connection
+        with contextlib.suppress(Exception):  # the connection may already be closed
+            h2conn.close_connection(error_code=code, additional_data=debug.encode()[:256])
+            self.connection.flush()
+        self._dropping = True
+        asyncio.get_running_loop().call_later(GOAWAY_GRACE, self._close, debug)
+
+    def _close(self, reason: str) -> None:
+        if self._preface_timer is not None:
+            self._preface_timer.cancel()
+            self._preface_timer = None
+        self.processor.close(reason)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._preface_timer is not None:
+            self._preface_timer.cancel()
+            self._preface_timer = None
+        super().connection_lost(exc)
 
 
 class CorkedChannel(Channel):

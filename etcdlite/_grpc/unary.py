@@ -80,6 +80,10 @@ class UnaryHandler(Handler):
     def accept(
         self, stream: H2Stream, headers: list[tuple[str, str]], release_stream: Callable[[], Any]
     ) -> None:
+        # A request cancelled before its task first runs (a client that opens and resets
+        # streams in one packet) never reaches the task's ``finally``; :meth:`cancel` then
+        # releases the stream, so none stays registered until the connection closes.
+        release_stream = stream._etcdlite_release = _Release(release_stream)  # type: ignore[attr-defined]
         fields = dict(headers)
         encoding = fields.get("grpc-encoding")
         if encoding is not None and encoding != "identity":
@@ -114,6 +118,13 @@ class UnaryHandler(Handler):
         self._tasks[stream] = self.loop.create_task(
             self._handle(stream, path, method, timeout, release_stream)
         )
+
+    def cancel(self, stream: H2Stream) -> None:
+        task = self._tasks.get(stream)
+        super().cancel(stream)
+        release = getattr(stream, "_etcdlite_release", None)
+        if task is not None and release is not None:
+            task.add_done_callback(lambda _task: release())
 
     async def _handle(
         self,
@@ -156,6 +167,21 @@ class UnaryHandler(Handler):
         if request is None:
             raise GrpcMissingMessageError()
         return await fn(request)
+
+
+class _Release:
+    """A stream's release, idempotent (grpclib's raises if called twice)."""
+
+    __slots__ = ("_done", "_fn")
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn = fn
+        self._done = False
+
+    def __call__(self) -> None:
+        if not self._done:
+            self._done = True
+            self._fn()
 
 
 async def _refuse(

@@ -1,0 +1,179 @@
+"""Bounds on what one client connection may make the server do, read from frame headers.
+
+h2 only looks at a frame once all of it has arrived, answers every PING and SETTINGS, and
+takes a client's GOAWAY as the end of the connection. :class:`FrameGuard` reads the 9-byte
+header of every frame a client sends, before h2 does, and keeps these rules:
+
+* **Frame size.** A frame longer than the server's ``SETTINGS_MAX_FRAME_SIZE`` is refused
+  from its header (GOAWAY FRAME_SIZE_ERROR, as etcd does), not buffered first.
+* **Floods.** PING, SETTINGS and RST_STREAM frames each draw from a token bucket (a burst,
+  refilled per second). A client that empties one gets GOAWAY ENHANCE_YOUR_CALM with
+  grpc-go's debug text (``too_many_pings`` for pings): answering a flood costs CPU on the
+  one event loop and, for a peer that never reads, memory. Streams opened and reset in a
+  loop (CVE-2023-44487, "rapid reset") are the RST_STREAM case.
+* **A client's GOAWAY** is taken out of the bytes h2 sees: grpc-go lets the streams already
+  open finish (a client closing its channel sends GOAWAY, then the rest of its requests),
+  where h2 would close the connection and fail them. No new stream follows a GOAWAY from
+  a well-behaved client, so nothing else changes.
+
+The guard is sans-IO: :meth:`feed` takes bytes and returns the bytes for h2, or raises
+:class:`Abuse` with the HTTP/2 error code and debug text to send with GOAWAY.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["PREFACE", "Abuse", "FrameGuard", "Limits"]
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+_SETTINGS, _PING, _GOAWAY, _RST_STREAM = 0x4, 0x6, 0x7, 0x3
+_ACK = 0x1
+FRAME_SIZE_ERROR = 0x6
+ENHANCE_YOUR_CALM = 0xB
+
+
+class Abuse(Exception):
+    """The client broke a bound: send GOAWAY with ``code`` and ``debug``, then close."""
+
+    def __init__(self, code: int, debug: str) -> None:
+        super().__init__(debug)
+        self.code = code
+        self.debug = debug
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection bounds (bursts and per-second refills of the token buckets)."""
+
+    max_frame_size: int = 16384
+    ping_burst: int = 100
+    pings_per_second: float = 20.0
+    settings_burst: int = 100
+    settings_per_second: float = 20.0
+    reset_burst: int = 1000
+    resets_per_second: float = 200.0
+
+
+class _Bucket:
+    __slots__ = ("capacity", "rate", "stamp", "tokens")
+
+    def __init__(self, capacity: int, rate: float, now: float) -> None:
+        self.capacity = capacity
+        self.rate = rate
+        self.tokens = float(capacity)
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if tokens < 1:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1
+        return True
+
+
+class FrameGuard:
+    """Reads a client's frame headers ahead of h2 (see the module docstring)."""
+
+    def __init__(
+        self, limits: Limits | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limits = limits = limits or Limits()
+        self._clock = clock
+        now = clock()
+        self._buckets = {
+            _PING: (_Bucket(limits.ping_burst, limits.pings_per_second, now), "too_many_pings"),
+            _SETTINGS: (
+                _Bucket(limits.settings_burst, limits.settings_per_second, now),
+                "too_many_settings",
+            ),
+            _RST_STREAM: (
+                _Bucket(limits.reset_burst, limits.resets_per_second, now),
+                "too_many_resets",
+            ),
+        }
+        self._preface = len(PREFACE)  # preface bytes still to pass through
+        self._header = b""  # a frame header cut by a read
+        self._pass = 0  # payload bytes still to pass through
+        self._drop = 0  # payload bytes still to drop (a GOAWAY's)
+        #: Whether the client sent GOAWAY (it opens no more streams).
+        self.goaway_received = False
+
+    @property
+    def preface_received(self) -> bool:
+        """Whether the client's connection preface has fully arrived."""
+        return not self._preface
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes of ``data`` for h2, in order, less any GOAWAY frame."""
+        end = len(data)
+        pos = 0
+        if self._preface:  # the client's connection preface passes through as it is
+            pos = min(self._preface, end)
+            self._preface -= pos
+            if pos == end:
+                return data
+        out: list[bytes] = []
+        start = 0  # start of the bytes kept since the last cut
+        while pos < end:
+            if self._pass:
+                step = min(self._pass, end - pos)
+                self._pass -= step
+                pos += step
+                continue
+            if self._drop:
+                step = min(self._drop, end - pos)
+                self._drop -= step
+                pos += step
+                start = pos
+                continue
+            if self._header or end - pos < 9:
+                need = 9 - len(self._header)
+                piece = data[pos : pos + need]
+                if pos > start:
+                    out.append(data[start:pos])
+                self._header += piece
+                pos += len(piece)
+                start = pos
+                if len(self._header) < 9:
+                    break
+                header, self._header = self._header, b""
+                if self._frame(header):
+                    out.append(header)
+                continue
+            header = data[pos : pos + 9]
+            if self._frame(header):
+                pos += 9
+            else:
+                if pos > start:
+                    out.append(data[start:pos])
+                pos += 9
+                start = pos
+        if start < end:
+            out.append(data[start:end])
+        if start == 0 and len(out) == 1:
+            return data
+        return b"".join(out)
+
+    def _frame(self, header: bytes) -> bool:
+        """Account for a frame; whether its bytes go to h2 (else they are dropped)."""
+        length = int.from_bytes(header[:3], "big")
+        kind = header[3]
+        if length > self.limits.max_frame_size:
+            raise Abuse(FRAME_SIZE_ERROR, f"frame of {length} bytes over the maximum")
+        if kind == _GOAWAY:
+            self.goaway_received = True
+            self._drop = length
+            return False
+        limit = self._buckets.get(kind)
+        if limit is not None and (kind == _RST_STREAM or not header[4] & _ACK):
+            bucket, debug = limit
+            if not bucket.take(self._clock()):
+                raise Abuse(ENHANCE_YOUR_CALM, debug)
+        self._pass = length
+        return True
