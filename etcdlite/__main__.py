@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ._grpc.server import DEFAULT_MAX_CONNECTIONS
 from .identity import DEFAULT_CLUSTER_TOKEN, DEFAULT_PEER_URL, member_id
 from .server import DEFAULT_MAX_REQUEST_BYTES, parse_listen_url, serve
 from .store import Store
@@ -62,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="cluster token (with the peer URLs, it makes the member ID, as in etcd)",
     )
     s.add_argument("--max-txn-ops", type=int, default=128)
+    s.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="concurrent client connections per address; more are closed as they arrive",
+    )
     s.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
     s.add_argument(
         "--experimental-watch-progress-notify-interval",
@@ -157,8 +164,10 @@ def _store_options(args: argparse.Namespace) -> dict[str, Any]:
         progress = parse_duration(args.experimental_watch_progress_notify_interval)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if args.max_txn_ops < 1 or args.max_request_bytes < 1:
-        raise UsageError("--max-txn-ops and --max-request-bytes must be positive")
+    if min(args.max_txn_ops, args.max_request_bytes, args.max_connections) < 1:
+        raise UsageError(
+            "--max-txn-ops, --max-request-bytes and --max-connections must be positive"
+        )
     peers = [u for u in args.initial_advertise_peer_urls.split(",") if u]
     return {
         "max_txn_ops": args.max_txn_ops,
@@ -197,6 +206,7 @@ async def run_server(args: argparse.Namespace) -> int:
                 advertise_client_urls=advertise or None,
                 peer_urls=[u for u in args.initial_advertise_peer_urls.split(",") if u],
                 max_request_bytes=args.max_request_bytes,
+                max_connections=args.max_connections,
             ) as server,
         ):
             bound = zip(addresses, server.ports, strict=True)

@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_CLUSTER_TOKEN",
     "DEFAULT_PEER_URL",
     "cluster_id",
+    "fresh_cluster_id",
     "member_id",
     "new_cluster_nonce",
 ]
@@ -49,3 +50,8 @@ def cluster_id(member_ids: Iterable[int], nonce: bytes = b"") -> int:
 def new_cluster_nonce() -> bytes:
     """A nonce for a cluster that starts empty (memory-only)."""
     return os.urandom(8)
+
+
+def fresh_cluster_id(member: int) -> int:
+    """The cluster ID of a one-member, memory-only cluster starting now."""
+    return cluster_id([member], new_cluster_nonce())

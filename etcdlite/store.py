@@ -13,7 +13,6 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any
 
-from . import identity
 from .api import KVBase
 from .clock import Clock, LoopClock
 from .core.autocompact import AutoCompactor
@@ -21,7 +20,7 @@ from .core.mvcc import DEFAULT_MAX_TXN_OPS, MVCC
 from .core.watch import EVENTS, REQUESTED, Watcher, WatchRegistry
 from .errors import WATCH_CANCELED, WATCH_EMPTY_RANGE, WatchCanceledError, WatchCompactedError
 from .faults import Faults
-from .identity import DEFAULT_PEER_URL, member_id
+from .identity import DEFAULT_PEER_URL, fresh_cluster_id, member_id
 from .lease import Lease, LeaseTimeToLive
 from .ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, lease_id
 from .types import (
@@ -102,7 +101,7 @@ class Store(KVBase):
             # memory-only: a new cluster per Store, so clients can tell history was reset
             cluster_id=cluster_id
             if cluster_id is not None
-            else identity.cluster_id([member_id], identity.new_cluster_nonce()),
+            else fresh_cluster_id(member_id),
             member_id=member_id,
             raft_term=RAFT_TERM,
         )

@@ -347,3 +347,40 @@ async def test_a_connection_that_never_sends_a_preface_is_closed(quiet_server: o
     async with asyncio.timeout(5):
         await reader.read()  # returns once the server closed it
     writer.close()
+
+
+async def test_connections_over_the_limit_are_closed_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import etcdlite
+
+    async with etcdlite.serve(port=0, max_connections=3) as served:
+        endpoint = f"127.0.0.1:{served.port}"
+        held = [await plain_connection(endpoint) for _ in range(3)]
+        _conn, reader, writer = await plain_connection(endpoint)
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # closed as it arrived
+        writer.close()
+        assert "connection limit reached (3)" in caplog.text
+        # one of the three goes away: a new client gets in and is served
+        held[0][2].close()
+        await held[0][2].wait_closed()
+        async with asyncio.timeout(5):
+            (grpc_server,) = served.grpc_servers
+            await grpc_server.wait_connections(2)
+        async with Client(endpoint, timeout=5) as client:
+            await client.put(b"k", b"v")
+        for _, _, w in held[1:]:
+            w.close()
+
+
+async def test_a_burst_of_connects_is_accepted() -> None:
+    import etcdlite
+
+    async with etcdlite.serve(port=0) as served:
+        opened = await asyncio.gather(
+            *(asyncio.open_connection("127.0.0.1", served.port) for _ in range(1000))
+        )
+        assert len(opened) == 1000
+        for _, writer in opened:
+            writer.close()

@@ -9,6 +9,8 @@ request), ``Server._server`` (the bound sockets).
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -59,6 +61,50 @@ class _MethodTable(dict[str, Handler]):
         return Handler(unknown, Cardinality.UNARY_UNARY, bytes, bytes)
 
 
+#: Default bound on concurrent client connections (``--max-connections``).
+DEFAULT_MAX_CONNECTIONS = 5000
+#: Listen backlog: bursts of connects wait in the kernel instead of being dropped.
+BACKLOG = 4096
+
+log = logging.getLogger("etcdlite.server")
+
+
+class _Refused(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+class _Counted(asyncio.Protocol):
+    """A connection's protocol, counted in its server's ``connections`` while open."""
+
+    __slots__ = ("_server", "inner")
+
+    def __init__(self, server: GrpcServer, inner: asyncio.Protocol) -> None:
+        self._server = server
+        self.inner = inner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._server.connections += 1
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections -= 1
+        self._server._connection_closed.set()
+        self.inner.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
 class GrpcServer(Server):
     """A grpclib server for ``mapping`` whose unary ``fast`` methods take the lean path
     when :func:`~.compat.fast_path_enabled` (else grpclib's own path serves everything)."""
@@ -71,8 +117,14 @@ class GrpcServer(Server):
         fast: Mapping[str, FastMethod],
         interceptor: Callable[[], Interceptor | None],
         fast_path: bool | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         super().__init__([_Servable(mapping)], codec=codec)
+        #: Connections beyond this many are closed as they are accepted (logged).
+        self.max_connections = max_connections
+        self.connections = 0
+        self._connection_closed = asyncio.Event()
+        self._refused_logged_at = -1e9
         self._mapping = _MethodTable(self._mapping)
         self._fast_methods = fast
         self._interceptor = interceptor
@@ -92,6 +144,22 @@ class GrpcServer(Server):
         self.protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
 
     def _protocol_factory(self) -> H2Protocol:
+        """What grpclib's ``start`` hands asyncio's server, called per accepted connection:
+        a counted grpclib protocol, or, over :attr:`max_connections`, one that closes the
+        connection at once."""
+        if self.connections >= self.max_connections:
+            now = time.monotonic()
+            if now - self._refused_logged_at > 10:
+                self._refused_logged_at = now
+                log.warning(
+                    "connection limit reached (%d): closing new connections "
+                    "(--max-connections raises it)",
+                    self.max_connections,
+                )
+            return _Refused()  # type: ignore[return-value]
+        return _Counted(self, self._new_protocol())  # type: ignore[return-value]
+
+    def _new_protocol(self) -> H2Protocol:
         if self.fast_path:
             self.__gc_step__()
             handler = UnaryHandler(
@@ -114,6 +182,12 @@ class GrpcServer(Server):
             proto = super()._protocol_factory()
         self.protocols.add(proto)
         return proto
+
+    async def wait_connections(self, at_most: int) -> None:
+        """Return once no more than ``at_most`` client connections are open."""
+        while self.connections > at_most:
+            self._connection_closed.clear()
+            await self._connection_closed.wait()
 
     @property
     def port(self) -> int:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from grpclib.exceptions import StreamTerminatedError
 
 from .._grpc import GrpcServer
+from .._grpc.server import BACKLOG, DEFAULT_MAX_CONNECTIONS
 from ..store import Store
 from .services import DEFAULT_MAX_REQUEST_BYTES, EtcdServer
 
@@ -41,6 +42,7 @@ async def serve(
     fast_path: bool | None = None,
     peer_urls: list[str] | None = None,
     also: Sequence[tuple[str, int]] = (),
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> AsyncIterator[EtcdServer]:
     """Serve ``store`` (a new one if ``None``) over etcd's gRPC API on ``host:port``
     (port 0 picks a free one; the bound address is in ``server.advertise_client_urls``).
@@ -49,6 +51,8 @@ async def serve(
     addresses serving the same store (etcd's several ``--listen-client-urls``);
     ``server.ports`` has every bound port, in order. ``peer_urls`` is what MemberList
     reports (the store's member ID is the caller's to derive from them).
+    ``max_connections`` bounds concurrent client connections per address (more are closed
+    as they arrive, with one log line every 10 s).
 
     ::
 
@@ -76,10 +80,11 @@ async def serve(
                     fast=fast,
                     interceptor=lambda: etcd.interceptor,
                     fast_path=fast_path,
+                    max_connections=max_connections,
                 )
                 etcd.grpc_servers.add(server)
                 etcd.fast_path = server.fast_path
-                await server.start(*address)
+                await server.start(*address, backlog=BACKLOG)
                 stack.push_async_callback(_stop, server)
                 etcd.ports.append(server.port or address[1])
             etcd.port = etcd.ports[0]
