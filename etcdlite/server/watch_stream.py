@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_REVISIONS_PER_RESPONSE", "ServerWatchStream"]
 
+#: The reader stops taking requests while this many answers wait for the writer.
+MAX_QUEUED_ANSWERS = 1024
 #: etcd's catch-up sends at most this many revisions per response.
 MAX_REVISIONS_PER_RESPONSE = 1000
 
@@ -65,6 +67,7 @@ class ServerWatchStream:
         self._fragment: set[int] = set()
         self._next_id = 0
         self._out: deque[bytes] = deque()
+        self._answers_taken = asyncio.Event()
         self._ready: set[Watcher] = set()
         self._wakeup = asyncio.Event()
         self._progress_pending = False
@@ -83,6 +86,7 @@ class ServerWatchStream:
         self._closed = True
         self._error = error
         self._wakeup.set()
+        self._answers_taken.set()
 
     def _header(self, revision: int | None = None) -> ResponseHeader:
         return self.store.core.header(revision)
@@ -118,7 +122,14 @@ class ServerWatchStream:
 
     async def _read_requests(self) -> None:
         stream = self.stream
+        out = self._out
         while True:
+            # Backpressure: while answers to earlier requests wait to be written (a client
+            # that sends but does not read), read no more; HTTP/2 flow control then stops
+            # the client, as etcd's stream stops reading when its send buffer is full.
+            while len(out) >= MAX_QUEUED_ANSWERS and not self._closed:
+                self._answers_taken.clear()
+                await self._answers_taken.wait()
             req = await recv_message(stream, unary=False, fast=self.fast_writes)
             if req is None:
                 break
@@ -208,6 +219,7 @@ class ServerWatchStream:
                 continue
             while out:
                 self._emit(out.popleft())
+            self._answers_taken.set()
             ready, self._ready = self._ready, set()
             heads, rest = self.store.watches.take_heads(ready)
             if heads:
