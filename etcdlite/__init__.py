@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .api import KV
 from .clock import Clock, LoopClock, ManualClock
+from .core.quota import AlarmType
 from .errors import (
     CompactedError,
     DuplicateKeyError,
@@ -23,6 +24,7 @@ from .errors import (
     LeaseProvidedError,
     LeaseTTLTooLargeError,
     NoLeaderError,
+    NoSpaceError,
     RequestTooLargeError,
     ServerStoppedError,
     StatusCode,
@@ -100,6 +102,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "KV",
+    "AlarmType",
     "Client",
     "Clock",
     "CompactResponse",
@@ -136,6 +139,7 @@ __all__ = [
     "LoopClock",
     "ManualClock",
     "NoLeaderError",
+    "NoSpaceError",
     "Put",
     "PutResponse",
     "RangeResponse",

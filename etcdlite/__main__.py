@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._grpc.server import DEFAULT_MAX_CONNECTIONS
+from .core.quota import DEFAULT_QUOTA_BYTES
 from .identity import DEFAULT_CLUSTER_TOKEN, DEFAULT_PEER_URL, member_id
 from .server import DEFAULT_MAX_REQUEST_BYTES, parse_listen_url, serve
 from .store import Store
@@ -63,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="cluster token (with the peer URLs, it makes the member ID, as in etcd)",
     )
     s.add_argument("--max-txn-ops", type=int, default=128)
+    s.add_argument(
+        "--quota-backend-bytes",
+        type=int,
+        default=0,
+        help="refuse writes past this database size and raise NOSPACE (0: etcd's 2 GiB; "
+        "negative: no quota)",
+    )
     s.add_argument(
         "--max-connections",
         type=int,
@@ -175,6 +183,11 @@ def _store_options(args: argparse.Namespace) -> dict[str, Any]:
         "auto_compaction_mode": args.auto_compaction_mode,
         "auto_compaction_retention": retention,
         "member_id": member_id(peers, args.initial_cluster_token),
+        "quota_bytes": (
+            None
+            if args.quota_backend_bytes < 0
+            else args.quota_backend_bytes or DEFAULT_QUOTA_BYTES
+        ),
     }
 
 

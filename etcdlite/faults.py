@@ -40,6 +40,8 @@ KINDS = frozenset(
         "time_to_live",
         "leases",
         "watch",
+        "defragment",
+        "alarm",
     }
 )
 

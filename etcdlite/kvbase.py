@@ -14,6 +14,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
+from .core.quota import AlarmType
 from .lease import Lease, LeaseKeeper, LeaseTimeToLive
 from .ops import (
     Compare,
@@ -105,6 +106,19 @@ class KVCore(ABC):
 
     @abstractmethod
     def open_watch(self, spec: WatchSpec) -> Watch: ...
+
+    @abstractmethod
+    async def defragment(self) -> None:
+        """etcd's Defragment: the database shrinks to what compaction left in use."""
+
+    @abstractmethod
+    async def alarms(self) -> list[tuple[int, AlarmType]]:
+        """Active alarms as (member ID, alarm), e.g. NOSPACE once the quota was hit."""
+
+    @abstractmethod
+    async def disarm(self, alarm: AlarmType = AlarmType.NOSPACE, member: int = 0) -> bool:
+        """Clear an alarm (``etcdctl alarm disarm``); ``member`` 0: the one answering.
+        Returns whether it was active."""
 
     @abstractmethod
     async def close(self) -> None:

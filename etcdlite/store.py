@@ -17,6 +17,7 @@ from .api import KVBase
 from .clock import Clock, LoopClock
 from .core.autocompact import AutoCompactor
 from .core.mvcc import DEFAULT_MAX_TXN_OPS, MVCC
+from .core.quota import AlarmType, Quota
 from .core.watch import EVENTS, REQUESTED, Watcher, WatchRegistry
 from .errors import WATCH_CANCELED, WATCH_EMPTY_RANGE, WatchCanceledError, WatchCompactedError
 from .faults import Faults
@@ -86,6 +87,7 @@ class Store(KVBase):
         lease_expiry_batch: int = 1000,
         cluster_id: int | None = None,
         member_id: int = MEMBER_ID,
+        quota_bytes: int | None = None,
     ) -> None:
         for name, value in (
             ("compaction_batch", compaction_batch),
@@ -99,15 +101,15 @@ class Store(KVBase):
         self.core = MVCC(
             max_txn_ops=max_txn_ops,
             # memory-only: a new cluster per Store, so clients can tell history was reset
-            cluster_id=cluster_id
-            if cluster_id is not None
-            else fresh_cluster_id(member_id),
+            cluster_id=cluster_id if cluster_id is not None else fresh_cluster_id(member_id),
             member_id=member_id,
             raft_term=RAFT_TERM,
         )
         self.core.lessor.min_ttl = min_lease_ttl
         self.compaction_batch = compaction_batch
         self.watches = WatchRegistry(self.core, buffer_size=watch_buffer)
+        #: Size accounting, the backend quota and the alarms (``quota_bytes``).
+        self.quota = Quota(self.core, quota_bytes)
         #: Fault injection for tests (see :mod:`etcdlite.faults`).
         self.faults = Faults(self.watches)
         self.watch_progress_notify_interval = watch_progress_notify_interval
@@ -215,9 +217,13 @@ class Store(KVBase):
     ) -> PutResponse:
         if self._closed or not self._started or self.faults.active:
             await self.admit("put")
+        key = key if type(key) is bytes else to_bytes(key)
+        value = value if type(value) is bytes else to_bytes(value, "value")
+        if self.quota.enforced and key:  # an empty key is refused first, by the core
+            self.quota.check_put(key, value)
         return self.core.put(
-            key if type(key) is bytes else to_bytes(key),
-            value if type(value) is bytes else to_bytes(value, "value"),
+            key,
+            value,
             lease if type(lease) is int else lease_id(lease),
             prev_kv,
             ignore_value,
@@ -230,6 +236,8 @@ class Store(KVBase):
 
     async def txn_request(self, req: TxnRequest) -> TxnResponse:
         await self.admit("txn")
+        if self.quota.enforced:
+            self.quota.check_txn(req)
         return self.core.txn(req)
 
     async def compact(self, revision: int, *, physical: bool = False) -> CompactResponse:
@@ -241,6 +249,26 @@ class Store(KVBase):
         if physical:
             await asyncio.shield(task)
         return CompactResponse(self.core.header())
+
+    async def defragment(self) -> None:
+        """etcd's Defragment: physical compaction finished, and the database's size (what
+        the quota counts) shrinks to what is in use."""
+        await self.admit("defragment")
+        task = self._compactor
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+        self.quota.defragment()
+
+    async def alarms(self) -> list[tuple[int, AlarmType]]:
+        """Active alarms as (member ID, alarm), as etcd's ``Alarm(GET)`` lists them."""
+        await self.admit("alarm")
+        return self.quota.listed()
+
+    async def disarm(self, alarm: AlarmType = AlarmType.NOSPACE, member: int = 0) -> bool:
+        """etcd's ``Alarm(DEACTIVATE)`` (``etcdctl alarm disarm``); ``member`` 0 means this
+        store's. Returns whether the alarm was active."""
+        await self.admit("alarm")
+        return self.quota.deactivate(member or self.core.member_id, alarm)
 
     async def _physical_compaction(self) -> None:
         core = self.core
@@ -307,6 +335,8 @@ class Store(KVBase):
 
     async def grant(self, ttl: int, id: int = 0) -> Lease:
         await self.admit("grant")
+        if self.quota.enforced:
+            self.quota.check_grant()
         entry = self.core.grant(ttl, id, self.clock.time())
         if self._expirer is None or self._expirer.done():
             self._expirer = self._spawn(self._expiry_loop())

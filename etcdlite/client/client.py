@@ -20,6 +20,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from .._grpc import open_channel
 from ..api import KVBase
 from ..clock import Clock, LoopClock
+from ..core.quota import AlarmType
 from ..errors import EtcdError, UnavailableError, error_from_status
 from ..lease import Lease, LeaseTimeToLive
 from ..ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, lease_id
@@ -246,6 +247,31 @@ class Client(KVBase):
     async def leases(self) -> list[int]:
         resp = await self._call(lambda: self.lease_stub.lease_leases(pb.LeaseLeasesRequest()))
         return [status.id for status in resp.leases]
+
+    # --- maintenance ------------------------------------------------------------------
+
+    def _maintenance(self) -> pb.MaintenanceStub:
+        return pb.MaintenanceStub(self._open(), timeout=self.timeout)
+
+    async def defragment(self) -> None:
+        await self._call(lambda: self._maintenance().defragment(pb.DefragmentRequest()))
+
+    async def alarms(self) -> list[tuple[int, AlarmType]]:
+        msg = pb.AlarmRequest(action=pb.AlarmRequestAlarmAction.GET)
+        resp = await self._call(lambda: self._maintenance().alarm(msg))
+        return sorted((a.member_id, AlarmType(int(a.alarm))) for a in resp.alarms)
+
+    async def disarm(self, alarm: AlarmType = AlarmType.NOSPACE, member: int = 0) -> bool:
+        if not member:
+            status = await self._call(lambda: self._maintenance().status(pb.StatusRequest()))
+            member = status.header.member_id if status.header else 0
+        msg = pb.AlarmRequest(
+            action=pb.AlarmRequestAlarmAction.DEACTIVATE,
+            member_id=member,
+            alarm=pb.AlarmType(int(alarm)),
+        )
+        resp = await self._call(lambda: self._maintenance().alarm(msg))
+        return bool(resp.alarms)
 
 
 def connect(endpoint: str = "127.0.0.1:2379", *, timeout: float | None = DEFAULT_TIMEOUT) -> Client:

@@ -162,6 +162,16 @@ class MVCC:
         log watches replay from. Read-only: the core owns it."""
         return self._log
 
+    def kept_below_compaction(self) -> Iterable[KeyValue]:
+        """The revisions below the compaction point that compaction keeps (each key's last
+        one, unless a tombstone) and the change log no longer holds."""
+        first = self._log[0].mod_revision if self._log else self._rev + 1
+        for hist in self._index.values():
+            for kv in hist:
+                if kv.mod_revision >= first:
+                    break
+                yield kv
+
     def read_revision(self, revision: int) -> int:
         """The revision a read at ``revision`` sees (0 or less: the current one); raises
         ``FutureRevisionError``/``CompactedError`` as etcd does."""

@@ -16,6 +16,7 @@ from grpclib.const import Cardinality, Handler
 from grpclib.server import Stream
 
 from .._grpc import Interceptor, recv_message
+from ..core.quota import AlarmType
 from ..errors import (
     AuthNotEnabledError,
     BadLeaderTransfereeError,
@@ -372,30 +373,41 @@ class EtcdServer:
 
     # --- maintenance ------------------------------------------------------------------
 
-    def _db_size(self) -> int:
-        core = self.store.core
-        return 4096 + sum(len(kv.key) + len(kv.value) + 48 for kv in core.changes)
-
     async def status(self, m: pb.StatusRequest) -> pb.StatusResponse:
         core = self.store.core
-        size = self._db_size()
+        quota = self.store.quota
         return pb.StatusResponse(
             header=self.header(),
             version=EMULATED_VERSION,
-            db_size=size,
+            db_size=quota.size,
             leader=core.member_id,
             raft_index=core.revision,
             raft_term=core.raft_term,
             raft_applied_index=core.revision,
-            db_size_in_use=size,
+            # etcd lists every active alarm in Go's %v of its AlarmMember (trailing space)
+            errors=[f"memberID:{member} alarm:{alarm.name} " for member, alarm in quota.listed()],
+            db_size_in_use=quota.in_use(),
         )
 
     async def alarm(self, m: pb.AlarmRequest) -> pb.AlarmResponse:
-        # etcd 3.4 answers Alarm without a header; no alarm is ever raised here.
-        return pb.AlarmResponse()
+        """GET lists the active alarms; ACTIVATE/DEACTIVATE raise or clear one and answer
+        with it. etcd 3.4 answers without a header."""
+        action, alarm = int(m.action), AlarmType(int(m.alarm))
+        if action == int(pb.AlarmRequestAlarmAction.GET):
+            listed = await self.store.alarms()
+        elif action == int(pb.AlarmRequestAlarmAction.ACTIVATE):
+            await self.store.admit("alarm")
+            self.store.quota.activate(m.member_id, alarm)
+            listed = [(m.member_id, alarm)] if alarm != AlarmType.NONE else []
+        else:
+            listed = [(m.member_id, alarm)] if await self.store.disarm(alarm, m.member_id) else []
+        return pb.AlarmResponse(
+            alarms=[pb.AlarmMember(member_id=mid, alarm=pb.AlarmType(int(a))) for mid, a in listed]
+        )
 
     async def defragment(self, m: pb.DefragmentRequest) -> pb.DefragmentResponse:
-        # etcd 3.4 answers with an empty message (no header); there is nothing to defragment.
+        # etcd 3.4 answers with an empty message (no header).
+        await self.store.defragment()
         return pb.DefragmentResponse()
 
     async def move_leader(self, m: pb.MoveLeaderRequest) -> pb.MoveLeaderResponse:
