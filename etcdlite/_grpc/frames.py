@@ -64,29 +64,30 @@ def data_frames(
     return parts
 
 
-async def send_data(stream: H2Stream, data: bytes) -> None:
-    """Send ``data`` on ``stream`` as DATA frames: every frame the flow-control windows
-    allow goes out in one transport write; waits for window updates when they are spent."""
+async def send_data(stream: H2Stream, data: bytes, prefix: bytes = b"") -> None:
+    """Send ``prefix`` then ``data`` on ``stream`` as DATA frames: every frame the
+    flow-control windows allow goes out in one transport write; waits for window updates
+    when they are spent. Only the slices of one write are copied (by its join)."""
     h2conn = stream._h2_connection
     sid = stream.id
     assert sid is not None
     conn = stream.connection
     view = memoryview(data)
     pos, end = 0, len(data)
-    while pos < end:
+    while pos < end or prefix:
         if not conn.write_ready.is_set():
             await conn.write_ready.wait()
         window = h2conn.local_flow_control_window(sid)
-        if window <= 0:
+        if window <= len(prefix):  # the prefix (5 bytes) never straddles two writes
             stream.window_updated.clear()
             await stream.window_updated.wait()
             continue
-        stop = min(end, pos + window)
+        stop = min(end, pos + window - len(prefix))
         parts: list[bytes | memoryview] = [h2conn.data_to_send()]  # h2's frames first
-        parts += data_frames(h2conn, sid, view, pos, stop)
+        parts += data_frames(h2conn, sid, view, pos, stop, prefix)
         stream._transport.write(b"".join(parts))
         conn.data_send_process()
-        pos = stop
+        pos, prefix = stop, b""
 
 
 async def send_messages(stream: Any, data: bytes, *, fast: bool) -> None:

@@ -216,7 +216,7 @@ async def _send_reply(stream: H2Stream, message: bytes) -> None:
         transport.write(b"".join(parts))
     else:
         transport.write(h2conn.data_to_send())
-        await send_data(stream, prefix + message)
+        await send_data(stream, message, prefix)  # a large body is not copied to prepend
         if sid not in h2conn.streams:
             return
         h2conn.send_headers(sid, _TRAILERS_OK, end_stream=True)
