@@ -295,12 +295,22 @@ class TxnRequest:
         self.compare: Sequence[Compare] = list(compare)
         self.success: Sequence[Op | None] = list(success)
         self.failure: Sequence[Op | None] = list(failure)
+        for cmp in self.compare:
+            if not isinstance(cmp, Compare):
+                raise TypeError(f"txn compare must be a Compare, not {type(cmp).__name__}")
+        for op in (*self.success, *self.failure):
+            if op is not None and not isinstance(op, _OPS):
+                raise TypeError(
+                    f"txn ops must be Get/Put/Delete/Txn (or None), not {type(op).__name__}"
+                )
 
     def __repr__(self) -> str:
         return f"Txn({self.compare!r}, {self.success!r}, {self.failure!r})"
 
 
 Op: TypeAlias = RangeRequest | PutRequest | DeleteRangeRequest | TxnRequest
+
+_OPS = (RangeRequest, PutRequest, DeleteRangeRequest, TxnRequest)
 
 Get = RangeRequest
 Put = PutRequest

@@ -581,6 +581,8 @@ class MVCC:
         if opc > max_ops:
             raise TooManyOpsError()
         for cmp in req.compare:
+            if not isinstance(cmp, Compare):
+                raise TypeError(f"txn compare must be a Compare, not {type(cmp).__name__}")
             if not cmp.key:
                 raise EmptyKeyError()
         for op in (*req.success, *req.failure):
@@ -599,8 +601,13 @@ class MVCC:
                 raise EmptyKeyError()
         elif isinstance(op, TxnRequest):
             self._check_txn(op, max_ops)
+        elif op is None:
+            raise KeyNotFoundError()  # etcd's answer to an empty RequestOp
         else:
-            raise KeyNotFoundError()
+            # Not something a gRPC client could send: a programming error, said so.
+            raise TypeError(
+                f"txn ops must be Get/Put/Delete/Txn (or None), not {type(op).__name__}"
+            )
 
     def _choose_path(self, req: TxnRequest, path: list[bool]) -> None:
         """Depth-first branch choices of this txn and every nested txn that would run."""
