@@ -1,12 +1,35 @@
-"""Embedded guard rails (issue #18): a Store refuses what cannot go over etcd's wire with a
-clear error instead of a wrong answer. Every refusal changes nothing."""
+"""Embedded guard rails (issue #18): a Store refuses calls from outside its own event loop,
+and refuses what cannot go over etcd's wire (ids and revisions outside int64, floats,
+non-ops in a txn) with a clear error instead of a wrong answer. Every refusal changes
+nothing."""
 
 from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from etcdlite import KeyNotFoundError, Store
 from etcdlite.ops import Compare, Delete, Get, Put, Txn
+
+Call = Callable[[Store], Awaitable[object]]
+
+#: One call of each kind a Store serves (each goes through its gate).
+CALLS: list[tuple[str, Call]] = [
+    ("put", lambda s: s.put(b"k", b"other")),
+    ("get", lambda s: s.get(b"k")),
+    ("range", lambda s: s.range(b"k", prefix=True)),
+    ("delete", lambda s: s.delete(b"k")),
+    ("txn", lambda s: s.txn([], [Put(b"k", b"t")])),
+    ("compact", lambda s: s.compact(1)),
+    ("grant", lambda s: s.grant(10)),
+    ("revoke", lambda s: s.revoke(1)),
+    ("leases", lambda s: s.leases()),
+    ("watch", lambda s: s.watch(b"k").__aenter__()),
+    ("close", lambda s: s.close()),
+]
 
 
 def _state(store: Store) -> tuple[object, ...]:
@@ -18,6 +41,67 @@ def _state(store: Store) -> tuple[object, ...]:
         sorted(e.id for e in core.lessor.leases()),
         store.closed,
     )
+
+
+def _in_thread(call: Call, store: Store) -> BaseException | None:
+    """Run ``call`` on a fresh loop in another thread; the exception it raised."""
+    caught: list[BaseException | None] = [None]
+
+    def run() -> None:
+        try:
+            asyncio.run(call(store))  # type: ignore[arg-type]
+        except BaseException as e:  # handed back to the test
+            caught[0] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(10)
+    return caught[0]
+
+
+@pytest.mark.parametrize(("name", "call"), CALLS, ids=[n for n, _ in CALLS])
+async def test_call_from_another_thread_raises_and_changes_nothing(name: str, call: Call) -> None:
+    async with Store() as store:
+        await store.put(b"k", b"v")
+        lease = await store.grant(10)
+        before = _state(store)
+        err = await asyncio.to_thread(_in_thread, call, store)
+        assert isinstance(err, RuntimeError), (name, err)
+        assert "etcdlite: Store used from another thread" in str(err)
+        assert _state(store) == before
+        store.core._check()
+        # the owner goes on as if nothing happened
+        await store.put(b"k", b"v2")
+        got = await store.get(b"k")
+        assert got is not None and got.value == b"v2" and got.version == 2
+        await store.revoke(lease)
+
+
+def test_call_from_another_event_loop_raises() -> None:
+    store = Store()
+    first = asyncio.new_event_loop()
+    second = asyncio.new_event_loop()
+    try:
+        first.run_until_complete(store.put(b"k", b"v"))
+        before = _state(store)
+        for _, call in CALLS:
+            with pytest.raises(RuntimeError, match="another event loop"):
+                second.run_until_complete(call(store))
+        assert _state(store) == before
+        assert first.run_until_complete(store.get(b"k")) is not None
+        first.run_until_complete(store.close())
+    finally:
+        first.close()
+        second.close()
+
+
+async def test_store_first_used_in_a_thread_belongs_to_it() -> None:
+    """The owner is the loop of the first call, not the one that built the Store (a
+    ServerThread builds its store in the caller's thread and serves it in its own)."""
+    store = Store()
+    assert await asyncio.to_thread(_in_thread, lambda s: s.put(b"k", b"v"), store) is None
+    with pytest.raises(RuntimeError, match="another thread"):
+        await store.get(b"k")
 
 
 async def test_txn_refuses_non_ops_and_non_compares() -> None:
@@ -43,3 +127,18 @@ async def test_txn_refuses_non_ops_and_non_compares() -> None:
         # None is etcd's empty RequestOp: etcd's own answer, not a TypeError
         with pytest.raises(KeyNotFoundError):
             await store.txn([], [None])
+
+
+async def test_loop_without_thread_record_takes_the_exact_check() -> None:
+    """A loop class that does not record its thread (not asyncio's, not uvloop's) makes
+    every call take the exact check: the owner still works, others are refused."""
+    from etcdlite.store import _UNKNOWN_LOOP
+
+    async with Store() as store:
+        await store.put(b"k", b"v")
+        store._owner = _UNKNOWN_LOOP
+        await store.put(b"k", b"v2")
+        assert (await store.get(b"k")) is not None
+        err = await asyncio.to_thread(_in_thread, lambda s: s.put(b"k", b"x"), store)
+        assert isinstance(err, RuntimeError) and "another thread" in str(err)
+        assert store.revision == 3
