@@ -22,7 +22,7 @@ from .core.watch import EMPTY_RANGE_REASON, EVENTS, REQUESTED, Watcher, WatchReg
 from .errors import WatchCanceledError, WatchCompactedError
 from .faults import Faults
 from .lease import Lease, LeaseTimeToLive
-from .ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, lease_id
+from .ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, int64, lease_id
 from .types import (
     Bytesish,
     CompactResponse,
@@ -233,6 +233,8 @@ class Store(KVBase):
 
     async def get(self, key: Bytesish, *, revision: int = 0) -> KeyValue | None:
         await self._gate("range")
+        if type(revision) is not int:
+            revision = int64(revision, "revision")  # a float would compare fine, wrongly
         return self.core.get(key if type(key) is bytes else to_bytes(key), revision)
 
     async def put(
@@ -271,7 +273,7 @@ class Store(KVBase):
 
     async def compact(self, revision: int, *, physical: bool = False) -> CompactResponse:
         await self._gate("compact")
-        self.core.compact(revision)
+        self.core.compact(int64(revision, "revision"))
         task = self._compactor
         if task is None or task.done():
             task = self._compactor = self._spawn(self._physical_compaction())
@@ -344,7 +346,7 @@ class Store(KVBase):
 
     async def grant(self, ttl: int, id: int = 0) -> Lease:
         await self._gate("grant")
-        entry = self.core.grant(ttl, id, self.clock.time())
+        entry = self.core.grant(ttl, int64(id, "lease id"), self.clock.time())
         if self._expirer is None or self._expirer.done():
             self._expirer = self._spawn(self._expiry_loop())
         else:

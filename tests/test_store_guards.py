@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from etcdlite import KeyNotFoundError, Store
+from etcdlite import FutureRevisionError, KeyNotFoundError, LeaseNotFoundError, Store
 from etcdlite.ops import Compare, Delete, Get, Put, Txn
 
 Call = Callable[[Store], Awaitable[object]]
@@ -142,3 +142,71 @@ async def test_loop_without_thread_record_takes_the_exact_check() -> None:
         err = await asyncio.to_thread(_in_thread, lambda s: s.put(b"k", b"x"), store)
         assert isinstance(err, RuntimeError) and "another thread" in str(err)
         assert store.revision == 3
+
+
+BIG = 1 << 64  # over gRPC this would read as 0
+
+
+async def test_lease_ids_must_be_int64() -> None:
+    async with Store() as store:
+        await store.put(b"k", b"v")
+        before = _state(store)
+        for bad in (BIG, 1 << 63, -(1 << 63) - 1):
+            with pytest.raises(ValueError, match="int64"):
+                await store.grant(10, bad)
+            with pytest.raises(ValueError, match="int64"):
+                await store.put(b"k", b"v2", lease=bad)
+            with pytest.raises(ValueError, match="int64"):
+                await store.txn([], [Put(b"k", b"v2", lease=bad)])
+            with pytest.raises(ValueError, match="int64"):
+                await store.revoke(bad)
+            with pytest.raises(ValueError, match="int64"):
+                await store.refresh(bad)
+            with pytest.raises(ValueError, match="int64"):
+                await store.time_to_live(bad)
+            with pytest.raises(ValueError, match="int64"):
+                Compare.lease(b"k") == bad  # noqa: B015 - the comparison raises
+        for bad_type in (1.0, "1", True):
+            with pytest.raises(TypeError, match="lease"):
+                await store.put(b"k", b"v2", lease=bad_type)  # type: ignore[arg-type]
+        assert _state(store) == before
+        # etcd's own limits and answers are kept: int64's ends are ids like any other
+        # (negative ids are granted by etcd), a missing lease is etcd's NotFound
+        for lid in ((1 << 63) - 1, -(1 << 63), -7):
+            lease = await store.grant(10, lid)
+            assert lease.id == lid
+            await store.put(b"k", b"v", lease=lid)
+            await store.revoke(lid)
+        with pytest.raises(LeaseNotFoundError):
+            await store.put(b"k", b"v", lease=12345)
+
+
+async def test_revisions_must_be_int64_ints() -> None:
+    async with Store() as store:
+        for i in range(3):
+            await store.put(b"k", b"v%d" % i)
+        before = _state(store)
+        for bad, exc in ((2.0, TypeError), ("2", TypeError), (None, TypeError), (BIG, ValueError)):
+            with pytest.raises(exc, match="revision"):
+                await store.range(b"k", revision=bad)  # type: ignore[arg-type]
+            with pytest.raises(exc, match="revision"):
+                await store.range(b"k", min_mod_revision=bad)  # type: ignore[arg-type]
+            with pytest.raises(exc, match="revision"):
+                await store.txn([], [Get(b"k", revision=bad)])  # type: ignore[arg-type]
+            with pytest.raises(exc, match="revision"):
+                await store.compact(bad)  # type: ignore[arg-type]
+            with pytest.raises(exc, match="start_revision"):
+                store.watch(b"k", start_revision=bad)  # type: ignore[arg-type]
+            with pytest.raises(exc, match="compare operand"):
+                Compare.mod(b"k") == bad  # noqa: B015 - the comparison raises
+        with pytest.raises(TypeError, match="revision"):
+            await store.get(b"k", revision=2.0)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="limit"):
+            await store.range(b"k", limit=1.5)  # type: ignore[arg-type]
+        assert _state(store) == before
+        # a too-large int revision of a plain get is etcd's "future revision" (as etcd
+        # answers any revision above the current one)
+        with pytest.raises(FutureRevisionError):
+            await store.get(b"k", revision=BIG)
+        got = await store.get(b"k", revision=2)
+        assert got is not None and got.value == b"v0"

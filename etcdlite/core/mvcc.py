@@ -429,6 +429,9 @@ class MVCC:
         if ignore_lease and lease:
             raise LeaseProvidedError()
         if lease and lease not in self.lessor:
+            if type(lease) is not int or not -(1 << 63) <= lease < 1 << 63:
+                # over gRPC it would not even encode (2**64 reads as 0): say so
+                raise ValueError(f"lease id must be an int64, got {lease!r}")
             raise LeaseNotFoundError()
         rev = self._rev + 1
         if not (lease or ignore_value or ignore_lease):
