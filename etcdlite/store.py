@@ -232,7 +232,13 @@ class Store(KVBase):
         return self.core.range(req)
 
     async def get(self, key: Bytesish, *, revision: int = 0) -> KeyValue | None:
-        await self._gate("range")
+        if (  # the put fast path's gate, inlined: a point read is as hot
+            self._closed
+            or not self._started
+            or self.faults.active
+            or get_ident() != self._owner._thread_id  # type: ignore[attr-defined]
+        ):
+            await self._gate("range")
         if type(revision) is not int:
             revision = int64(revision, "revision")  # a float would compare fine, wrongly
         return self.core.get(key if type(key) is bytes else to_bytes(key), revision)
