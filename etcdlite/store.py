@@ -209,7 +209,7 @@ class Store(KVBase):
             "or run a server (etcdlite.serve / etcdlite.testing.ServerThread) and a Client"
         )
 
-    async def _gate(self, kind: str) -> None:
+    async def admit(self, kind: str) -> None:
         """Checks before a request: open, started, and any armed fault for ``kind``."""
         self._check()
         if self.faults.active:
@@ -227,8 +227,8 @@ class Store(KVBase):
 
     # --- KV ---------------------------------------------------------------------------
 
-    async def _range(self, req: RangeRequest) -> RangeResponse:
-        await self._gate("range")
+    async def range_request(self, req: RangeRequest) -> RangeResponse:
+        await self.admit("range")
         return self.core.range(req)
 
     async def get(self, key: Bytesish, *, revision: int = 0) -> KeyValue | None:
@@ -238,7 +238,7 @@ class Store(KVBase):
             or self.faults.active
             or get_ident() != self._owner._thread_id  # type: ignore[attr-defined]
         ):
-            await self._gate("range")
+            await self.admit("range")
         if type(revision) is not int:
             revision = int64(revision, "revision")  # a float would compare fine, wrongly
         return self.core.get(key if type(key) is bytes else to_bytes(key), revision)
@@ -259,7 +259,7 @@ class Store(KVBase):
             or self.faults.active
             or get_ident() != self._owner._thread_id  # type: ignore[attr-defined]
         ):
-            await self._gate("put")
+            await self.admit("put")
         return self.core.put(
             key if type(key) is bytes else to_bytes(key),
             value if type(value) is bytes else to_bytes(value, "value"),
@@ -269,16 +269,16 @@ class Store(KVBase):
             ignore_lease,
         )
 
-    async def _delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
-        await self._gate("delete_range")
+    async def delete_range_request(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
+        await self.admit("delete_range")
         return self.core.delete_range(req)
 
-    async def _txn(self, req: TxnRequest) -> TxnResponse:
-        await self._gate("txn")
+    async def txn_request(self, req: TxnRequest) -> TxnResponse:
+        await self.admit("txn")
         return self.core.txn(req)
 
     async def compact(self, revision: int, *, physical: bool = False) -> CompactResponse:
-        await self._gate("compact")
+        await self.admit("compact")
         self.core.compact(int64(revision, "revision"))
         task = self._compactor
         if task is None or task.done():
@@ -304,7 +304,7 @@ class Store(KVBase):
 
     # --- watches --------------------------------------------------------------------
 
-    def _open_watch(self, spec: WatchSpec) -> Watch:
+    def open_watch(self, spec: WatchSpec) -> Watch:
         return StoreWatch(self, spec)
 
     def _register_watcher(self, spec: WatchSpec) -> Watcher:
@@ -351,7 +351,7 @@ class Store(KVBase):
     # --- leases -----------------------------------------------------------------------
 
     async def grant(self, ttl: int, id: int = 0) -> Lease:
-        await self._gate("grant")
+        await self.admit("grant")
         entry = self.core.grant(ttl, int64(id, "lease id"), self.clock.time())
         if self._expirer is None or self._expirer.done():
             self._expirer = self._spawn(self._expiry_loop())
@@ -396,15 +396,15 @@ class Store(KVBase):
         self._expiry_wakeup.set()
 
     async def revoke(self, lease: int | _HasId) -> int:
-        await self._gate("revoke")
+        await self.admit("revoke")
         return self.core.revoke(lease_id(lease))
 
     async def refresh(self, lease: int | _HasId) -> int:
-        await self._gate("refresh")
+        await self.admit("refresh")
         return self.core.lessor.renew(lease_id(lease), self.clock.time())
 
     async def time_to_live(self, lease: int | _HasId, *, keys: bool = False) -> LeaseTimeToLive:
-        await self._gate("time_to_live")
+        await self.admit("time_to_live")
         lid = lease_id(lease)
         entry = self.core.lessor.get(lid)
         now = self.clock.time()
@@ -418,7 +418,7 @@ class Store(KVBase):
         )
 
     async def leases(self) -> list[int]:
-        await self._gate("leases")
+        await self.admit("leases")
         return [entry.id for entry in self.core.lessor.leases()]
 
 
@@ -435,7 +435,7 @@ class StoreWatch(Watch):
     async def _create(self) -> None:
         self._loop = asyncio.get_running_loop()
         store = self._store
-        await store._gate("watch")
+        await store.admit("watch")
         self.revision = store.core.revision
         w = store._register_watcher(self.spec)
         w.wake = self._wake
