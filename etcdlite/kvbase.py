@@ -149,6 +149,10 @@ class KVCore(ABC):
         ``count`` is the number of keys in the range at that revision before ``limit`` and
         the min/max filters; ``more`` says the limit cut results off. A ``sort_target`` other
         than KEY with no ``sort_order`` sorts ascending, as etcd does.
+
+        etcdlite (embedded and server) answers ``count_only`` and a key-ordered ``limit`` at
+        the current revision in O(log n) where etcd walks every key in range; a sort by
+        another target and reads at past revisions look at every key in range, as in etcd.
         """
         return await self.range_request(
             RangeRequest(

@@ -10,7 +10,10 @@
     )
 
 Requests are checked by the store (or the server), not here, so a bad request gets etcd's own
-error wherever it is sent.
+error wherever it is sent. What could not even be sent to etcd is refused here, for every
+backend: a non-int where etcd has an int64 (``TypeError``: a float revision), an int outside
+int64 (``ValueError``: over gRPC a lease id of 2**64 would silently read as 0), a non-op in a
+txn (``TypeError``).
 """
 
 from __future__ import annotations
@@ -34,9 +37,23 @@ __all__ = [
     "RangeRequest",
     "Txn",
     "TxnRequest",
+    "int64",
     "key_range",
     "prefix_end",
 ]
+
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+
+
+def int64(value: object, what: str) -> int:
+    """``value`` as an etcd int64 field: an int (not a bool) in int64's range, else
+    ``TypeError`` / ``ValueError`` naming ``what``."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"{what} must fit in int64 (etcd's type for it), got {value}")
+    return int(value)
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -105,6 +122,31 @@ class RangeRequest:
         max_create_revision: int = 0,
     ) -> None:
         self.key, self.range_end = key_range(key, range_end, prefix)
+        if (
+            type(revision) is not int
+            or type(limit) is not int
+            or not INT64_MIN <= revision <= INT64_MAX
+            or not INT64_MIN <= limit <= INT64_MAX
+        ):
+            revision = int64(revision, "revision")
+            limit = int64(limit, "limit")
+        if (
+            min_mod_revision
+            or max_mod_revision
+            or min_create_revision
+            or max_create_revision
+            or not (
+                type(min_mod_revision)
+                is type(max_mod_revision)
+                is type(min_create_revision)
+                is type(max_create_revision)
+                is int
+            )
+        ):
+            min_mod_revision = int64(min_mod_revision, "min_mod_revision")
+            max_mod_revision = int64(max_mod_revision, "max_mod_revision")
+            min_create_revision = int64(min_create_revision, "min_create_revision")
+            max_create_revision = int64(max_create_revision, "max_create_revision")
         self.limit = limit
         self.revision = revision
         self.sort_order = sort_order
@@ -212,10 +254,8 @@ class Compare:
             if not isinstance(operand, bytes | str):
                 raise TypeError(f"compare value must be bytes or str, not {type(operand).__name__}")
             self.operand = to_bytes(operand, "value")
-        elif isinstance(operand, int) and not isinstance(operand, bool):
-            self.operand = operand
         else:
-            raise TypeError(f"compare operand must be an int, not {type(operand).__name__}")
+            self.operand = int64(operand, "compare operand")
 
     @staticmethod
     def value(key: Bytesish, range_end: Bytesish | None = None, *, prefix: bool = False) -> _Cmp:
@@ -295,12 +335,22 @@ class TxnRequest:
         self.compare: Sequence[Compare] = list(compare)
         self.success: Sequence[Op | None] = list(success)
         self.failure: Sequence[Op | None] = list(failure)
+        for cmp in self.compare:
+            if not isinstance(cmp, Compare):
+                raise TypeError(f"txn compare must be a Compare, not {type(cmp).__name__}")
+        for op in (*self.success, *self.failure):
+            if op is not None and not isinstance(op, _OPS):
+                raise TypeError(
+                    f"txn ops must be Get/Put/Delete/Txn (or None), not {type(op).__name__}"
+                )
 
     def __repr__(self) -> str:
         return f"Txn({self.compare!r}, {self.success!r}, {self.failure!r})"
 
 
 Op: TypeAlias = RangeRequest | PutRequest | DeleteRangeRequest | TxnRequest
+
+_OPS = (RangeRequest, PutRequest, DeleteRangeRequest, TxnRequest)
 
 Get = RangeRequest
 Put = PutRequest
@@ -318,8 +368,8 @@ class _HasId(Protocol):
 def lease_id(lease: int | _HasId | object) -> int:
     """A lease id from an int or a ``Lease``-like object (anything with an ``id``)."""
     if isinstance(lease, int) and not isinstance(lease, bool):
-        return lease
+        return int64(lease, "lease id")
     lid = getattr(lease, "id", None)
     if isinstance(lid, int):
-        return lid
+        return int64(lid, "lease id")
     raise TypeError(f"lease must be an int id or a Lease, not {type(lease).__name__}")

@@ -24,7 +24,7 @@ from collections.abc import Generator, Iterable
 from types import TracebackType
 
 from .errors import WATCH_CANCELED, WatchCanceledError, WatchCompactedError
-from .ops import key_range
+from .ops import int64, key_range
 from .types import Bytesish, Event, FilterType, WatchResponse
 
 __all__ = ["Watch", "WatchSpec"]
@@ -59,7 +59,7 @@ class WatchSpec:
         if not self.key:
             # etcd watches from b"\0" when the key is empty.
             self.key = b"\0"
-        self.start_revision = start_revision
+        self.start_revision = int64(start_revision, "start_revision")
         self.filters = [FilterType(int(f)) for f in filters]
         self.prev_kv = prev_kv
         self.progress_notify = progress_notify

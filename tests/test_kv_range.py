@@ -12,6 +12,7 @@ from etcdlite import (
     SortTarget,
     prefix_end,
 )
+from etcdlite.ops import Delete, Get, Put
 
 from .conftest import Ctx
 
@@ -169,3 +170,127 @@ async def test_compacted_revision_read(ctx: Ctx) -> None:
         await ctx.kv.range(ctx.k("k"), ctx.k("l"), revision=ctx.r(2))
     r = await ctx.kv.range(ctx.k("k"), ctx.k("l"), revision=ctx.r(3))  # == compacted: ok
     assert keys(ctx, r) == [b"k1", b"k2", b"k3"]
+
+
+async def _tombstoned(ctx: Ctx) -> None:
+    """c00..c09 at r(1)..r(10); c02..c05 deleted at r(11), c08 at r(12): live c00 c01 c06
+    c07 c09, with a run of four deleted keys and a single one between them."""
+    for i in range(10):
+        await ctx.kv.put(ctx.k(b"c%02d" % i), b"v%d" % i)
+    assert (await ctx.kv.delete(ctx.k("c02"), ctx.k("c06"))).deleted == 4
+    assert (await ctx.kv.delete(ctx.k("c08"))).deleted == 1
+
+
+async def test_count_and_limit_across_tombstones(ctx: Ctx) -> None:
+    await _tombstoned(ctx)
+    kv, lo, hi = ctx.kv, ctx.k("c"), prefix_end(ctx.k("c"))
+    r = await kv.range(lo, hi, count_only=True)
+    assert (r.count, list(r), r.more) == (5, [], False)
+    r = await kv.range(lo, hi, count_only=True, limit=2)
+    assert (r.count, list(r), r.more) == (5, [], False)
+    r = await kv.range(lo, hi, limit=2)
+    assert keys(ctx, r) == [b"c00", b"c01"] and r.more and r.count == 5
+    r = await kv.range(lo, hi, limit=5)
+    assert len(r) == 5 and not r.more and r.count == 5
+    # starting on the deleted run: the limit counts live keys only
+    r = await kv.range(ctx.k("c02"), hi, limit=2)
+    assert keys(ctx, r) == [b"c06", b"c07"] and r.more and r.count == 3
+    r = await kv.range(ctx.k("c02"), hi, limit=3, keys_only=True)
+    assert keys(ctx, r) == [b"c06", b"c07", b"c09"] and not r.more and r.count == 3
+    # a range holding only deleted keys, and a single deleted key
+    r = await kv.range(ctx.k("c02"), ctx.k("c06"), limit=1)
+    assert (list(r), r.more, r.count) == ([], False, 0)
+    r = await kv.range(ctx.k("c04"))
+    assert (list(r), r.count) == ([], 0)
+    r = await kv.range(ctx.k("c08"), count_only=True)
+    assert r.count == 0
+    r = await kv.range(ctx.k("c07"), ctx.k("c09"), count_only=True)  # c07, c08 (deleted)
+    assert r.count == 1
+    # descending with a limit crosses the tombstones from the other side
+    r = await kv.range(lo, hi, limit=2, sort_order=SortOrder.DESCEND)
+    assert keys(ctx, r) == [b"c09", b"c07"] and r.more and r.count == 5
+    r = await kv.range(lo, ctx.k("c06"), limit=1, sort_order=SortOrder.DESCEND)
+    assert keys(ctx, r) == [b"c01"] and r.more and r.count == 2
+    # a filter with a limit: count is before the filter, more after it
+    r = await kv.range(lo, hi, limit=1, min_mod_revision=ctx.r(7))
+    assert keys(ctx, r) == [b"c06"] and r.more and r.count == 5
+    r = await kv.range(lo, hi, limit=2, max_create_revision=ctx.r(2))
+    assert keys(ctx, r) == [b"c00", b"c01"] and not r.more and r.count == 5
+    # a sort target alone sorts only the limit+1 window of live keys
+    r = await kv.range(lo, hi, limit=1, sort_target=SortTarget.MOD)
+    assert keys(ctx, r) == [b"c00"] and r.more and r.count == 5
+    assert r.header.revision == ctx.r(12)
+
+
+async def test_count_and_limit_after_recreate(ctx: Ctx) -> None:
+    await _tombstoned(ctx)
+    kv, hi = ctx.kv, prefix_end(ctx.k("c"))
+    await kv.put(ctx.k("c03"), b"again")  # r(13)
+    got = await kv.get(ctx.k("c03"))
+    assert got is not None
+    assert (got.create_revision, got.mod_revision, got.version) == (ctx.r(13), ctx.r(13), 1)
+    r = await kv.range(ctx.k("c"), hi, count_only=True)
+    assert r.count == 6
+    r = await kv.range(ctx.k("c02"), hi, limit=3)
+    assert keys(ctx, r) == [b"c03", b"c06", b"c07"] and r.more and r.count == 4
+    r = await kv.range(ctx.k("c02"), ctx.k("c06"), limit=1, sort_order=SortOrder.DESCEND)
+    assert keys(ctx, r) == [b"c03"] and not r.more and r.count == 1
+    # everything deleted and c05 re-created inside one txn, counted after each step (the
+    # deletes leave c05 out: a put may not fall inside a delete range of its txn)
+    resp = await kv.txn(
+        [],
+        [
+            Delete(ctx.k("c00"), ctx.k("c05")),
+            Delete(ctx.k("c06"), hi),
+            Get(ctx.k("c"), hi, count_only=True),
+            Put(ctx.k("c05"), b"t"),
+            Get(ctx.k("c"), hi, limit=1),
+        ],
+    )
+    assert resp.succeeded and resp.header.revision == ctx.r(14)
+    first, second, before, _, after = resp.responses
+    assert (first.deleted, second.deleted) == (3, 3)  # type: ignore[union-attr]
+    assert before.count == 0  # type: ignore[union-attr]
+    assert keys(ctx, after) == [b"c05"] and after.count == 1  # type: ignore[union-attr]
+    assert not after.more  # type: ignore[union-attr]
+    r = await kv.range(ctx.k("c"), hi, count_only=True)
+    assert r.count == 1
+
+
+async def test_count_and_limit_at_past_revisions(ctx: Ctx) -> None:
+    await _tombstoned(ctx)
+    await ctx.kv.put(ctx.k("c03"), b"again")  # r(13)
+    kv, lo, hi = ctx.kv, ctx.k("c"), prefix_end(ctx.k("c"))
+
+    async def at(rev: int, start: bytes = lo, **kw: int) -> tuple[list[bytes], bool, int]:
+        r = await kv.range(start, hi, revision=rev, **kw)  # type: ignore[arg-type]
+        assert r.header.revision == ctx.r(13)
+        return keys(ctx, r), r.more, r.count
+
+    assert (await at(ctx.r(10), count_only=True))[2] == 10
+    assert (await at(ctx.r(11), count_only=True))[2] == 6
+    assert (await at(ctx.r(12), count_only=True))[2] == 5
+    assert (await at(ctx.r(13), count_only=True))[2] == 6
+    assert await at(ctx.r(10), ctx.k("c02"), limit=3) == ([b"c02", b"c03", b"c04"], True, 8)
+    assert await at(ctx.r(12), ctx.k("c02"), limit=2) == ([b"c06", b"c07"], True, 3)
+    assert await at(ctx.r(12), limit=2, sort_order=SortOrder.DESCEND) == (
+        [b"c09", b"c07"],
+        True,
+        5,
+    )
+    assert await at(ctx.r(11), limit=3, sort_order=SortOrder.DESCEND) == (
+        [b"c09", b"c08", b"c07"],
+        True,
+        6,
+    )
+    assert await at(ctx.r(3), count_only=True) == ([], False, 3)
+    # compaction keeps what reads at and after it need; counts now are unchanged
+    await kv.compact(ctx.r(12))
+    assert (await at(ctx.r(12), count_only=True))[2] == 5
+    assert await at(ctx.r(12), ctx.k("c02"), limit=1) == ([b"c06"], True, 3)
+    r = await kv.range(lo, hi, count_only=True)
+    assert r.count == 6
+    r = await kv.range(ctx.k("c02"), hi, limit=2)
+    assert keys(ctx, r) == [b"c03", b"c06"] and r.more and r.count == 4
+    with pytest.raises(CompactedError):
+        await at(ctx.r(11), count_only=True)

@@ -19,7 +19,7 @@ from .kv import put_keys
 from .measure import LoopLag, Metrics
 from .targets import start_child
 
-__all__ = ["compaction", "floor", "lease_expiry", "memory", "startup"]
+__all__ = ["compaction", "floor", "lease_expiry", "memory", "range_count", "startup"]
 
 # --- in-process only: stalls and memory ------------------------------------------------
 
@@ -94,6 +94,51 @@ async def compaction(ctx: Ctx) -> Metrics:
         "max_stall_cpu_ms": lag.max_stall_cpu * 1e3,
         "loop_turns": lag.turns,
         "batch": batch,
+    }
+
+
+async def range_count(ctx: Ctx) -> Metrics:
+    """``count_only`` and ``limit=10`` ranges over a prefix of ``nkeys`` live keys (1M at
+    scale 1), then the same after deleting the first tenth of them (a ``limit=10`` range
+    must then get past 100k tombstones). Each read is timed on its own: medians in ms."""
+    nkeys = ctx.n(1_000_000, minimum=100)
+    reads = ctx.n(100, minimum=5)
+    prefix = b"bench/count/"
+    value = ctx.value
+    clock = time.perf_counter
+    async with Store() as store:
+        core_put = store.core.put  # setup only: the synchronous core is quicker to fill
+        for i in range(nkeys):
+            core_put(b"%s%08d" % (prefix, i), value)
+            if i & 16383 == 0:
+                ctx.progress.tick(i, nkeys, "keys written")
+        gc.collect()
+
+        async def timed(check: int, **options: int | bool) -> float:
+            times = []
+            for _ in range(reads):
+                start = clock()
+                resp = await store.range(prefix, prefix=True, **options)  # type: ignore[arg-type]
+                times.append(clock() - start)
+                if resp.count != check or (options.get("limit") and len(resp.kvs) != 10):
+                    raise RuntimeError(f"range-count: count {resp.count}, expected {check}")
+            return statistics.median(times) * 1e3
+
+        count_ms = await timed(nkeys, count_only=True)
+        limit_ms = await timed(nkeys, limit=10)
+        dead = nkeys // 10
+        await store.delete_range(prefix + b"%08d" % 0, prefix + b"%08d" % dead)
+        gc.collect()
+        tomb_count_ms = await timed(nkeys - dead, count_only=True)
+        tomb_limit_ms = await timed(nkeys - dead, limit=10)
+    return {
+        "keys": nkeys,
+        "reads": reads,
+        "count_only_ms": count_ms,
+        "limit10_ms": limit_ms,
+        "tombstones": dead,
+        "count_only_tomb_ms": tomb_count_ms,
+        "limit10_tomb_ms": tomb_limit_ms,
     }
 
 

@@ -19,6 +19,8 @@ lease-grant               50k / 3k grants
 lease-keepalive           100k / 5k keepalives of one lease
 lease-expiry              100k leases with a key each expiring at once (embedded)
 compaction                compaction of 1M revisions (100k keys x 10) (embedded)
+range-count               count_only and limit=10 ranges over 1M live keys, then with the
+                          first 100k deleted (embedded; median of 100 reads each)
 memory                    bytes per stored key revision, 20k keys x 5 (embedded)
 startup                   store start-up (embedded) or spawn-to-first-answer (children)
 floor                     bare dict set and SortedDict insert of put's 100k keys
@@ -42,7 +44,7 @@ from .kv import (
     txn_cas,
     watch_fanout,
 )
-from .local import compaction, floor, lease_expiry, memory, startup
+from .local import compaction, floor, lease_expiry, memory, range_count, startup
 from .measure import Metrics
 from .targets import Target
 
@@ -203,6 +205,27 @@ WORKLOADS: tuple[Workload, ...] = (
             ("max_stall_cpu_ms", "max loop stall, CPU ms"),
         ),
         ("revisions", "compact_s", "revisions_per_s", "max_stall_ms", "max_stall_cpu_ms"),
+    ),
+    Workload(
+        "range-count",
+        "count_only / limit=10 range over 1M live keys, then past 100k tombstones",
+        range_count,
+        EMBEDDED,
+        (
+            ("count_only_ms", "count_only ms (median)"),
+            ("limit10_ms", "limit=10 ms (median)"),
+            ("count_only_tomb_ms", "count_only, first tenth deleted, ms"),
+            ("limit10_tomb_ms", "limit=10 past the deleted tenth, ms"),
+        ),
+        (
+            "keys",
+            "reads",
+            "count_only_ms",
+            "limit10_ms",
+            "tombstones",
+            "count_only_tomb_ms",
+            "limit10_tomb_ms",
+        ),
     ),
     Workload(
         "memory",

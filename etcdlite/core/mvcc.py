@@ -14,6 +14,13 @@ Data layout (etcd's design, in Python):
 * ``_log``: every change in (revision, position-in-txn) order, the same ``KeyValue`` objects
   the index holds (nothing is copied). It serves watch replay and tells compaction which
   keys to trim.
+* ``_dead``: a ``SortedList`` of the keys of ``_index`` whose history ends in a tombstone
+  (deleted, not yet compacted away). The keys live *now* are ``_index`` minus ``_dead``, so
+  the live count of a range at the current revision is two bisections on each
+  (:meth:`MVCC.count`), and a ``limit`` range walks only as far as it returns, jumping over
+  runs of dead keys by bisection. The complement is kept rather than the live set because
+  the hot path, a put of a new key, then costs nothing extra; only deletes, re-creations
+  and compaction of deleted keys touch it. etcd itself counts by walking its key index.
 
 Compaction is logical at once (reads below it fail) and physical in bounded steps
 (:meth:`MVCC.compact_step`) so a large compaction never stalls the caller's loop.
@@ -22,10 +29,11 @@ Compaction is logical at once (reads below it fail) and physical in bounded step
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from operator import attrgetter
 
-from sortedcontainers import SortedDict
+from sortedcontainers import SortedDict, SortedList
 
 from ..errors import (
     CompactedError,
@@ -95,6 +103,10 @@ class MVCC:
     Every public method either completes or raises before changing anything.
     """
 
+    #: Dead keys in a row a walk steps over one by one before it jumps over their run
+    #: (tests set 0 to make every dead key jump).
+    dead_steps = 8
+
     def __init__(
         self,
         *,
@@ -110,6 +122,8 @@ class MVCC:
         self.raft_term = raft_term
         self.lessor = lessor if lessor is not None else Lessor()
         self._index: SortedDict = SortedDict()
+        # Keys of _index whose last entry is a tombstone (see the module docstring).
+        self._dead: SortedList = SortedList()
         self._log: list[KeyValue] = []
         self._rev = 1
         # etcd's compactMainRev: -1 until the first compaction, so Compact(0) works once.
@@ -221,14 +235,132 @@ class MVCC:
             keys = index.keys()[index.bisect_left(key) : index.bisect_left(end)]
         histories = map(index.__getitem__, keys)
         # During a write the histories' tails are at the revision being written.
-        if rev >= (self._wrev or self._rev):
+        if rev >= self._now():
             return [kv for kv in [h[-1] for h in histories] if kv.version]
         return [kv for kv in [_at(h, rev) for h in histories] if kv is not None and kv.version]
+
+    # --- the live-key index: counts and limited walks at the current revision ---------
+
+    def count(self, key: bytes, end: bytes = b"") -> int:
+        """How many keys are live now in etcd's ``[key, end)``: O(log n), by bisecting
+        the key index and the dead keys (during a write txn: including its writes so far)."""
+        index = self._index
+        if not end:
+            hist = index.get(key)
+            return 1 if hist is not None and hist[-1].version else 0
+        dead = self._dead
+        lo: int = index.bisect_left(key)
+        dlo: int = dead.bisect_left(key)
+        if end == b"\0":
+            return (len(index) - lo) - (len(dead) - dlo)
+        if end <= key:
+            return 0
+        hi: int = index.bisect_left(end)
+        dhi: int = dead.bisect_left(end)
+        return (hi - lo) - (dhi - dlo)
+
+    def live_keys(self) -> Iterator[bytes]:
+        """The keys live now, in key order (the key index minus the dead keys)."""
+        return (kv.key for kv in self._walk(b"\0", b"\0"))
+
+    def _now(self) -> int:
+        """The revision the tails of the histories are at: the one being written once a
+        write txn has changed something, else the current one."""
+        return self._wrev if self._wrev and self._dirty else self._rev
+
+    def _walk(self, key: bytes, end: bytes, reverse: bool = False) -> Iterator[KeyValue]:
+        """The KeyValues live now in ``[key, end)``, lazily, in key order (``reverse``:
+        descending). A few dead keys in a row are stepped over; a longer run of them is
+        jumped over by galloping bisection (:meth:`_dead_run`), so ``k`` results cost
+        O(k log² n) whatever lies between them. The caller must not write while walking."""
+        index = self._index
+        if not end:
+            hist = index.get(key)
+            if hist is not None and hist[-1].version:
+                yield hist[-1]
+            return
+        if end != b"\0" and end <= key:
+            return
+        lo = index.bisect_left(key)
+        hi = len(index) if end == b"\0" else index.bisect_left(end)
+        histories = index.__getitem__
+        steps = self.dead_steps
+        while lo < hi:
+            pos = hi - 1 if reverse else lo
+            step = -1 if reverse else 1
+            run = 0
+            for k in index.islice(lo, hi, reverse=reverse):
+                kv = histories(k)[-1]
+                if kv.version:
+                    yield kv
+                    run = 0
+                elif run < steps:
+                    run += 1
+                else:
+                    n = self._dead_run(k, pos, lo, hi, reverse)
+                    if reverse:
+                        hi = pos - n + 1
+                    else:
+                        lo = pos + n
+                    break
+                pos += step
+            else:
+                return
+
+    def _dead_run(self, k: bytes, pos: int, lo: int, hi: int, reverse: bool) -> int:
+        """The length of the run of dead keys that starts at the dead key ``k``, position
+        ``pos`` of the index, going up (or down) within positions ``[lo, hi)``.
+
+        ``_dead`` is a subset of the index's keys in the same order, so with ``j`` the
+        position of ``k`` in it, the index key ``t`` steps on equals the dead key ``t``
+        steps on exactly while no live key came between: a monotone test, searched by
+        galloping then bisection in O(log² n) (positional access is O(log n))."""
+        keys = self._index.keys()
+        dead = self._dead
+        j: int = dead.bisect_left(k)
+        if reverse:
+            limit = min(pos - lo, j) + 1
+
+            def same(t: int) -> bool:
+                return bool(keys[pos - t] == dead[j - t])
+        else:
+            limit = min(hi - pos, len(dead) - j)
+
+            def same(t: int) -> bool:
+                return bool(keys[pos + t] == dead[j + t])
+
+        good, step = 0, 1  # same(0) holds: k itself is dead
+        while True:
+            t = good + step
+            if t >= limit:
+                bad = limit
+                break
+            if not same(t):
+                bad = t
+                break
+            good, step = t, step * 2
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            if same(mid):
+                good = mid
+            else:
+                bad = mid
+        return bad
+
+    # --- Range ------------------------------------------------------------------------
 
     def range(self, req: RangeRequest) -> RangeResponse:
         """etcd's Range, in the order of its apply code: revision checks, the live keys of
         the window and their count (taken before filters, as etcd counts), then the
-        mod/create filters, the sort and the limit."""
+        mod/create filters, the sort and the limit.
+
+        At the current revision ``count`` comes from the live-key index in O(log n), and a
+        ``limit`` range in key order (ascending or descending, filtered or not, or a sort
+        target without an order, which sorts only the first ``limit + 1`` keys) reads only
+        as many keys as it needs: etcd walks every key in range to count them. Two cases
+        stay linear in the keys in range because the answer depends on all of them: a
+        sort by a target other than the key with an explicit order or with filters, and any
+        read at a past revision (each key's history is bisected)."""
         if not req.key:
             raise EmptyKeyError()
         return self._range(req, self._rev, self.header())
@@ -240,10 +372,6 @@ class MVCC:
         rev = cur if revision <= 0 else revision
         if rev < self._compacted:
             raise CompactedError()
-        kvs = self._live(req.key, req.range_end, rev)
-        count = len(kvs)
-        if req.count_only:
-            return RangeResponse(header, [], False, count)
         order = req.sort_order
         limit = req.limit
         filtered = (
@@ -252,6 +380,16 @@ class MVCC:
             or req.min_create_revision
             or req.max_create_revision
         )
+        if rev < self._now():
+            kvs = self._live(req.key, req.range_end, rev)
+            count = len(kvs)
+            if req.count_only:
+                return RangeResponse(header, [], False, count)
+        else:
+            count = self.count(req.key, req.range_end)
+            if req.count_only:
+                return RangeResponse(header, [], False, count)
+            kvs = self._fetch(req, rev, bool(filtered))
         if limit > 0 and order == SortOrder.NONE and not filtered:
             # etcd fetches limit+1 keys in key order *before* sorting when no sort order is
             # given, so a sort_target alone sorts only that window (real etcd behaviour).
@@ -278,6 +416,23 @@ class MVCC:
             ]
         return RangeResponse(header, kvs, more, count)
 
+    def _fetch(self, req: RangeRequest, rev: int, filtered: bool) -> list[KeyValue]:
+        """The live KeyValues now that :meth:`_range` needs to give etcd's answer: with a
+        limit in key order, the first ``limit + 1`` (that pass the filters); else all."""
+        limit = req.limit
+        if limit > 0:
+            order = req.sort_order
+            if order == SortOrder.NONE and not filtered:
+                # etcd's limit + 1 window in key order (a sort target sorts only that)
+                return list(islice(self._walk(req.key, req.range_end), limit + 1))
+            if req.sort_target == SortTarget.KEY or order not in _SORT_ORDERS:
+                # Key order, either way, or an unknown order, which means no sort (3.4).
+                walk = self._walk(req.key, req.range_end, reverse=order == SortOrder.DESCEND)
+                if filtered:
+                    walk = (kv for kv in walk if _passes(kv, req))
+                return list(islice(walk, limit + 1))
+        return self._live(req.key, req.range_end, rev)
+
     # --- writes -----------------------------------------------------------------------
 
     def put(
@@ -297,6 +452,9 @@ class MVCC:
         if ignore_lease and lease:
             raise LeaseProvidedError()
         if lease and lease not in self.lessor:
+            if type(lease) is not int or not -(1 << 63) <= lease < 1 << 63:
+                # over gRPC it would not even encode (2**64 reads as 0): say so
+                raise ValueError(f"lease id must be an int64, got {lease!r}")
             raise LeaseNotFoundError()
         rev = self._rev + 1
         if not (lease or ignore_value or ignore_lease):
@@ -315,6 +473,7 @@ class MVCC:
                 else:
                     prev = None
                     kv = KeyValue(key, rev, rev, 1, value, 0)
+                    self._dead.remove(key)  # re-created
                 hist.append(kv)
             self._log.append(kv)
             self._rev = rev
@@ -363,6 +522,8 @@ class MVCC:
         if hist is None:
             self._index[key] = [kv]
         else:
+            if not hist[-1].version:
+                self._dead.remove(key)  # re-created
             hist.append(kv)
         self._log.append(kv)
         self._dirty = True
@@ -398,6 +559,11 @@ class MVCC:
             if kv.lease:
                 lessor.detach(kv.lease, kv.key)
         if victims:
+            dead = self._dead
+            if len(victims) == 1:
+                dead.add(victims[0].key)
+            else:
+                dead.update([kv.key for kv in victims])
             self._dirty = True
         return len(victims), victims
 
@@ -441,6 +607,8 @@ class MVCC:
         if opc > max_ops:
             raise TooManyOpsError()
         for cmp in req.compare:
+            if not isinstance(cmp, Compare):
+                raise TypeError(f"txn compare must be a Compare, not {type(cmp).__name__}")
             if not cmp.key:
                 raise EmptyKeyError()
         for op in (*req.success, *req.failure):
@@ -459,8 +627,13 @@ class MVCC:
                 raise EmptyKeyError()
         elif isinstance(op, TxnRequest):
             self._check_txn(op, max_ops)
+        elif op is None:
+            raise KeyNotFoundError()  # etcd's answer to an empty RequestOp
         else:
-            raise KeyNotFoundError()
+            # Not something a gRPC client could send: a programming error, said so.
+            raise TypeError(
+                f"txn ops must be Get/Put/Delete/Txn (or None), not {type(op).__name__}"
+            )
 
     def _choose_path(self, req: TxnRequest, path: list[bool]) -> None:
         """Depth-first branch choices of this txn and every nested txn that would run."""
@@ -610,7 +783,9 @@ class MVCC:
             if i >= 0 and not hist[i].version:
                 i += 1
             if i >= len(hist):
+                # Only a history ending in a tombstone goes entirely: the key was dead.
                 del index[key]
+                self._dead.remove(key)
             elif i > 0:
                 del hist[:i]
         del log[:n]
@@ -669,7 +844,17 @@ class MVCC:
             for key in entry.keys:
                 hist = self._index.get(key)
                 assert hist is not None and hist[-1].version and hist[-1].lease == entry.id
+        # The live-key index: _dead is exactly the keys whose history ends in a tombstone
+        # (a list compare: sorted, no duplicates), so index minus _dead is what is live now.
+        assert list(self._dead) == [k for k, h in self._index.items() if not h[-1].version]
+        live = [k for k, h in self._index.items() if h[-1].version]
+        assert list(self.live_keys()) == live
+        assert self.count(b"\0", b"\0") == len(live)
         self.lessor._check()
+
+
+#: The sort orders etcd 3.4 knows; any other value means no sort.
+_SORT_ORDERS = (SortOrder.NONE, SortOrder.ASCEND, SortOrder.DESCEND)
 
 
 def _at(hist: list[KeyValue], rev: int) -> KeyValue | None:

@@ -151,4 +151,3 @@ def _puts(req: TxnRequest) -> Iterable[PutRequest]:
             yield op
         elif isinstance(op, TxnRequest):
             yield from _puts(op)
-
