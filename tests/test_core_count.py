@@ -4,7 +4,7 @@ txns (with a range as their last op, so it reads the txn's own writes), lease re
 expiry, compactions, and with reads at the current and at past revisions.
 
 The reference is deliberately linear and independent of the index: a snapshot of the keys
-live after every revision, and etcd's Range rules (notes §3.2) applied to the whole list.
+live after every revision, and etcd's Range rules applied to the whole list.
 Forty-eight keys, so runs of dead keys get long enough for a walk to jump over them; the
 walk's step-over threshold is drawn too (0: every dead key jumps).
 """

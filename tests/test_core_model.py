@@ -1,7 +1,7 @@
 """Model-based tests of the synchronous MVCC core (``etcdlite.core.mvcc.MVCC``).
 
 The core is driven side by side with :class:`Model`, a deliberately simple and slow
-re-statement of etcd's KV rules (/work/shared/etcd-api-notes.md §1–§7):
+re-statement of etcd's KV rules (revisions, range, put, delete, txn, compaction):
 
 * each key's history is a plain list of ``(revision, value or None for a deletion, lease)``;
   ``create_revision`` and ``version`` are *derived* from that list (walk back to the last
@@ -90,7 +90,8 @@ CLUSTER_ID, MEMBER_ID, RAFT_TERM = 0x1111, 0x2222, 7
 
 
 def in_range(key: bytes, start: bytes, end: bytes) -> bool:
-    """The notes' §2 table."""
+    """etcd's key-range rule: no end is one key, ``b"\\0"`` every key from ``start``,
+    anything else ``[start, end)``."""
     if end == b"":
         return key == start
     if end == b"\0":
@@ -355,7 +356,7 @@ class Model:
         return victims
 
     def put(self, req: PutRequest) -> ExpPut:
-        # Validation order of a standalone Put (notes §4).
+        # Validation order of a standalone Put, as etcd's apply code checks.
         if not req.key:
             raise EmptyKeyError()
         if req.ignore_value and req.value:
@@ -472,7 +473,7 @@ class Model:
             if isinstance(op, RangeRequest) and op.revision:
                 if op.revision > self.rev:
                     raise FutureRevisionError()
-                if op.revision < self.compacted:  # also a negative revision, see notes §6.3
+                if op.revision < self.compacted:  # a negative revision too
                     raise CompactedError()
         changed = [False]
         responses = self._apply(req, chosen, changed)
@@ -1209,7 +1210,7 @@ def test_put_errors(fields: dict[str, object], exc: type[EtcdError]) -> None:
 
 
 def test_ignore_flags_on_existing_key() -> None:
-    """The positive side of the checks above (notes §4): ignore_value keeps the value but
+    """The positive side of the checks above: ignore_value keeps the value but
     takes the request's lease; ignore_lease keeps the lease."""
     h = populated()
     h.put(PutRequest(b"a", ignore_value=True, prev_kv=True))  # lease 1 → detached
@@ -1264,7 +1265,7 @@ BAD_TXNS: dict[str, tuple[Callable[[], TxnRequest], type[EtcdError]]] = {
         lambda: TxnRequest([], [DeleteRangeRequest(b"a"), RangeRequest(b"a", revision=3)]),
         CompactedError,
     ),
-    "chosen: negative range revision after a compaction (notes §6.3)": (
+    "chosen: negative range revision after a compaction": (
         lambda: TxnRequest([], [PutRequest(b"x", b"1"), RangeRequest(b"a", revision=-1)]),
         CompactedError,
     ),
@@ -1345,7 +1346,7 @@ def test_range_limit_window_before_default_sort() -> None:
 
 
 DUPLICATE_RULE: list[tuple[str, list[Op | None], bool]] = [
-    # (case, success branch, rejected?) -- notes §6.2.4, and etcd's v3rpc checkIntervals.
+    # (case, success branch, rejected?) -- etcd's v3rpc checkIntervals.
     ("two puts", [PutRequest(b"a"), PutRequest(b"a", b"2")], True),
     ("delete then put", [DeleteRangeRequest(b"a"), PutRequest(b"a")], True),
     ("put then delete", [PutRequest(b"a"), DeleteRangeRequest(b"a")], True),

@@ -2,7 +2,7 @@
 
 Every hypothesis example applies one generated sequence of KV/lease operations to a fresh
 :class:`etcdlite.Store` and, through :class:`etcdlite.Client`, to the real etcd of the session
-(notes §1–§7), and compares every result (or exception) after normalisation:
+and compares every result (or exception) after normalisation:
 
 * revisions are made relative to each backend's starting revision (a 0 stays "unset");
 * header ``cluster_id``/``member_id``/``raft_term`` are ignored;

@@ -1,4 +1,4 @@
-"""Revisions, put, get, delete: the same assertions on every backend (notes §1, §4, §5)."""
+"""Revisions, put, get, delete: the same assertions on every backend."""
 
 from __future__ import annotations
 

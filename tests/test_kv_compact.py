@@ -1,4 +1,4 @@
-"""Compact: errors, what survives, headers (notes §7, §3.2, §6.3, §14).
+"""Compact: errors, what survives, headers.
 
 Compaction on the shared etcd is global: every test compacts only at revisions it created
 itself and never assumes what the compacted revision was before it ran.

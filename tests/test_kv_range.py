@@ -1,4 +1,4 @@
-"""Range: every option of etcd's RangeRequest, on every backend (notes §2, §3, §14)."""
+"""Range: every option of etcd's RangeRequest, on every backend."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .conftest import Ctx
 
 
 async def _fill(ctx: Ctx) -> None:
-    # the vectors of notes §14: k1=z k2=y k3=x k2=w k\xff=v l=u
+    # etcd's own test vectors: k1=z k2=y k3=x k2=w k\xff=v l=u
     for name, value in [
         (b"k1", b"z"),
         (b"k2", b"y"),

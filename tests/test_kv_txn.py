@@ -1,4 +1,4 @@
-"""Txn: compares, branches, inner responses, static validation (notes §6, §1.3, §1.4, §14)."""
+"""Txn: compares, branches, inner responses, static validation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Leases: grant, TTLs, time_to_live, refresh, revoke, keys and leases (notes §9, §4, §6).
+"""Leases: grant, TTLs, time_to_live, refresh, revoke, keys and leases.
 
 Real etcd is shared by the session, so explicit lease ids are random per run, and every
 lease a test grants is revoked when it ends (the ``grant`` fixture).

@@ -1,4 +1,4 @@
-"""Watch parity: the same assertions on the embedded Store and on real etcd (notes §8)."""
+"""Watch parity: the same assertions on the embedded Store and on real etcd."""
 
 from __future__ import annotations
 
