@@ -186,6 +186,14 @@ class MVCC:
                     break
                 yield kv
 
+    def is_latest_at(self, kv: KeyValue, revision: int) -> bool:
+        """Whether ``kv`` is its key's newest revision at ``revision`` and not a deletion."""
+        hist = self._index.get(kv.key)
+        if hist is None or not kv.version:
+            return False
+        i = bisect_right(hist, revision, key=_mod_rev) - 1
+        return i >= 0 and hist[i] is kv
+
     def read_revision(self, revision: int) -> int:
         """The revision a read at ``revision`` sees (0 or less: the current one); raises
         ``FutureRevisionError``/``CompactedError`` as etcd does."""

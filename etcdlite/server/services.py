@@ -7,8 +7,8 @@ core. Errors leave with etcd's exact status codes and texts (:mod:`etcdlite.erro
 
 from __future__ import annotations
 
+import asyncio
 import weakref
-import zlib
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,10 +16,12 @@ from grpclib.const import Cardinality, Handler
 from grpclib.server import Stream
 
 from .._grpc import Interceptor, recv_message
+from ..core.hashkv import crc32c, hash_entries
 from ..core.quota import AlarmType
 from ..errors import (
     AuthNotEnabledError,
     BadLeaderTransfereeError,
+    CompactedError,
     EtcdError,
     MemberNotFoundError,
     MemberNotLearnerError,
@@ -415,29 +417,29 @@ class EtcdServer:
             raise BadLeaderTransfereeError()
         return pb.MoveLeaderResponse()  # 3.4: an empty message, as for Defragment
 
-    def _hash(self, revision: int) -> int:
-        """CRC-32 over every kept change up to ``revision``: deterministic, like etcd's
-        HashKV (its value is etcd's own business and differs)."""
-        crc = zlib.crc32(b"etcdlite")  # never 0, like etcd's (its buckets are hashed too)
-        for kv in self.store.core.changes:
-            if kv.mod_revision > revision:
-                break
-            crc = zlib.crc32(kv.key, crc)
-            crc = zlib.crc32(kv.mod_revision.to_bytes(8, "big", signed=True), crc)
-            crc = zlib.crc32(kv.value, crc)
+    async def _hash(self, revision: int) -> int:
+        """etcd's HashKV of the store at ``revision`` (:mod:`etcdlite.core.hashkv`),
+        yielding to the loop every few thousand revisions."""
+        crc = crc32c(b"key")
+        for i, piece in enumerate(hash_entries(self.store.core, revision)):
+            crc = crc32c(piece, crc)
+            if i % 4096 == 4095:
+                await asyncio.sleep(0)
         return crc
 
     async def hash(self, m: pb.HashRequest) -> pb.HashResponse:
         core = self.store.core
-        return pb.HashResponse(header=self.header(), hash=self._hash(core.revision))
+        return pb.HashResponse(header=self.header(), hash=await self._hash(core.revision))
 
     async def hash_kv(self, m: pb.HashKvRequest) -> pb.HashKvResponse:
         core = self.store.core
         rev = m.revision if m.revision > 0 else core.revision
         core.read_revision(rev)
+        if 0 < core.compacted_revision >= rev:  # etcd: a hash *at* the compaction point too
+            raise CompactedError()
         return pb.HashKvResponse(
             header=self.header(),
-            hash=self._hash(rev),
+            hash=await self._hash(rev),
             compact_revision=core.compacted_revision,  # -1 until the first compaction
         )
 
