@@ -4,15 +4,19 @@ several listen URLs on one store; member and cluster IDs derived as etcd derives
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import pytest
+from grpclib.client import Channel
 
 import etcdlite
 from etcdlite.identity import cluster_id, member_id
+from etcdlite.wire.pb import etcdserverpb as pb
+
+from .launch import running_cli
 
 
 def _serve(*flags: str) -> subprocess.CompletedProcess[str]:
@@ -92,48 +96,17 @@ async def test_a_memory_only_store_is_a_new_cluster_each_time() -> None:
 
 
 def test_cli_reports_name_peer_urls_and_etcds_member_id() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     peer = "http://127.0.0.1:23801"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "etcdlite",
-            "serve",
-            "--listen-client-urls",
-            f"http://127.0.0.1:{port}",
-            "--name",
-            "probe",
-            "--initial-advertise-peer-urls",
-            peer,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stderr is not None
-        assert "ready to serve" in proc.stderr.readline()
+    with running_cli("--name", "probe", "--initial-advertise-peer-urls", peer) as server:
 
-        async def members() -> object:
-            from grpclib.client import Channel
-
-            from etcdlite.wire.pb import etcdserverpb as pb
-
-            channel = Channel("127.0.0.1", port)
+        async def members() -> Any:
+            host, port = server.endpoint.split(":")
+            channel = Channel(host, int(port))
             try:
                 stub = pb.ClusterStub(channel, timeout=5)
                 return await stub.member_list(pb.MemberListRequest())
             finally:
                 channel.close()
 
-        reply = asyncio.run(members())
-        (member,) = reply.members  # type: ignore[attr-defined]
+        (member,) = asyncio.run(members()).members
         assert (member.name, member.peer_ur_ls, member.id) == ("probe", [peer], member_id([peer]))
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stderr is not None:
-            proc.stderr.close()
