@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+from pathlib import Path
 from types import TracebackType
 
 from .api import KVBase
@@ -16,10 +18,12 @@ from .clock import Clock, LoopClock
 from .core.autocompact import AutoCompactor
 from .core.mvcc import DEFAULT_MAX_TXN_OPS, MVCC
 from .core.watch import EMPTY_RANGE_REASON, EVENTS, REQUESTED, Watcher, WatchRegistry
-from .errors import WatchCanceledError, WatchCompactedError
+from .errors import EtcdError, WatchCanceledError, WatchCompactedError
 from .faults import Faults
 from .lease import Lease, LeaseTimeToLive
 from .ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, lease_id
+from .storage.datadir import DataDir
+from .storage.snapshot import SnapshotInfo, write_snapshot
 from .types import (
     Bytesish,
     CompactResponse,
@@ -66,6 +70,18 @@ class Store(KVBase):
     * ``watch_progress_notify_interval``: seconds between progress notifications for
       ``progress_notify`` watches (etcd's ``--experimental-watch-progress-notify-interval``,
       10 minutes).
+    * ``data_dir``: keep the store in this directory (see :mod:`etcdlite.storage`); without
+      it the store lives in memory only. An existing directory is recovered when the store
+      is created (every kept revision, the compaction point, the leases with their full TTL
+      back, as etcd's lessor gives them when a member starts). A second store on the same
+      directory, in any process, is refused with ``DataDirLockedError``.
+
+    With a ``data_dir``, what etcd acknowledges after its WAL sync is acknowledged here after
+    the log's sync: a write returns once it is durable (concurrent writes share one sync),
+    and no read, watch event or progress notification shows a revision before it is durable
+    (a read issued while a sync is pending waits for it). If a write or sync fails (a full
+    disk) the store stops: that call and every later one raise ``StorageFailedError``, and
+    the directory keeps what was durable.
     """
 
     def __init__(
@@ -82,6 +98,7 @@ class Store(KVBase):
         lease_expiry_batch: int = 1000,
         cluster_id: int = CLUSTER_ID,
         member_id: int = MEMBER_ID,
+        data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         for name, value in (
             ("compaction_batch", compaction_batch),
@@ -100,7 +117,17 @@ class Store(KVBase):
         )
         self.core.lessor.min_ttl = min_lease_ttl
         self.compaction_batch = compaction_batch
-        self.watches = WatchRegistry(self.core, buffer_size=watch_buffer)
+        # Held while a snapshot reads the core: physical compaction waits for it.
+        self._compaction_lock = asyncio.Lock()
+        self._storage: DataDir | None = None
+        if data_dir is not None:
+            self._storage = DataDir.open(data_dir, self.core)
+            self._storage.compaction_lock = self._compaction_lock
+        self.watches = WatchRegistry(
+            self.core, buffer_size=watch_buffer, deferred=self._storage is not None
+        )
+        if self._storage is not None:
+            self._storage.on_durable = self.watches.release
         #: Fault injection for tests (see :mod:`etcdlite.faults`).
         self.faults = Faults(self.watches)
         self.watch_progress_notify_interval = watch_progress_notify_interval
@@ -142,6 +169,12 @@ class Store(KVBase):
         self._started = True
         if self._auto is not None:
             self._spawn(self._auto_compact_loop())
+        if self._storage is not None:
+            self._storage.start()
+            if len(self.core.lessor):
+                # Recovered leases: their full TTL from now, as etcd's lessor on start.
+                self.core.lessor.promote(self.clock.time())
+                self._expirer = self._spawn(self._expiry_loop())
 
     def _spawn(self, coro: object) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -150,7 +183,8 @@ class Store(KVBase):
         return task
 
     async def close(self) -> None:
-        """Stop background work and end every watch; further calls fail."""
+        """Stop background work and end every watch; further calls fail. With a data
+        directory, what was logged is made durable and the directory released."""
         self._closed = True
         for w in list(self.watches.watchers):
             self.watches.cancel(w)
@@ -159,6 +193,8 @@ class Store(KVBase):
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self._storage is not None:
+            await self._storage.close()
 
     @property
     def closed(self) -> bool:
@@ -169,6 +205,8 @@ class Store(KVBase):
             raise StoreClosedError("store is closed")
         if not self._started:
             self._start()
+        if self._storage is not None and self._storage.failure is not None:
+            raise self._storage.failure
 
     async def _gate(self, kind: str) -> None:
         """Checks before a request: open, started, and any armed fault for ``kind``."""
@@ -186,15 +224,75 @@ class Store(KVBase):
     def compacted_revision(self) -> int:
         return self.core.compacted_revision
 
+    # --- durability -------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path | None:
+        """The data directory, or ``None`` for a store in memory."""
+        return self._storage.path if self._storage is not None else None
+
+    @property
+    def durable_revision(self) -> int:
+        """The newest revision that is durable (the current one for a store in memory):
+        what a watch or a response header may show."""
+        return self._storage.durable_revision if self._storage is not None else self.core.revision
+
+    async def _settle(self) -> None:
+        """Wait until everything the store has logged is durable (nothing in memory)."""
+        if self._storage is not None:
+            await self._storage.settle()
+
+    def disk_size(self) -> int:
+        """Bytes the data directory takes (etcd's Status ``dbSize``); an estimate of the
+        state's size for a store in memory."""
+        if self._storage is not None:
+            return self._storage.disk_size()
+        return _memory_size(self.core)
+
+    def disk_size_in_use(self) -> int:
+        """Bytes of the data directory the store needs (``dbSizeInUse``): the live snapshot
+        and the log after it. Older files are deleted once a new snapshot is in place."""
+        if self._storage is not None:
+            return self._storage.disk_size_in_use()
+        return _memory_size(self.core)
+
+    async def defragment(self) -> None:
+        """etcd's Defragment: give the space compaction freed back to the disk. With a data
+        directory, a snapshot of the state replaces the log so far (a store does that by
+        itself once its log outgrows the last snapshot); in memory there is nothing to do."""
+        await self._gate("defragment")
+        if self._storage is not None:
+            await self._storage.compact_files()
+
+    async def snapshot(self, path: str | os.PathLike[str]) -> SnapshotInfo:
+        """Write a consistent snapshot of the store now to ``path`` (etcdlite's format,
+        ending in the sha256 of the rest, as etcd's does); see
+        :mod:`etcdlite.storage.snapshot` for restoring it and reporting on it. The store
+        serves requests meanwhile; only what is durable is included."""
+        await self._gate("snapshot")
+        async with self._compaction_lock:
+            await self._settle()
+            return await write_snapshot(self.core, Path(path))
+
     # --- KV ---------------------------------------------------------------------------
 
     async def _range(self, req: RangeRequest) -> RangeResponse:
         await self._gate("range")
-        return self.core.range(req)
+        if self._storage is None:
+            return self.core.range(req)
+        try:
+            return self.core.range(req)
+        finally:
+            await self._storage.settle()
 
     async def get(self, key: Bytesish, *, revision: int = 0) -> KeyValue | None:
         await self._gate("range")
-        return self.core.get(key if type(key) is bytes else to_bytes(key), revision)
+        if self._storage is None:
+            return self.core.get(key if type(key) is bytes else to_bytes(key), revision)
+        try:
+            return self.core.get(key if type(key) is bytes else to_bytes(key), revision)
+        finally:
+            await self._storage.settle()
 
     async def put(
         self,
@@ -206,8 +304,20 @@ class Store(KVBase):
         ignore_value: bool = False,
         ignore_lease: bool = False,
     ) -> PutResponse:
-        if self._closed or not self._started or self.faults.active:
+        if self._closed or not self._started or self.faults.active or self._storage is not None:
             await self._gate("put")
+            if self._storage is not None:
+                try:
+                    return self.core.put(
+                        key if type(key) is bytes else to_bytes(key),
+                        value if type(value) is bytes else to_bytes(value, "value"),
+                        lease if type(lease) is int else lease_id(lease),
+                        prev_kv,
+                        ignore_value,
+                        ignore_lease,
+                    )
+                finally:
+                    await self._storage.settle()
         return self.core.put(
             key if type(key) is bytes else to_bytes(key),
             value if type(value) is bytes else to_bytes(value, "value"),
@@ -219,15 +329,32 @@ class Store(KVBase):
 
     async def _delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
         await self._gate("delete_range")
-        return self.core.delete_range(req)
+        if self._storage is None:
+            return self.core.delete_range(req)
+        try:
+            return self.core.delete_range(req)
+        finally:
+            await self._storage.settle()
 
     async def _txn(self, req: TxnRequest) -> TxnResponse:
         await self._gate("txn")
-        return self.core.txn(req)
+        if self._storage is None:
+            return self.core.txn(req)
+        try:
+            return self.core.txn(req)
+        finally:
+            await self._storage.settle()
 
     async def compact(self, revision: int, *, physical: bool = False) -> CompactResponse:
         await self._gate("compact")
-        self.core.compact(revision)
+        try:
+            self.core.compact(revision)
+        except EtcdError:
+            await self._settle()
+            raise
+        if self._storage is not None:
+            self._storage.log_compact(revision)
+            await self._storage.settle()
         task = self._compactor
         if task is None or task.done():
             task = self._compactor = self._spawn(self._physical_compaction())
@@ -237,7 +364,13 @@ class Store(KVBase):
 
     async def _physical_compaction(self) -> None:
         core = self.core
-        while not core.compact_step(self.compaction_batch):
+        lock = self._compaction_lock
+        while True:
+            if lock.locked():
+                async with lock:  # a snapshot is reading the core: wait for it
+                    pass
+            if core.compact_step(self.compaction_batch):
+                return
             await asyncio.sleep(0)
 
     async def _auto_compact_loop(self) -> None:
@@ -255,21 +388,25 @@ class Store(KVBase):
     def _open_watch(self, spec: WatchSpec) -> Watch:
         return StoreWatch(self, spec)
 
-    def _register_watcher(self, spec: WatchSpec) -> Watcher:
+    def _register_watcher(self, spec: WatchSpec, now: int | None = None) -> Watcher:
         if spec.empty_range:
             raise WatchCanceledError(EMPTY_RANGE_REASON)
         wid = self._next_watch_id
         while wid in self._watch_ids:
             wid += 1
         self._next_watch_id = wid + 1
-        w = self.register_watcher(spec, wid)
+        w = self.register_watcher(spec, wid, now)
         self._watch_ids[wid] = w
         return w
 
-    def register_watcher(self, spec: WatchSpec, watch_id: int) -> Watcher:
+    def register_watcher(self, spec: WatchSpec, watch_id: int, now: int | None = None) -> Watcher:
         """Add a core watcher for ``spec`` (the caller owns the id space and refuses empty
-        ranges); used by the Store's own watches and by the server's watch streams."""
+        ranges); used by the Store's own watches and by the server's watch streams. A
+        ``start_revision`` of 0 means after ``now`` (default: the durable revision)."""
         self._check()
+        start = spec.start_revision
+        if start == 0 and self._storage is not None:
+            start = (self.durable_revision if now is None else now) + 1
         w = Watcher(
             spec.key,
             spec.range_end,
@@ -279,7 +416,7 @@ class Store(KVBase):
             progress_notify=spec.progress_notify,
             watch_id=watch_id,
         )
-        self.watches.add(w, spec.start_revision)
+        self.watches.add(w, start)
         if spec.progress_notify and (self._ticker is None or self._ticker.done()):
             self._ticker = self._spawn(self._progress_ticker())
         return w
@@ -300,7 +437,14 @@ class Store(KVBase):
 
     async def grant(self, ttl: int, id: int = 0) -> Lease:
         await self._gate("grant")
-        entry = self.core.grant(ttl, id, self.clock.time())
+        try:
+            entry = self.core.grant(ttl, id, self.clock.time())
+        except EtcdError:
+            await self._settle()
+            raise
+        if self._storage is not None:
+            self._storage.log_grant(entry.id, entry.ttl)
+            await self._storage.settle()
         if self._expirer is None or self._expirer.done():
             self._expirer = self._spawn(self._expiry_loop())
         else:
@@ -332,7 +476,7 @@ class Store(KVBase):
                         sleeper.cancel()
             expired = lessor.pop_expired(clock.time(), self.lease_expiry_batch)
             for expired_id in expired:
-                self.core.revoke(expired_id)
+                self._revoke(expired_id)
             self.last_expiry_batch = len(expired)
             if len(expired) == self.lease_expiry_batch:
                 await asyncio.sleep(0)  # more are due: let the loop breathe between batches
@@ -343,16 +487,31 @@ class Store(KVBase):
         self.core.lessor.promote(self.clock.time())
         self._expiry_wakeup.set()
 
+    def _revoke(self, lid: int) -> int:
+        if self._storage is None:
+            return self.core.revoke(lid)
+        with self._storage.revoking(lid):
+            return self.core.revoke(lid)
+
     async def revoke(self, lease: int | _HasId) -> int:
         await self._gate("revoke")
-        return self.core.revoke(lease_id(lease))
+        if self._storage is None:
+            return self.core.revoke(lease_id(lease))
+        try:
+            return self._revoke(lease_id(lease))
+        finally:
+            await self._storage.settle()
 
     async def refresh(self, lease: int | _HasId) -> int:
+        # Not logged: a recovered lease gets its full TTL back anyway (etcd's rule).
         await self._gate("refresh")
-        return self.core.lessor.renew(lease_id(lease), self.clock.time())
+        ttl = self.core.lessor.renew(lease_id(lease), self.clock.time())
+        await self._settle()
+        return ttl
 
     async def time_to_live(self, lease: int | _HasId, *, keys: bool = False) -> LeaseTimeToLive:
         await self._gate("time_to_live")
+        await self._settle()
         lid = lease_id(lease)
         entry = self.core.lessor.get(lid)
         now = self.clock.time()
@@ -367,6 +526,7 @@ class Store(KVBase):
 
     async def leases(self) -> list[int]:
         await self._gate("leases")
+        await self._settle()
         return [entry.id for entry in self.core.lessor.leases()]
 
 
@@ -384,8 +544,10 @@ class StoreWatch(Watch):
         self._loop = asyncio.get_running_loop()
         store = self._store
         await store._gate("watch")
-        self.revision = store.core.revision
-        w = store._register_watcher(self.spec)
+        # "From now" means from the newest durable revision: later ones reach the watch
+        # when they are durable, and the header never shows one that is not.
+        self.revision = store.durable_revision
+        w = store._register_watcher(self.spec, self.revision)
         w.wake = self._wake
         self._watcher = w
         self.id = w.id
@@ -453,3 +615,8 @@ class StoreWatch(Watch):
         await self._ensure_created()
         assert self._watcher is not None
         self._store.watches.request_progress(self._watcher)
+
+
+def _memory_size(core: MVCC) -> int:
+    """What a store in memory reports as its size: a page plus every kept change."""
+    return 4096 + sum(len(kv.key) + len(kv.value) + 48 for kv in core.changes_since(0))
