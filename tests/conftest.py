@@ -1,6 +1,7 @@
 """Backends for the behavioural suite: every parity test runs on each of them.
 
 * ``store``: the embedded :class:`etcdlite.Store`;
+* ``store-durable``: the same with a data directory (every write synced before its reply);
 * ``serve``: :class:`etcdlite.Client` → etcdlite's own server on a free loopback port;
 * ``etcd``: :class:`etcdlite.Client` → a real etcd started once per test session.
 
@@ -26,7 +27,7 @@ from etcdlite import KV
 from .etcd_process import EtcdMissing, etcd_version, running_etcd
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-BACKENDS = ["store", "serve", "etcd"]
+BACKENDS = ["store", "store-durable", "serve", "etcd"]
 ETCD_VERSION = etcd_version()
 
 _counter = itertools.count()
@@ -79,9 +80,10 @@ class Ctx:
 async def ctx(request: pytest.FixtureRequest) -> AsyncIterator[Ctx]:
     backend: str = request.param
     prefix = f"t{next(_counter)}-{request.node.name[:40]}/".encode()
-    if backend == "store":
+    if backend in ("store", "store-durable"):
         clock = etcdlite.ManualClock()
-        async with etcdlite.Store(clock=clock) as store:
+        data_dir = request.getfixturevalue("tmp_path") if backend == "store-durable" else None
+        async with etcdlite.Store(clock=clock, data_dir=data_dir) as store:
             rev0 = (await store.range(b"\0", b"\0", count_only=True)).header.revision
             yield Ctx(store, backend, prefix, rev0, clock)
     elif backend == "serve":
