@@ -48,6 +48,8 @@ REVISION, GRANT, REVOKE, COMPACT = b"R"[0], b"G"[0], b"V"[0], b"C"[0]
 
 _REV_HEAD = struct.Struct("<BqI")
 _CHANGE = struct.Struct("<BqII")
+#: The head of a revision with one change: ``_REV_HEAD`` then ``_CHANGE``.
+SINGLE_PUT = struct.Struct("<BqIBqII")
 _ID_INT = struct.Struct("<Bqq")
 _INT = struct.Struct("<Bq")
 

@@ -17,7 +17,9 @@ Rules:
 
 from __future__ import annotations
 
+import gc
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +29,17 @@ from .errors import CorruptDataError
 from .log import list_dir, lock_dir, segment_path, snapshot_path
 from .records import (
     COMPACT,
+    FRAME,
     GRANT,
+    MAX_FRAME,
     REVISION,
     REVOKE,
+    SINGLE_PUT,
     BadFrame,
     decode_id_int,
     decode_int,
     decode_revision,
     find_later_frame,
-    frames,
 )
 from .snapshot import read_snapshot
 
@@ -59,11 +63,18 @@ def recover(directory: Path, core: MVCC, now: float = 0.0) -> Recovered:
     """Lock ``directory`` (created if missing) and rebuild ``core`` (fresh) from it."""
     directory.mkdir(parents=True, exist_ok=True)
     lock_fd = lock_dir(directory)
+    # Millions of new objects and none of them garbage: the cyclic collector's passes
+    # over them would cost more than the replay itself.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         return _recover(directory, core, now, lock_fd)
     except BaseException:
         os.close(lock_fd)
         raise
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _recover(directory: Path, core: MVCC, now: float, lock_fd: int) -> Recovered:
@@ -111,33 +122,72 @@ def _replay(
     """Apply one segment's frames; returns where its good part ends and any torn tail."""
     with open(path, "rb") as f:
         data = f.read()
-    offset = 0
-    apply = core.apply_changes
     try:
-        for offset, payload in frames(data):
-            kind = payload[0]
-            try:
-                if kind == REVISION:
-                    rev, changes = decode_revision(payload)
-                    apply(rev, changes)
-                elif kind == GRANT:
-                    lease_id, ttl = decode_id_int(payload)
-                    core.grant(ttl, lease_id, now)
-                elif kind == REVOKE:
-                    lease_id, rev = decode_id_int(payload)
-                    before = core.revision
-                    after = core.revoke(lease_id)
-                    if after != (rev or before):
-                        raise ValueError(f"lease revoke made revision {after}, logged {rev}")
-                elif kind == COMPACT:
-                    core.compact(decode_int(payload))
-                else:
-                    raise ValueError(f"unknown entry kind {kind}")
-            except (ValueError, EtcdError) as e:
-                raise CorruptDataError(str(path), offset, f"entry does not apply: {e}") from None
+        _apply_frames(path, data, core, now)
         return len(data), None
     except BadFrame as bad:
         later = find_later_frame(data, bad.offset, (core.revision + 1, core.revision + 2))
         if not last or later is not None:
             raise CorruptDataError(str(path), bad.offset, bad.reason) from None
         return bad.offset, (str(path), bad.offset)
+
+
+def _apply_frames(path: Path, data: bytes, core: MVCC, now: float) -> None:
+    """The frames of :func:`etcdlite.storage.records.frames`, inlined: a revision of one put
+    with no lease (most records) is checked and applied without building the general entry."""
+    view = memoryview(data)
+    end = len(data)
+    pos = 0
+    head = FRAME.size
+    unpack_frame = FRAME.unpack_from
+    unpack_put = SINGLE_PUT.unpack_from
+    put_size = SINGLE_PUT.size
+    crc32 = zlib.crc32
+    put = core.apply_put
+    while pos < end:
+        if end - pos < head:
+            raise BadFrame(pos, "short frame header")
+        length, crc = unpack_frame(data, pos)
+        body = pos + head
+        if length == 0 or length > MAX_FRAME:
+            raise BadFrame(pos, f"bad frame length {length}")
+        nxt = body + length
+        if nxt > end:
+            raise BadFrame(pos, f"frame of {length} bytes runs past the end ({end})")
+        if crc32(view[body:nxt]) != crc:
+            raise BadFrame(pos, "frame checksum mismatch")
+        if length >= put_size and data[body] == REVISION:
+            _, rev, count, op, lease, klen, vlen = unpack_put(data, body)
+            if count == 1 and op == 1 and not lease and put_size + klen + vlen == length:
+                k = body + put_size
+                try:
+                    put(rev, data[k : k + klen], data[k + klen : nxt])
+                except ValueError as e:
+                    raise CorruptDataError(str(path), pos, f"entry does not apply: {e}") from None
+                pos = nxt
+                continue
+        _apply(path, pos, data[body:nxt], core, now)
+        pos = nxt
+
+
+def _apply(path: Path, offset: int, payload: bytes, core: MVCC, now: float) -> None:
+    kind = payload[0]
+    try:
+        if kind == REVISION:
+            rev, changes = decode_revision(payload)
+            core.apply_changes(rev, changes)
+        elif kind == GRANT:
+            lease_id, ttl = decode_id_int(payload)
+            core.grant(ttl, lease_id, now)
+        elif kind == REVOKE:
+            lease_id, rev = decode_id_int(payload)
+            before = core.revision
+            after = core.revoke(lease_id)
+            if after != (rev or before):
+                raise ValueError(f"lease revoke made revision {after}, logged {rev}")
+        elif kind == COMPACT:
+            core.compact(decode_int(payload))
+        else:
+            raise ValueError(f"unknown entry kind {kind}")
+    except (ValueError, EtcdError) as e:
+        raise CorruptDataError(str(path), offset, f"entry does not apply: {e}") from None
