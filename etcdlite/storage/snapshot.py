@@ -137,6 +137,7 @@ async def write_snapshot(
         ):
             for part in source:
                 if not part:
+                    await asyncio.sleep(0)  # a chunk of keys read, none of them older
                     continue
                 kvs += len(part)
                 data = _encode_kvs(kind, part)
