@@ -42,6 +42,8 @@ from etcdlite.storage.log import list_dir, segment_path
 from etcdlite.types import KeyValue
 
 TIMEOUT = 30
+# A hung child or writer thread fails the test instead of the run.
+pytestmark = pytest.mark.timeout(120)
 
 
 def kvt(kv: KeyValue | None) -> tuple[Any, ...] | None:
