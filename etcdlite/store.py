@@ -242,6 +242,14 @@ class Store(KVBase):
         if self._storage is not None:
             await self._storage.settle()
 
+    async def sync(self) -> int:
+        """Wait until everything done so far is durable; returns the current revision then
+        (what a server may report, e.g. in Status, without showing anything a crash could
+        take back). Immediate for a store in memory."""
+        await self._gate("sync")
+        await self._settle()
+        return self.core.revision
+
     def disk_size(self) -> int:
         """Bytes the data directory takes (etcd's Status ``dbSize``); an estimate of the
         state's size for a store in memory."""

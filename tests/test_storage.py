@@ -218,8 +218,12 @@ async def test_nothing_is_seen_before_it_is_durable(data_dir: Path) -> None:
             for _ in range(5):
                 await asyncio.sleep(0)
             assert not put.done() and not get.done() and not event.done()
+            sync = asyncio.ensure_future(store.sync())
+            await asyncio.sleep(0)
+            assert not sync.done()
             held.release()
             assert (await put).header.revision == rev + 1
+            assert await sync == rev + 1
             got = await get
             assert got is not None and got.value == b"new"
             ev = await event
@@ -650,3 +654,25 @@ async def test_a_large_snapshot_does_not_stall_the_loop(tmp_path: Path) -> None:
         assert snapshot_status(tmp_path / "big.snap").total_keys == 100_000
         # ~20 ms is the goal; the bound leaves room for a loaded CI machine
         assert max(gaps) < 0.1, max(gaps)
+
+
+async def test_a_durable_store_behind_the_server(data_dir: Path) -> None:
+    from etcdlite import Client, serve
+
+    async with asyncio.timeout(TIMEOUT):
+        async with (
+            Store(data_dir=data_dir) as store,
+            serve(store, port=0) as server,
+            Client(server.endpoint, timeout=10) as client,
+        ):
+            async with client.watch(b"k") as w:
+                put = await client.put(b"k", b"v")
+                ev = await anext(w)
+                assert ev.kv.mod_revision == put.header.revision
+            lease = await client.grant(60)
+            await client.put(b"l", b"x", lease=lease)
+            revision = store.revision
+        async with Store(data_dir=data_dir) as store:
+            assert store.revision == revision
+            kv = await store.get(b"l")
+            assert kv is not None and kv.lease == lease.id
