@@ -676,3 +676,45 @@ async def test_a_durable_store_behind_the_server(data_dir: Path) -> None:
             assert store.revision == revision
             kv = await store.get(b"l")
             assert kv is not None and kv.lease == lease.id
+
+
+async def test_a_snapshot_cut_short_at_either_step_loses_nothing(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from etcdlite.storage import snapshot as snapshot_module
+
+    async with asyncio.timeout(TIMEOUT):
+        async with Store(data_dir=data_dir) as store:
+            for i in range(20):
+                await store.put(f"k{i % 3}", str(i))
+            # 1. the snapshot never gets renamed into place (a crash before the rename)
+            real_replace = os.replace
+
+            def no_rename(src: Any, dst: Any) -> None:
+                raise OSError(errno.EIO, "simulated crash before the rename")
+
+            monkeypatch.setattr(snapshot_module.os, "replace", no_rename)
+            with pytest.raises(OSError, match="simulated"):
+                await store.defragment()
+            monkeypatch.setattr(snapshot_module.os, "replace", real_replace)
+            assert not list(data_dir.glob("*.tmp"))
+            await store.put(b"after-1", b"x")  # goes to the new segment
+            before = await state(store)
+        async with Store(data_dir=data_dir) as store:
+            assert await state(store) == before
+            # 2. the snapshot is in place but the old files are still there (a crash before
+            # they were deleted): put copies of them back
+            keep = data_dir.parent / "keep"
+            shutil.copytree(data_dir, keep)
+            await store.defragment()
+            await store.put(b"after-2", b"y")
+            before = await state(store)
+        for f in keep.iterdir():
+            if f.name.startswith("wal-") and not (data_dir / f.name).exists():
+                shutil.copy(f, data_dir / f.name)
+        async with Store(data_dir=data_dir) as store:
+            assert await state(store) == before
+        snaps, segs = list_dir(data_dir)
+        assert len(snaps) == 1 and segs == [snaps[0]]
