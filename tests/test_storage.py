@@ -39,6 +39,7 @@ from etcdlite.storage import (
     snapshot_status,
 )
 from etcdlite.storage.log import list_dir, segment_path
+from etcdlite.storage.records import BATCH_MARKER_SIZE, read_batch
 from etcdlite.types import KeyValue
 
 TIMEOUT = 30
@@ -105,6 +106,16 @@ async def random_history(store: Store, clock: ManualClock, seed: int, steps: int
         elif op < 0.95 and store.revision > store.compacted_revision + 5:
             target = rnd.randrange(max(store.compacted_revision, 1) + 1, store.revision)
             await store.compact(target, physical=rnd.random() < 0.5)
+
+
+def batches(data: bytes) -> list[tuple[int, int]]:
+    """``(start, end)`` of each batch of frames in a segment."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        out.append(read_batch(data, pos))
+        pos = out[-1][1]
+    return out
 
 
 @pytest.fixture
@@ -443,13 +454,8 @@ async def test_a_torn_tail_is_cut_back_at_every_byte(data_dir: Path) -> None:
         states = await _history(data_dir, 6)
         seg = segment_path(data_dir, 0)
         data = seg.read_bytes()
-        # frame ends: the state after each frame
-        ends = []
-        pos = 0
-        while pos < len(data):
-            length = int.from_bytes(data[pos : pos + 4], "little")
-            pos += 8 + length
-            ends.append(pos)
+        # batch ends (one write each here): the state after each
+        ends = [stop for _, stop in batches(data)]
         assert len(ends) == len(states)
         for cut in range(len(data) + 1):
             seg.write_bytes(data[:cut])
@@ -484,9 +490,8 @@ async def test_a_bit_flip_before_the_tail_is_a_clear_error(data_dir: Path) -> No
         await _history(data_dir, 9)
         seg = segment_path(data_dir, 0)
         data = seg.read_bytes()
-        # a bit in the third frame's payload, then one in its length
-        second = 8 + int.from_bytes(data[:4], "little")
-        third = second + 8 + int.from_bytes(data[second : second + 4], "little")
+        # a bit in the third batch's frame payload, then one in its length
+        third = batches(data)[2][0]
         for at in (third + 12, third):
             damaged = bytearray(data)
             damaged[at] ^= 0x10
@@ -718,3 +723,41 @@ async def test_a_snapshot_cut_short_at_either_step_loses_nothing(
             assert await state(store) == before
         snaps, segs = list_dir(data_dir)
         assert len(snaps) == 1 and segs == [snaps[0]]
+
+
+async def test_a_last_batch_with_pages_lost_out_of_order_is_torn(data_dir: Path) -> None:
+    """Power loss mid-sync can keep a batch's later pages and lose an earlier one: with an
+    intact frame after the hole the batch is still the torn tail (its sync never returned),
+    while the same hole in a batch followed by another one is corruption."""
+    async with asyncio.timeout(TIMEOUT):
+        async with Store(data_dir=data_dir) as store:
+            await store.put(b"a", b"1")
+            held = HeldSync(store)
+            try:
+                first = asyncio.ensure_future(store.put(b"b", b"2"))
+                await held.wait_entered()
+                rest = [asyncio.ensure_future(store.put(f"c{i}", b"3")) for i in range(5)]
+                await asyncio.sleep(0)
+            finally:
+                held.release()
+            await asyncio.gather(first, *rest)
+            before = await state(store)
+            await store.put(b"d", b"4")
+        seg = segment_path(data_dir, 0)
+        data = seg.read_bytes()
+        bounds = batches(data)
+        assert bounds[-2][1] - bounds[-2][0] > 5 * 20  # the five puts shared a batch
+        hole_at = bounds[-2][0]
+        damaged = bytearray(data)
+        damaged[hole_at : hole_at + 30] = bytes(30)
+        seg.write_bytes(bytes(damaged))
+        with pytest.raises(CorruptDataError) as info:
+            Store(data_dir=data_dir)  # a good batch follows: that one was synced
+        assert info.value.offset == hole_at
+        # without the batch after it, the same hole is a torn tail
+        seg.write_bytes(bytes(damaged[: bounds[-2][1]]))
+        async with Store(data_dir=data_dir) as store:
+            assert store.revision == before["revision"] - 5
+            assert store._storage is not None
+            torn = store._storage.recovered.torn
+            assert torn is not None and torn[1] == bounds[-2][0] - BATCH_MARKER_SIZE

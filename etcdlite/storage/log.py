@@ -2,9 +2,9 @@
 
 A data directory holds ``LOCK`` (an ``flock`` held while a store has it open), at most one
 live snapshot ``snap-<seq>.snap`` (the state when segment ``<seq>`` began) and the log
-segments ``wal-<seq>.log`` from that one on, each a run of frames
-(:mod:`etcdlite.storage.records`). Only the newest segment is ever appended to; an older one
-was synced whole before the next was created.
+segments ``wal-<seq>.log`` from that one on, each a run of batches of frames
+(:mod:`etcdlite.storage.records`), one batch per sync. Only the newest segment is ever
+appended to; an older one was synced whole before the next was created.
 
 Everything here blocks: the store calls it from its writer thread, or before it serves.
 """
@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import DataDirLockedError
+from .records import encode_batch
 
 __all__ = [
     "LOCK_NAME",
@@ -142,7 +143,8 @@ class SegmentWriter:
     def _flush(self, chunk: list[bytes]) -> None:
         if not chunk:
             return
-        data = b"".join(chunk)
+        frames = b"".join(chunk)
+        data = encode_batch(frames) + frames
         try:
             if self.before_write is not None:
                 self.before_write(data)

@@ -14,6 +14,13 @@ A payload starts with its kind byte:
   it had none; replaying the revoke deletes them again, in the same order);
 * ``C`` a compaction: ``<q revision>``.
 
+In a log segment, every batch the writer syncs starts with a marker frame ``B``:
+``<7s magic><I length><I crc32>`` of the batch's frames that follow. A batch is written only
+after the one before it was synced, so damage in a batch with a good one after it is
+corruption, while a bad last batch is a torn write (no frame in it was acknowledged: its
+sync never returned); pages reaching the disk out of order inside that batch are told apart
+from damage that way.
+
 Snapshot files add their own kinds (:mod:`etcdlite.storage.snapshot`) on the same framing.
 """
 
@@ -33,18 +40,26 @@ __all__ = [
     "REVOKE",
     "BadFrame",
     "Change",
+    "batch_intact",
     "decode_revision",
+    "encode_batch",
     "encode_compact",
     "encode_grant",
     "encode_revision",
     "encode_revoke",
+    "find_later_batch",
     "frame",
     "frames",
+    "read_batch",
 ]
 
 #: ``<u32 length><u32 crc32>`` before each payload.
 FRAME = struct.Struct("<II")
-REVISION, GRANT, REVOKE, COMPACT = b"R"[0], b"G"[0], b"V"[0], b"C"[0]
+REVISION, GRANT, REVOKE, COMPACT, BATCH = b"R"[0], b"G"[0], b"V"[0], b"C"[0], b"B"[0]
+_BATCH_MAGIC = b"elbatch"
+_BATCH = struct.Struct("<B7sII")
+#: Bytes of a batch marker, frame included.
+BATCH_MARKER_SIZE = FRAME.size + _BATCH.size
 
 _REV_HEAD = struct.Struct("<BqI")
 _CHANGE = struct.Struct("<BqII")
@@ -133,6 +148,55 @@ def encode_compact(revision: int) -> bytes:
     return frame(_INT.pack(COMPACT, revision))
 
 
+def encode_batch(data: bytes) -> bytes:
+    """The marker that goes before a batch of frames ``data``."""
+    return frame(_BATCH.pack(BATCH, _BATCH_MAGIC, len(data), zlib.crc32(data)))
+
+
+def read_batch(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """``(start, end)`` of the batch whose marker is at ``pos``; :class:`BadFrame` if the
+    marker does not check out or the batch runs past the end of ``data``. The batch's own
+    checksum is the caller's (:func:`batch_intact`)."""
+    end = len(data)
+    if end - pos < BATCH_MARKER_SIZE:
+        raise BadFrame(pos, "short batch marker")
+    length, crc = FRAME.unpack_from(data, pos)
+    body = pos + FRAME.size
+    if length != _BATCH.size or zlib.crc32(data[body : body + length]) != crc:
+        raise BadFrame(pos, "bad batch marker")
+    kind, magic, size, _ = _BATCH.unpack_from(data, body)
+    if kind != BATCH or magic != _BATCH_MAGIC:
+        raise BadFrame(pos, "bad batch marker")
+    start = pos + BATCH_MARKER_SIZE
+    if start + size > end:
+        raise BadFrame(pos, f"batch of {size} bytes runs past the end ({end})")
+    return start, start + size
+
+
+def batch_intact(data: bytes | memoryview, pos: int) -> bool:
+    """Whether the batch whose (good) marker is at ``pos`` matches its checksum."""
+    start, stop = read_batch(data, pos)
+    crc: int = _BATCH.unpack_from(data, pos + FRAME.size)[3]
+    return zlib.crc32(data[start:stop]) == crc
+
+
+def find_later_batch(data: bytes, start: int) -> int | None:
+    """Where a whole, intact batch begins after ``start``, if any: damage followed by a good
+    batch is corruption, not a torn tail."""
+    needle = bytes([BATCH]) + _BATCH_MAGIC
+    pos = data.find(needle, start + 1)
+    while pos != -1:
+        at = pos - FRAME.size
+        if at > start:
+            try:
+                if batch_intact(data, at):
+                    return at
+            except BadFrame:
+                pass
+        pos = data.find(needle, pos + 1)
+    return None
+
+
 def decode_id_int(payload: bytes) -> tuple[int, int]:
     """``(id, value)`` of a ``G`` or ``V`` payload."""
     if len(payload) != _ID_INT.size:
@@ -178,21 +242,3 @@ def frames(data: bytes | memoryview, start: int = 0) -> Iterator[tuple[int, byte
             raise BadFrame(pos, "frame checksum mismatch")
         yield pos, payload
         pos = body + length
-
-
-def find_later_frame(data: bytes, start: int, revisions: Sequence[int]) -> int | None:
-    """Where a whole, valid revision frame for one of ``revisions`` begins after ``start``,
-    if any: a damaged frame followed by good ones is corruption, not a torn tail."""
-    head = FRAME.size
-    for rev in revisions:
-        needle = _INT.pack(REVISION, rev)  # kind byte and revision start an R payload
-        pos = data.find(needle, start + head)
-        while pos != -1:
-            at = pos - head
-            if at >= start:
-                length, crc = FRAME.unpack_from(data, at)
-                body = at + head
-                if 0 < length <= len(data) - body and zlib.crc32(data[body : body + length]) == crc:
-                    return at
-            pos = data.find(needle, pos + 1)
-    return None

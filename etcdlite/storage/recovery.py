@@ -5,12 +5,12 @@ Rules:
 * The newest snapshot ``snap-S`` is the state when segment ``S`` began; segments ``S``,
   ``S+1``, … must all be there. Older snapshots and segments are leftovers of a finished
   snapshot (deleted here); ``*.tmp`` files are unfinished ones (deleted too).
-* Every frame must check out and apply, in order, revision after revision. The one exception
-  is the end of the newest segment: a crash mid-write leaves a torn frame, or garbage, after
-  the last complete one, and that tail is cut off (no write in it was acknowledged: the
-  writer acknowledges only after a sync, and syncs whole batches). A bad frame followed by a
-  good revision frame is damage, not a tear: :class:`CorruptDataError` names the file and
-  offset, and nothing is changed on disk.
+* Every batch and every frame must check out and apply, in order, revision after revision.
+  The one exception is the end of the newest segment: a crash mid-write leaves a torn last
+  batch (or garbage after the last one), and that tail is cut off: no write in it was
+  acknowledged, as the writer acknowledges a batch only after its sync. Damage with an
+  intact batch after it is not a tear (that batch was written after a sync):
+  :class:`CorruptDataError` names the file and offset, and nothing is changed on disk.
 * Leases come back with their full TTL (etcd's lessor does the same when a member starts):
   they are granted at ``now`` here and the store restarts their clocks when it starts.
 """
@@ -31,15 +31,17 @@ from .records import (
     COMPACT,
     FRAME,
     GRANT,
-    MAX_FRAME,
     REVISION,
     REVOKE,
     SINGLE_PUT,
     BadFrame,
+    batch_intact,
     decode_id_int,
     decode_int,
     decode_revision,
-    find_later_frame,
+    find_later_batch,
+    frames,
+    read_batch,
 )
 from .snapshot import read_snapshot
 
@@ -119,25 +121,42 @@ def _recover(directory: Path, core: MVCC, now: float, lock_fd: int) -> Recovered
 def _replay(
     path: Path, core: MVCC, now: float, *, last: bool
 ) -> tuple[int, tuple[str, int] | None]:
-    """Apply one segment's frames; returns where its good part ends and any torn tail."""
+    """Apply one segment's batches; returns where its good part ends and any torn tail."""
     with open(path, "rb") as f:
         data = f.read()
+    view = memoryview(data)
+    pos = 0
+    end = len(data)
     try:
-        _apply_frames(path, data, core, now)
-        return len(data), None
+        while pos < end:
+            start, stop = read_batch(view, pos)
+            if not batch_intact(view, pos):
+                if stop < end:  # a later batch was written, so this one was synced
+                    _first_bad_frame(path, view, start, stop)
+                raise BadFrame(pos, "the last batch is incomplete")
+            _apply_frames(path, view, start, stop, core, now)
+            pos = stop
+        return end, None
     except BadFrame as bad:
-        later = find_later_frame(data, bad.offset, (core.revision + 1, core.revision + 2))
-        if not last or later is not None:
+        if not last or find_later_batch(data, bad.offset) is not None:
             raise CorruptDataError(str(path), bad.offset, bad.reason) from None
         return bad.offset, (str(path), bad.offset)
 
 
-def _apply_frames(path: Path, data: bytes, core: MVCC, now: float) -> None:
-    """The frames of :func:`etcdlite.storage.records.frames`, inlined: a revision of one put
-    with no lease (most records) is checked and applied without building the general entry."""
-    view = memoryview(data)
-    end = len(data)
-    pos = 0
+def _first_bad_frame(path: Path, view: memoryview, start: int, stop: int) -> None:
+    """Raise :class:`CorruptDataError` at the first damaged frame of a damaged batch."""
+    try:
+        for _ in frames(view[:stop], start):
+            pass
+    except BadFrame as bad:
+        raise CorruptDataError(str(path), bad.offset, bad.reason) from None
+    raise CorruptDataError(str(path), start, "batch checksum mismatch")
+
+
+def _apply_frames(path: Path, data: memoryview, pos: int, end: int, core: MVCC, now: float) -> None:
+    """The frames of one intact batch (:func:`etcdlite.storage.records.frames`, inlined): a
+    revision of one put with no lease (most records) is applied without building the
+    general entry. The batch checked out whole, so a frame that does not is corruption."""
     head = FRAME.size
     unpack_frame = FRAME.unpack_from
     unpack_put = SINGLE_PUT.unpack_from
@@ -145,28 +164,22 @@ def _apply_frames(path: Path, data: bytes, core: MVCC, now: float) -> None:
     crc32 = zlib.crc32
     put = core.apply_put
     while pos < end:
-        if end - pos < head:
-            raise BadFrame(pos, "short frame header")
-        length, crc = unpack_frame(data, pos)
+        length, crc = unpack_frame(data, pos) if end - pos >= head else (0, 0)
         body = pos + head
-        if length == 0 or length > MAX_FRAME:
-            raise BadFrame(pos, f"bad frame length {length}")
         nxt = body + length
-        if nxt > end:
-            raise BadFrame(pos, f"frame of {length} bytes runs past the end ({end})")
-        if crc32(view[body:nxt]) != crc:
-            raise BadFrame(pos, "frame checksum mismatch")
+        if length == 0 or nxt > end or crc32(data[body:nxt]) != crc:
+            raise CorruptDataError(str(path), pos, "bad frame in an intact batch")
         if length >= put_size and data[body] == REVISION:
             _, rev, count, op, lease, klen, vlen = unpack_put(data, body)
             if count == 1 and op == 1 and not lease and put_size + klen + vlen == length:
                 k = body + put_size
                 try:
-                    put(rev, data[k : k + klen], data[k + klen : nxt])
+                    put(rev, bytes(data[k : k + klen]), bytes(data[k + klen : nxt]))
                 except ValueError as e:
                     raise CorruptDataError(str(path), pos, f"entry does not apply: {e}") from None
                 pos = nxt
                 continue
-        _apply(path, pos, data[body:nxt], core, now)
+        _apply(path, pos, bytes(data[body:nxt]), core, now)
         pos = nxt
 
 
