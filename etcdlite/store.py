@@ -74,7 +74,9 @@ class Store(KVBase):
       it the store lives in memory only. An existing directory is recovered when the store
       is created (every kept revision, the compaction point, the leases with their full TTL
       back, as etcd's lessor gives them when a member starts). A second store on the same
-      directory, in any process, is refused with ``DataDirLockedError``.
+      directory, in any process, is refused with ``DataDirLockedError``. Recovery reads
+      the directory while the Store is created (seconds for millions of revisions): create
+      it before serving, or off the loop (``await asyncio.to_thread(Store, data_dir=d)``).
 
     With a ``data_dir``, what etcd acknowledges after its WAL sync is acknowledged here after
     the log's sync: a write returns once it is durable (concurrent writes share one sync),

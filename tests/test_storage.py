@@ -761,3 +761,14 @@ async def test_a_last_batch_with_pages_lost_out_of_order_is_torn(data_dir: Path)
             assert store._storage is not None
             torn = store._storage.recovered.torn
             assert torn is not None and torn[1] == bounds[-2][0] - BATCH_MARKER_SIZE
+
+
+async def test_a_store_can_be_opened_off_the_loop(data_dir: Path) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        async with Store(data_dir=data_dir) as store:
+            await store.put(b"a", b"1")
+        store = await asyncio.to_thread(Store, data_dir=data_dir)
+        async with store:
+            kv = await store.get(b"a")
+            assert kv is not None and kv.value == b"1"
+            await store.put(b"b", b"2")
