@@ -245,12 +245,13 @@ class Store(KVBase):
             await self._storage.settle()
 
     async def sync(self) -> int:
-        """Wait until everything done so far is durable; returns the current revision then
-        (what a server may report, e.g. in Status, without showing anything a crash could
-        take back). Immediate for a store in memory."""
+        """Wait until everything done so far is durable; returns the revision at the call,
+        durable by then (what a server may report, e.g. in Status, without showing anything
+        a crash could take back). Immediate for a store in memory."""
         await self._gate("sync")
+        revision = self.core.revision
         await self._settle()
-        return self.core.revision
+        return revision
 
     def disk_size(self) -> int:
         """Bytes the data directory takes (etcd's Status ``dbSize``); an estimate of the
