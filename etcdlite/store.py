@@ -23,6 +23,7 @@ from .faults import Faults
 from .lease import Lease, LeaseTimeToLive
 from .ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, lease_id
 from .storage.datadir import DataDir
+from .storage.log import read_identity
 from .storage.snapshot import SnapshotInfo, write_snapshot
 from .types import (
     Bytesish,
@@ -74,7 +75,10 @@ class Store(KVBase):
       it the store lives in memory only. An existing directory is recovered when the store
       is created (every kept revision, the compaction point, the leases with their full TTL
       back, as etcd's lessor gives them when a member starts). A second store on the same
-      directory, in any process, is refused with ``DataDirLockedError``. Recovery reads
+      directory, in any process, is refused with ``DataDirLockedError``. The directory
+      keeps the cluster and member IDs it was created with (later ``cluster_id`` and
+      ``member_id`` arguments are ignored, as etcd ignores its ``--initial-cluster*``
+      flags once it has a data dir). Recovery reads
       the directory while the Store is created (seconds for millions of revisions): create
       it before serving, or off the loop (``await asyncio.to_thread(Store, data_dir=d)``).
 
@@ -111,6 +115,11 @@ class Store(KVBase):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, not {value}")
         self.clock: Clock = clock if clock is not None else LoopClock()
+        stored = read_identity(Path(data_dir)) if data_dir is not None else None
+        if stored is not None:
+            # An existing directory keeps its cluster's identity, as etcd ignores its
+            # --initial-cluster* flags once it has a data dir.
+            cluster_id, member_id = stored
         self.core = MVCC(
             max_txn_ops=max_txn_ops,
             cluster_id=cluster_id,

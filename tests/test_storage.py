@@ -548,10 +548,10 @@ async def test_compaction_and_defragment_free_disk_space(data_dir: Path) -> None
         for i in range(300):
             await store.put(b"big", os.urandom(1000) + str(i).encode())
         grown = store.disk_size()
-        assert grown > 300_000 and store.disk_size_in_use() == grown
+        assert grown > 300_000 and grown - 1000 < store.disk_size_in_use() <= grown
         await store.compact(store.revision, physical=True)
         await store.defragment()
-        assert store.disk_size() < 10_000
+        assert store.disk_size() < 10_000  # one snapshot of one key is left
         assert store.disk_size_in_use() <= store.disk_size()
         assert (await store.get(b"big")) is not None
 
@@ -772,3 +772,16 @@ async def test_a_store_can_be_opened_off_the_loop(data_dir: Path) -> None:
             kv = await store.get(b"a")
             assert kv is not None and kv.value == b"1"
             await store.put(b"b", b"2")
+
+
+async def test_a_directory_keeps_its_cluster_identity(data_dir: Path) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        async with Store(data_dir=data_dir, cluster_id=111, member_id=222) as store:
+            header = (await store.put(b"a", b"1")).header
+            assert (header.cluster_id, header.member_id) == (111, 222)
+        async with Store(data_dir=data_dir, cluster_id=333, member_id=444) as store:
+            header = (await store.range(b"a")).header
+            assert (header.cluster_id, header.member_id) == (111, 222)
+        (data_dir / "IDENTITY").write_text("{not json")
+        with pytest.raises(CorruptDataError, match="IDENTITY"):
+            Store(data_dir=data_dir)

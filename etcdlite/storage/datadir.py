@@ -22,7 +22,15 @@ from pathlib import Path
 
 from ..core.mvcc import MVCC
 from ..types import KeyValue
-from .log import Rotate, SegmentWriter, list_dir, segment_path, snapshot_path
+from .log import (
+    Rotate,
+    SegmentWriter,
+    list_dir,
+    read_identity,
+    segment_path,
+    snapshot_path,
+    write_identity,
+)
 from .records import encode_compact, encode_grant, encode_revision, encode_revoke
 from .recovery import Recovered, recover
 from .snapshot import write_snapshot
@@ -54,6 +62,8 @@ class DataDir:
         self.snapshot_ratio = snapshot_ratio
         self.snapshot_min_log = snapshot_min_log
         self._lock_fd = recovered.lock_fd
+        if read_identity(path) is None:
+            write_identity(path, core.cluster_id, core.member_id)
         self.segment = SegmentWriter(path, recovered.seq, recovered.offset)
         self.segment.log_bytes = recovered.log_bytes
         self._seq = recovered.seq

@@ -1,6 +1,7 @@
 """Log segments: the files a data directory holds and the append-only tail.
 
-A data directory holds ``LOCK`` (an ``flock`` held while a store has it open), at most one
+A data directory holds ``LOCK`` (an ``flock`` held while a store has it open),
+``IDENTITY`` (the cluster and member IDs it was created with), at most one
 live snapshot ``snap-<seq>.snap`` (the state when segment ``<seq>`` began) and the log
 segments ``wal-<seq>.log`` from that one on, each a run of batches of frames
 (:mod:`etcdlite.storage.records`), one batch per sync. Only the newest segment is ever
@@ -14,26 +15,31 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import DataDirLockedError
+from .errors import CorruptDataError, DataDirLockedError
 from .records import encode_batch
 
 __all__ = [
+    "IDENTITY_NAME",
     "LOCK_NAME",
     "Rotate",
     "SegmentWriter",
     "fsync_dir",
     "list_dir",
     "lock_dir",
+    "read_identity",
     "segment_path",
     "snapshot_path",
+    "write_identity",
 ]
 
 LOCK_NAME = "LOCK"
+IDENTITY_NAME = "IDENTITY"
 _SEGMENT = re.compile(r"^wal-([0-9a-f]{16})\.log$")
 _SNAPSHOT = re.compile(r"^snap-([0-9a-f]{16})\.snap$")
 
@@ -61,6 +67,32 @@ def list_dir(directory: Path) -> tuple[list[int], list[int]]:
         if m:
             snaps.append(int(m.group(1), 16))
     return sorted(snaps), sorted(segs)
+
+
+def read_identity(directory: Path) -> tuple[int, int] | None:
+    """``(cluster_id, member_id)`` the directory was created with, ``None`` if it is new."""
+    path = directory / IDENTITY_NAME
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        ids = json.loads(text)
+        return int(ids["cluster_id"]), int(ids["member_id"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CorruptDataError(str(path), 0, f"unreadable identity: {e}") from None
+
+
+def write_identity(directory: Path, cluster_id: int, member_id: int) -> None:
+    """Record the IDs a new directory's store has (atomically)."""
+    path = directory / IDENTITY_NAME
+    tmp = path.with_name(IDENTITY_NAME + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"cluster_id": cluster_id, "member_id": member_id}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(directory)
 
 
 def fsync_dir(directory: Path) -> None:
