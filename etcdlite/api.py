@@ -50,13 +50,13 @@ class KVBase(ABC):
     # --- primitives -------------------------------------------------------------------
 
     @abstractmethod
-    async def _range(self, req: RangeRequest) -> RangeResponse: ...
+    async def range_request(self, req: RangeRequest) -> RangeResponse: ...
 
     @abstractmethod
-    async def _delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse: ...
+    async def delete_range_request(self, req: DeleteRangeRequest) -> DeleteRangeResponse: ...
 
     @abstractmethod
-    async def _txn(self, req: TxnRequest) -> TxnResponse: ...
+    async def txn_request(self, req: TxnRequest) -> TxnResponse: ...
 
     @abstractmethod
     async def put(
@@ -106,7 +106,7 @@ class KVBase(ABC):
         return LeaseKeeper(self.grant, ttl, id)
 
     @abstractmethod
-    def _open_watch(self, spec: WatchSpec) -> Watch: ...
+    def open_watch(self, spec: WatchSpec) -> Watch: ...
 
     # --- concurrency recipes ------------------------------------------------------------
 
@@ -163,7 +163,7 @@ class KVBase(ABC):
         the min/max filters; ``more`` says the limit cut results off. A ``sort_target`` other
         than KEY with no ``sort_order`` sorts ascending, as etcd does.
         """
-        return await self._range(
+        return await self.range_request(
             RangeRequest(
                 key,
                 range_end,
@@ -184,7 +184,7 @@ class KVBase(ABC):
 
     async def get(self, key: Bytesish, *, revision: int = 0) -> KeyValue | None:
         """The KeyValue of ``key`` (at ``revision``, default now), or ``None``."""
-        resp = await self._range(RangeRequest(key, revision=revision))
+        resp = await self.range_request(RangeRequest(key, revision=revision))
         return resp.kvs[0] if resp.kvs else None
 
     async def get_prefix(
@@ -246,7 +246,7 @@ class KVBase(ABC):
     ) -> DeleteRangeResponse:
         """Delete ``key`` (or ``[key, range_end)``, or a prefix); ``deleted`` counts them."""
         k, end = key_range(key, range_end, prefix)
-        return await self._delete_range(DeleteRangeRequest(k, end, prev_kv=prev_kv))
+        return await self.delete_range_request(DeleteRangeRequest(k, end, prev_kv=prev_kv))
 
     async def delete_prefix(
         self, prefix: Bytesish, *, prev_kv: bool = False
@@ -269,8 +269,8 @@ class KVBase(ABC):
         """If every compare holds run ``success`` else ``failure``, atomically, in one
         revision (none if the ops change nothing). Also accepts a built ``Txn``."""
         if isinstance(compare, TxnRequest):
-            return await self._txn(compare)
-        return await self._txn(TxnRequest(compare, success, failure))
+            return await self.txn_request(compare)
+        return await self.txn_request(TxnRequest(compare, success, failure))
 
     transaction = txn
 
@@ -296,7 +296,7 @@ class KVBase(ABC):
         ``prev_kv`` attaches the previous KeyValue to each event that is not a creation.
         Use as ``async with kv.watch(k) as w: async for event in w: ...`` or ``await``.
         """
-        return self._open_watch(
+        return self.open_watch(
             WatchSpec(
                 key,
                 range_end,

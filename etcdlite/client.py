@@ -147,7 +147,7 @@ class Client(KVBase):
 
     # --- KV ---------------------------------------------------------------------------
 
-    async def _range(self, req: RangeRequest) -> RangeResponse:
+    async def range_request(self, req: RangeRequest) -> RangeResponse:
         msg = convert.range_request_to_pb(req)
         # The reply stays raw bytes (see ClientCodec) for the hand-written decoder.
         data = await self._call(
@@ -191,12 +191,12 @@ class Client(KVBase):
         resp = await self._call(lambda: self.kv_stub.put(msg))
         return convert.put_response_from_pb(resp)
 
-    async def _delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
+    async def delete_range_request(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
         msg = convert.delete_range_request_to_pb(req)
         resp = await self._call(lambda: self.kv_stub.delete_range(msg))
         return convert.delete_range_response_from_pb(resp)
 
-    async def _txn(self, req: TxnRequest) -> TxnResponse:
+    async def txn_request(self, req: TxnRequest) -> TxnResponse:
         msg = convert.txn_request_to_pb(req)
         resp = await self._call(lambda: self.kv_stub.txn(msg))
         return convert.txn_response_from_pb(resp)
@@ -208,7 +208,7 @@ class Client(KVBase):
 
     # --- watches --------------------------------------------------------------------
 
-    def _open_watch(self, spec: WatchSpec) -> Watch:
+    def open_watch(self, spec: WatchSpec) -> Watch:
         return ClientWatch(self, spec)
 
     async def _watch_stream(self) -> WatchStream:

@@ -280,7 +280,7 @@ class EtcdServer:
     # --- KV ---------------------------------------------------------------------------
 
     async def range(self, m: pb.RangeRequest) -> bytes:
-        resp = await self.store._range(convert.range_request_from_pb(m))
+        resp = await self.store.range_request(convert.range_request_from_pb(m))
         return fastpb.encode_range_response(resp)
 
     async def put(self, m: pb.PutRequest) -> bytes:
@@ -297,14 +297,14 @@ class EtcdServer:
 
     async def delete_range(self, m: pb.DeleteRangeRequest) -> bytes:
         self._check_size(m)
-        resp = await self.store._delete_range(convert.delete_range_request_from_pb(m))
+        resp = await self.store.delete_range_request(convert.delete_range_request_from_pb(m))
         return fastpb.encode_delete_range_response(resp)
 
     async def txn(self, m: pb.TxnRequest) -> bytes:
         req = convert.txn_request_from_pb(m)
         if _has_writes(req):
             self._check_size(m)
-        resp = await self.store._txn(req)
+        resp = await self.store.txn_request(req)
         return fastpb.encode_txn_response(resp)
 
     async def compact(self, m: pb.CompactionRequest) -> pb.CompactionResponse:

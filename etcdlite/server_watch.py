@@ -99,7 +99,7 @@ class ServerWatchStream:
             name, value = _which(req)
             if name == "create_request":
                 try:
-                    await self.store._gate("watch")
+                    await self.store.admit("watch")
                 except EtcdError as e:
                     rev = self.store.core.revision
                     self._send(self._created(-1, rev, canceled=True, reason=e.message))

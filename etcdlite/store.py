@@ -219,7 +219,7 @@ class Store(KVBase):
         if self._storage is not None and self._storage.failure is not None:
             raise self._storage.failure
 
-    async def _gate(self, kind: str) -> None:
+    async def admit(self, kind: str) -> None:
         """Checks before a request: open, started, and any armed fault for ``kind``."""
         self._check()
         if self.faults.active:
@@ -257,7 +257,7 @@ class Store(KVBase):
         """Wait until everything done so far is durable; returns the revision at the call,
         durable by then (what a server may report, e.g. in Status, without showing anything
         a crash could take back). Immediate for a store in memory."""
-        await self._gate("sync")
+        await self.admit("sync")
         revision = self.core.revision
         await self._settle()
         return revision
@@ -280,7 +280,7 @@ class Store(KVBase):
         """etcd's Defragment: give the space compaction freed back to the disk. With a data
         directory, a snapshot of the state replaces the log so far (a store does that by
         itself once its log outgrows the last snapshot); in memory there is nothing to do."""
-        await self._gate("defragment")
+        await self.admit("defragment")
         if self._storage is not None:
             await self._storage.compact_files()
 
@@ -289,15 +289,15 @@ class Store(KVBase):
         ending in the sha256 of the rest, as etcd's does); see
         :mod:`etcdlite.storage.snapshot` for restoring it and reporting on it. The store
         serves requests meanwhile; only what is durable is included."""
-        await self._gate("snapshot")
+        await self.admit("snapshot")
         async with self._compaction_lock:
             await self._settle()
             return await write_snapshot(self.core, Path(path))
 
     # --- KV ---------------------------------------------------------------------------
 
-    async def _range(self, req: RangeRequest) -> RangeResponse:
-        await self._gate("range")
+    async def range_request(self, req: RangeRequest) -> RangeResponse:
+        await self.admit("range")
         if self._storage is None:
             return self.core.range(req)
         try:
@@ -306,7 +306,7 @@ class Store(KVBase):
             await self._storage.settle()
 
     async def get(self, key: Bytesish, *, revision: int = 0) -> KeyValue | None:
-        await self._gate("range")
+        await self.admit("range")
         if self._storage is None:
             return self.core.get(key if type(key) is bytes else to_bytes(key), revision)
         try:
@@ -325,7 +325,7 @@ class Store(KVBase):
         ignore_lease: bool = False,
     ) -> PutResponse:
         if self._closed or not self._started or self.faults.active or self._storage is not None:
-            await self._gate("put")
+            await self.admit("put")
             if self._storage is not None:
                 try:
                     return self.core.put(
@@ -347,8 +347,8 @@ class Store(KVBase):
             ignore_lease,
         )
 
-    async def _delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
-        await self._gate("delete_range")
+    async def delete_range_request(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
+        await self.admit("delete_range")
         if self._storage is None:
             return self.core.delete_range(req)
         try:
@@ -356,8 +356,8 @@ class Store(KVBase):
         finally:
             await self._storage.settle()
 
-    async def _txn(self, req: TxnRequest) -> TxnResponse:
-        await self._gate("txn")
+    async def txn_request(self, req: TxnRequest) -> TxnResponse:
+        await self.admit("txn")
         if self._storage is None:
             return self.core.txn(req)
         try:
@@ -366,7 +366,7 @@ class Store(KVBase):
             await self._storage.settle()
 
     async def compact(self, revision: int, *, physical: bool = False) -> CompactResponse:
-        await self._gate("compact")
+        await self.admit("compact")
         try:
             self.core.compact(revision)
         except EtcdError:
@@ -405,7 +405,7 @@ class Store(KVBase):
 
     # --- watches --------------------------------------------------------------------
 
-    def _open_watch(self, spec: WatchSpec) -> Watch:
+    def open_watch(self, spec: WatchSpec) -> Watch:
         return StoreWatch(self, spec)
 
     def _register_watcher(self, spec: WatchSpec, now: int | None = None) -> Watcher:
@@ -456,7 +456,7 @@ class Store(KVBase):
     # --- leases -----------------------------------------------------------------------
 
     async def grant(self, ttl: int, id: int = 0) -> Lease:
-        await self._gate("grant")
+        await self.admit("grant")
         try:
             entry = self.core.grant(ttl, id, self.clock.time())
         except EtcdError:
@@ -514,7 +514,7 @@ class Store(KVBase):
             return self.core.revoke(lid)
 
     async def revoke(self, lease: int | _HasId) -> int:
-        await self._gate("revoke")
+        await self.admit("revoke")
         if self._storage is None:
             return self.core.revoke(lease_id(lease))
         try:
@@ -524,13 +524,13 @@ class Store(KVBase):
 
     async def refresh(self, lease: int | _HasId) -> int:
         # Not logged: a recovered lease gets its full TTL back anyway (etcd's rule).
-        await self._gate("refresh")
+        await self.admit("refresh")
         ttl = self.core.lessor.renew(lease_id(lease), self.clock.time())
         await self._settle()
         return ttl
 
     async def time_to_live(self, lease: int | _HasId, *, keys: bool = False) -> LeaseTimeToLive:
-        await self._gate("time_to_live")
+        await self.admit("time_to_live")
         await self._settle()
         lid = lease_id(lease)
         entry = self.core.lessor.get(lid)
@@ -545,7 +545,7 @@ class Store(KVBase):
         )
 
     async def leases(self) -> list[int]:
-        await self._gate("leases")
+        await self.admit("leases")
         await self._settle()
         return [entry.id for entry in self.core.lessor.leases()]
 
@@ -563,7 +563,7 @@ class StoreWatch(Watch):
     async def _create(self) -> None:
         self._loop = asyncio.get_running_loop()
         store = self._store
-        await store._gate("watch")
+        await store.admit("watch")
         # "From now" means from the newest durable revision: later ones reach the watch
         # when they are durable, and the header never shows one that is not.
         self.revision = store.durable_revision
