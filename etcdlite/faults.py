@@ -42,6 +42,8 @@ KINDS = frozenset(
         "watch",
         "defragment",
         "alarm",
+        "sync",
+        "snapshot",
     }
 )
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from _thread import get_ident
 from asyncio import get_running_loop
 from collections.abc import Coroutine
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -22,11 +24,20 @@ from .core.autocompact import AutoCompactor
 from .core.mvcc import DEFAULT_MAX_TXN_OPS, MVCC
 from .core.quota import AlarmType, Quota
 from .core.watch import EVENTS, REQUESTED, Watcher, WatchRegistry
-from .errors import WATCH_CANCELED, WATCH_EMPTY_RANGE, WatchCanceledError, WatchCompactedError
+from .errors import (
+    WATCH_CANCELED,
+    WATCH_EMPTY_RANGE,
+    EtcdError,
+    WatchCanceledError,
+    WatchCompactedError,
+)
 from .faults import Faults
 from .identity import DEFAULT_PEER_URL, fresh_cluster_id, member_id
 from .lease import Lease, LeaseTimeToLive
 from .ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, int64, lease_id
+from .storage.datadir import DataDir
+from .storage.log import read_identity
+from .storage.snapshot import SnapshotInfo, write_snapshot
 from .types import (
     Bytesish,
     CompactResponse,
@@ -83,6 +94,23 @@ class Store(KVBase):
     * ``watch_progress_notify_interval``: seconds between progress notifications for
       ``progress_notify`` watches (etcd's ``--experimental-watch-progress-notify-interval``,
       10 minutes).
+    * ``data_dir``: keep the store in this directory (see :mod:`etcdlite.storage`); without
+      it the store lives in memory only. An existing directory is recovered when the store
+      is created (every kept revision, the compaction point, the leases with their full TTL
+      back, as etcd's lessor gives them when a member starts). A second store on the same
+      directory, in any process, is refused with ``DataDirLockedError``. The directory
+      keeps the cluster and member IDs it was created with (later ``cluster_id`` and
+      ``member_id`` arguments are ignored, as etcd ignores its ``--initial-cluster*``
+      flags once it has a data dir). Recovery reads
+      the directory while the Store is created (seconds for millions of revisions): create
+      it before serving, or off the loop (``await asyncio.to_thread(Store, data_dir=d)``).
+
+    With a ``data_dir``, what etcd acknowledges after its WAL sync is acknowledged here after
+    the log's sync: a write returns once it is durable (concurrent writes share one sync),
+    and no read, watch event or progress notification shows a revision before it is durable
+    (a read issued while a sync is pending waits for it). If a write or sync fails (a full
+    disk) the store stops: that call and every later one raise ``StorageFailedError``, and
+    the directory keeps what was durable.
     """
 
     def __init__(
@@ -100,6 +128,7 @@ class Store(KVBase):
         cluster_id: int | None = None,
         member_id: int = MEMBER_ID,
         quota_bytes: int | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         for name, value in (
             ("compaction_batch", compaction_batch),
@@ -110,6 +139,11 @@ class Store(KVBase):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, not {value}")
         self.clock: Clock = clock if clock is not None else LoopClock()
+        stored = read_identity(Path(data_dir)) if data_dir is not None else None
+        if stored is not None:
+            # An existing directory keeps its cluster's identity, as etcd ignores its
+            # --initial-cluster* flags once it has a data dir.
+            cluster_id, member_id = stored
         self.core = MVCC(
             max_txn_ops=max_txn_ops,
             # memory-only: a new cluster per Store, so clients can tell history was reset
@@ -119,8 +153,19 @@ class Store(KVBase):
         )
         self.core.lessor.min_ttl = min_lease_ttl
         self.compaction_batch = compaction_batch
-        self.watches = WatchRegistry(self.core, buffer_size=watch_buffer)
-        #: Size accounting, the backend quota and the alarms (``quota_bytes``).
+        # Held while a snapshot reads the core: physical compaction waits for it.
+        self._compaction_lock = asyncio.Lock()
+        self._storage: DataDir | None = None
+        if data_dir is not None:
+            self._storage = DataDir.open(data_dir, self.core)
+            self._storage.compaction_lock = self._compaction_lock
+        self.watches = WatchRegistry(
+            self.core, buffer_size=watch_buffer, deferred=self._storage is not None
+        )
+        if self._storage is not None:
+            self._storage.on_durable = self.watches.release
+        #: Size accounting, the backend quota and the alarms (``quota_bytes``); made after
+        #: recovery, so it counts what the directory held.
         self.quota = Quota(self.core, quota_bytes)
         #: Fault injection for tests (see :mod:`etcdlite.faults`).
         self.faults = Faults(self.watches)
@@ -175,6 +220,12 @@ class Store(KVBase):
         self._started = True
         if self._auto is not None:
             self._spawn(self._auto_compact_loop())
+        if self._storage is not None:
+            self._storage.start()
+            if len(self.core.lessor):
+                # Recovered leases: their full TTL from now, as etcd's lessor on start.
+                self.core.lessor.promote(self.clock.time())
+                self._expirer = self._spawn(self._expiry_loop())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -183,7 +234,8 @@ class Store(KVBase):
         return task
 
     async def close(self) -> None:
-        """Stop background work and end every watch; further calls fail."""
+        """Stop background work and end every watch; further calls fail. With a data
+        directory, what was logged is made durable and the directory released."""
         if self._started and get_ident() != self._owner._thread_id:  # type: ignore[attr-defined]
             self._foreign()
         self._closed = True
@@ -194,6 +246,8 @@ class Store(KVBase):
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self._storage is not None:
+            await self._storage.close()
 
     @property
     def closed(self) -> bool:
@@ -206,6 +260,8 @@ class Store(KVBase):
             self._start()
         elif get_ident() != self._owner._thread_id:  # type: ignore[attr-defined]
             self._foreign()
+        if self._storage is not None and self._storage.failure is not None:
+            raise self._storage.failure
 
     def _foreign(self) -> None:
         """Refuse a call from outside the owning loop (nothing has been touched yet)."""
@@ -234,11 +290,81 @@ class Store(KVBase):
     def compacted_revision(self) -> int:
         return self.core.compacted_revision
 
+    # --- durability -------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path | None:
+        """The data directory, or ``None`` for a store in memory."""
+        return self._storage.path if self._storage is not None else None
+
+    @property
+    def durable_revision(self) -> int:
+        """The newest revision that is durable (the current one for a store in memory):
+        what a watch or a response header may show."""
+        return self._storage.durable_revision if self._storage is not None else self.core.revision
+
+    async def _settle(self) -> None:
+        """Wait until everything the store has logged is durable (nothing in memory)."""
+        if self._storage is not None:
+            await self._storage.settle()
+
+    async def sync(self) -> int:
+        """Wait until everything done so far is durable; returns the revision at the call,
+        durable by then (what a server may report, e.g. in Status, without showing anything
+        a crash could take back). Immediate for a store in memory."""
+        await self.admit("sync")
+        revision = self.core.revision
+        await self._settle()
+        return revision
+
+    def disk_size(self) -> int:
+        """Bytes the data directory takes (etcd's Status ``dbSize``); in memory, the size
+        the quota counts (:mod:`etcdlite.core.quota`)."""
+        if self._storage is not None:
+            return self._storage.disk_size()
+        return self.quota.size
+
+    def disk_size_in_use(self) -> int:
+        """Bytes of the data directory the store needs (``dbSizeInUse``): the live snapshot
+        and the log after it (older files are deleted once a new snapshot is in place); in
+        memory, what the quota counts as in use."""
+        if self._storage is not None:
+            return self._storage.disk_size_in_use()
+        return self.quota.in_use()
+
+    async def defragment(self) -> None:
+        """etcd's Defragment: give the space compaction freed back. Physical compaction
+        finishes first; the database's size (what the quota counts) shrinks to what is in
+        use; with a data directory, a snapshot of the state replaces the log so far (a store
+        does that by itself once its log outgrows the last snapshot)."""
+        await self.admit("defragment")
+        task = self._compactor
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+        if self._storage is not None:
+            await self._storage.compact_files()
+        self.quota.defragment()
+
+    async def snapshot(self, path: str | os.PathLike[str]) -> SnapshotInfo:
+        """Write a consistent snapshot of the store now to ``path`` (etcdlite's format,
+        ending in the sha256 of the rest, as etcd's does); see
+        :mod:`etcdlite.storage.snapshot` for restoring it and reporting on it. The store
+        serves requests meanwhile; only what is durable is included."""
+        await self.admit("snapshot")
+        async with self._compaction_lock:
+            await self._settle()
+            return await write_snapshot(self.core, Path(path))
+
     # --- KV ---------------------------------------------------------------------------
 
     async def range_request(self, req: RangeRequest) -> RangeResponse:
         await self.admit("range")
-        return self.core.range(req)
+        if self._storage is None:
+            return self.core.range(req)
+        try:
+            return self.core.range(req)
+        finally:
+            await self._storage.settle()
 
     async def get(self, key: Bytesish, *, revision: int = 0) -> KeyValue | None:
         if (  # the put fast path's gate, inlined: a point read is as hot
@@ -250,7 +376,12 @@ class Store(KVBase):
             await self.admit("range")
         if type(revision) is not int:
             revision = int64(revision, "revision")  # a float would compare fine, wrongly
-        return self.core.get(key if type(key) is bytes else to_bytes(key), revision)
+        if self._storage is None:
+            return self.core.get(key if type(key) is bytes else to_bytes(key), revision)
+        try:
+            return self.core.get(key if type(key) is bytes else to_bytes(key), revision)
+        finally:
+            await self._storage.settle()
 
     async def put(
         self,
@@ -273,6 +404,18 @@ class Store(KVBase):
         value = value if type(value) is bytes else to_bytes(value, "value")
         if self.quota.enforced and key:  # an empty key is refused first, by the core
             self.quota.check_put(key, value)
+        if self._storage is not None:
+            try:
+                return self.core.put(
+                    key,
+                    value,
+                    lease if type(lease) is int else lease_id(lease),
+                    prev_kv,
+                    ignore_value,
+                    ignore_lease,
+                )
+            finally:
+                await self._storage.settle()
         return self.core.put(
             key,
             value,
@@ -284,32 +427,41 @@ class Store(KVBase):
 
     async def delete_range_request(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
         await self.admit("delete_range")
-        return self.core.delete_range(req)
+        if self._storage is None:
+            return self.core.delete_range(req)
+        try:
+            return self.core.delete_range(req)
+        finally:
+            await self._storage.settle()
 
     async def txn_request(self, req: TxnRequest) -> TxnResponse:
         await self.admit("txn")
         if self.quota.enforced:
             self.quota.check_txn(req)
-        return self.core.txn(req)
+        if self._storage is None:
+            return self.core.txn(req)
+        try:
+            return self.core.txn(req)
+        finally:
+            await self._storage.settle()
 
     async def compact(self, revision: int, *, physical: bool = False) -> CompactResponse:
         await self.admit("compact")
-        self.core.compact(int64(revision, "revision"))
+        revision = int64(revision, "revision")
+        try:
+            self.core.compact(revision)
+        except EtcdError:
+            await self._settle()
+            raise
+        if self._storage is not None:
+            self._storage.log_compact(revision)
+            await self._storage.settle()
         task = self._compactor
         if task is None or task.done():
             task = self._compactor = self._spawn(self._physical_compaction())
         if physical:
             await asyncio.shield(task)
         return CompactResponse(self.core.header())
-
-    async def defragment(self) -> None:
-        """etcd's Defragment: physical compaction finished, and the database's size (what
-        the quota counts) shrinks to what is in use."""
-        await self.admit("defragment")
-        task = self._compactor
-        if task is not None and not task.done():
-            await asyncio.shield(task)
-        self.quota.defragment()
 
     async def alarms(self) -> list[tuple[int, AlarmType]]:
         """Active alarms as (member ID, alarm), as etcd's ``Alarm(GET)`` lists them."""
@@ -324,7 +476,13 @@ class Store(KVBase):
 
     async def _physical_compaction(self) -> None:
         core = self.core
-        while not core.compact_step(self.compaction_batch):
+        lock = self._compaction_lock
+        while True:
+            if lock.locked():
+                async with lock:  # a snapshot is reading the core: wait for it
+                    pass
+            if core.compact_step(self.compaction_batch):
+                return
             await asyncio.sleep(0)
 
     async def _auto_compact_loop(self) -> None:
@@ -342,21 +500,25 @@ class Store(KVBase):
     def open_watch(self, spec: WatchSpec) -> Watch:
         return StoreWatch(self, spec)
 
-    def _register_watcher(self, spec: WatchSpec) -> Watcher:
+    def _register_watcher(self, spec: WatchSpec, now: int | None = None) -> Watcher:
         if spec.empty_range:
             raise WatchCanceledError(WATCH_EMPTY_RANGE)
         wid = self._next_watch_id
         while wid in self._watch_ids:
             wid += 1
         self._next_watch_id = wid + 1
-        w = self.register_watcher(spec, wid)
+        w = self.register_watcher(spec, wid, now)
         self._watch_ids[wid] = w
         return w
 
-    def register_watcher(self, spec: WatchSpec, watch_id: int) -> Watcher:
+    def register_watcher(self, spec: WatchSpec, watch_id: int, now: int | None = None) -> Watcher:
         """Add a core watcher for ``spec`` (the caller owns the id space and refuses empty
-        ranges); used by the Store's own watches and by the server's watch streams."""
+        ranges); used by the Store's own watches and by the server's watch streams. A
+        ``start_revision`` of 0 means after ``now`` (default: the durable revision)."""
         self._check()
+        start = spec.start_revision
+        if start == 0 and self._storage is not None:
+            start = (self.durable_revision if now is None else now) + 1
         w = Watcher(
             spec.key,
             spec.range_end,
@@ -366,7 +528,7 @@ class Store(KVBase):
             progress_notify=spec.progress_notify,
             watch_id=watch_id,
         )
-        self.watches.add(w, spec.start_revision)
+        self.watches.add(w, start)
         if spec.progress_notify and (self._ticker is None or self._ticker.done()):
             self._ticker = self._spawn(self._progress_ticker())
         return w
@@ -389,7 +551,14 @@ class Store(KVBase):
         await self.admit("grant")
         if self.quota.enforced:
             self.quota.check_grant()
-        entry = self.core.grant(ttl, int64(id, "lease id"), self.clock.time())
+        try:
+            entry = self.core.grant(ttl, int64(id, "lease id"), self.clock.time())
+        except EtcdError:
+            await self._settle()
+            raise
+        if self._storage is not None:
+            self._storage.log_grant(entry.id, entry.ttl)
+            await self._storage.settle()
         if self._expirer is None or self._expirer.done():
             self._expirer = self._spawn(self._expiry_loop())
         else:
@@ -421,7 +590,7 @@ class Store(KVBase):
                         sleeper.cancel()
             expired = lessor.pop_expired(clock.time(), self.lease_expiry_batch)
             for expired_id in expired:
-                self.core.revoke(expired_id)
+                self._revoke(expired_id)
             self.last_expiry_batch = len(expired)
             if len(expired) == self.lease_expiry_batch:
                 await asyncio.sleep(0)  # more are due: let the loop breathe between batches
@@ -432,16 +601,31 @@ class Store(KVBase):
         self.core.lessor.promote(self.clock.time())
         self._expiry_wakeup.set()
 
+    def _revoke(self, lid: int) -> int:
+        if self._storage is None:
+            return self.core.revoke(lid)
+        with self._storage.revoking(lid):
+            return self.core.revoke(lid)
+
     async def revoke(self, lease: int | _HasId) -> int:
         await self.admit("revoke")
-        return self.core.revoke(lease_id(lease))
+        if self._storage is None:
+            return self.core.revoke(lease_id(lease))
+        try:
+            return self._revoke(lease_id(lease))
+        finally:
+            await self._storage.settle()
 
     async def refresh(self, lease: int | _HasId) -> int:
+        # Not logged: a recovered lease gets its full TTL back anyway (etcd's rule).
         await self.admit("refresh")
-        return self.core.lessor.renew(lease_id(lease), self.clock.time())
+        ttl = self.core.lessor.renew(lease_id(lease), self.clock.time())
+        await self._settle()
+        return ttl
 
     async def time_to_live(self, lease: int | _HasId, *, keys: bool = False) -> LeaseTimeToLive:
         await self.admit("time_to_live")
+        await self._settle()
         lid = lease_id(lease)
         entry = self.core.lessor.get(lid)
         now = self.clock.time()
@@ -456,6 +640,7 @@ class Store(KVBase):
 
     async def leases(self) -> list[int]:
         await self.admit("leases")
+        await self._settle()
         return [entry.id for entry in self.core.lessor.leases()]
 
 
@@ -473,8 +658,10 @@ class StoreWatch(Watch):
         self._loop = asyncio.get_running_loop()
         store = self._store
         await store.admit("watch")
-        self.revision = store.core.revision
-        w = store._register_watcher(self.spec)
+        # "From now" means from the newest durable revision: later ones reach the watch
+        # when they are durable, and the header never shows one that is not.
+        self.revision = store.durable_revision
+        w = store._register_watcher(self.spec, self.revision)
         w.wake = self._wake
         self._watcher = w
         self.id = w.id

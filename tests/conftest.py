@@ -1,6 +1,8 @@
 """The one backend matrix: every parity test runs on each backend, each a marked parameter.
 
 * ``store`` (mark ``store``): the embedded :class:`etcdlite.Store` on a ManualClock;
+* ``store-durable`` (mark ``store``): the same with a data directory (every write synced
+  before its reply);
 * ``serve`` (mark ``serve``): :class:`etcdlite.Client` → etcdlite's own server on a free
   loopback port (in the test's loop for ``ctx``/``net``; in a thread of its own for the
   ``endpoint`` of synchronous clients);
@@ -8,7 +10,7 @@
 * ``etcd`` (mark ``etcd``): a real etcd started once per test session.
 
 So ``-m "not etcd"`` runs without etcd at all, ``-m store`` only the embedded store, and so
-on. Fixtures: ``ctx`` (store, serve, etcd), ``net`` (serve, cli, etcd: a network endpoint and
+on. Fixtures: ``ctx`` (store, store-durable, serve, etcd), ``net`` (serve, cli, etcd: a network endpoint and
 a Client on it), ``endpoint`` (serve in a thread, etcd: ``host:port`` for blocking clients)
 and ``fresh_endpoint`` (a server of its own). A test that needs real etcd some other way
 must carry ``@pytest.mark.etcd`` (checked at collection).
@@ -44,12 +46,14 @@ from .helpers import IN_CI, LIMIT
 from .launch import EtcdMissing, etcd_version, running_cli, running_etcd, server_thread
 
 STORE = pytest.param("store", marks=pytest.mark.store, id="store")
+STORE_DURABLE = pytest.param("store-durable", marks=pytest.mark.store, id="store-durable")
 SERVE = pytest.param("serve", marks=pytest.mark.serve, id="serve")
 CLI = pytest.param("cli", marks=[pytest.mark.serve, pytest.mark.cli], id="cli")
 ETCD = pytest.param("etcd", marks=pytest.mark.etcd, id="etcd")
 
-#: ``ctx``: the embedded store, a Client on etcdlite's server, a Client on real etcd.
-BACKENDS = [STORE, SERVE, ETCD]
+#: ``ctx``: the embedded store (in memory and with a data directory), a Client on
+#: etcdlite's server, a Client on real etcd.
+BACKENDS = [STORE, STORE_DURABLE, SERVE, ETCD]
 #: ``net``: network endpoints only (etcdlite's server in the loop, its CLI, real etcd).
 NETWORK = [SERVE, CLI, ETCD]
 #: ``endpoint``/``fresh_endpoint``: servers blocking clients can call (a thread or a process).
@@ -182,9 +186,10 @@ async def ctx(request: pytest.FixtureRequest) -> AsyncIterator[Ctx]:
     backend: str = request.param
     _known_differences(request, backend)
     prefix = _prefix(request)
-    if backend == "store":
+    if backend in ("store", "store-durable"):
         clock = etcdlite.ManualClock()
-        async with etcdlite.Store(clock=clock) as store:
+        data_dir = request.getfixturevalue("tmp_path") if backend == "store-durable" else None
+        async with etcdlite.Store(clock=clock, data_dir=data_dir) as store:
             rev0 = (await store.range(b"\0", b"\0", count_only=True)).header.revision
             yield Ctx(store, backend, prefix, rev0, clock)
     elif backend == "serve":

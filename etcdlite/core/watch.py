@@ -132,7 +132,12 @@ class WatchRegistry:
     """All watchers of one :class:`MVCC`; hooks itself into its commits."""
 
     def __init__(
-        self, mvcc: MVCC, *, buffer_size: int = 128, catchup_revisions: int = 1000
+        self,
+        mvcc: MVCC,
+        *,
+        buffer_size: int = 128,
+        catchup_revisions: int = 1000,
+        deferred: bool = False,
     ) -> None:
         self.mvcc = mvcc
         self.buffer_size = buffer_size
@@ -141,6 +146,32 @@ class WatchRegistry:
         self._ranges: IntervalIndex[Watcher] = IntervalIndex()
         self._all: set[Watcher] = set()
         self._hooked = False
+        #: Deferred delivery (a durable store): commits are held until :meth:`release` says
+        #: they are durable, and nothing past the released revision is read or announced.
+        self.deferred = deferred
+        self._held: deque[tuple[int, Sequence[KeyValue]]] = deque()
+        self._released = mvcc.revision
+        if deferred:
+            # Always hooked: a watcher added later must still get the held revisions.
+            mvcc.add_hook(self._hold)
+
+    @property
+    def head(self) -> int:
+        """The newest revision watchers may see: the store's, or the released one."""
+        return self._released if self.deferred else self.mvcc.revision
+
+    def _hold(self, rev: int, changes: Sequence[KeyValue]) -> None:
+        self._held.append((rev, changes))
+
+    def release(self, revision: int) -> None:
+        """Deferred mode: revisions up to ``revision`` are durable; deliver them."""
+        held = self._held
+        while held and held[0][0] <= revision:
+            rev, changes = held.popleft()
+            if self._all:
+                self._on_commit(rev, changes)
+        if revision > self._released:
+            self._released = revision
 
     def __len__(self) -> int:
         return len(self._all)
@@ -174,7 +205,7 @@ class WatchRegistry:
             w._range_key = (w.key, upper)
             self._ranges.add(w.key, upper, w)
         self._all.add(w)
-        if not self._hooked:
+        if not self._hooked and not self.deferred:
             self.mvcc.add_hook(self._on_commit)
             self._hooked = True
 
@@ -310,14 +341,14 @@ class WatchRegistry:
             if w.synced and w.progress_pending:
                 # asked for while the buffer was full: everything up to now is in hand
                 w.progress_pending = False
-                buffered.append((self.mvcc.revision, [], REQUESTED))
+                buffered.append((self.head, [], REQUESTED))
             return buffered
         if w.canceled:
             return []
         if w.synced:
             if w.progress_pending:
                 w.progress_pending = False
-                return [(self.mvcc.revision, [], REQUESTED)]
+                return [(self.head, [], REQUESTED)]
             return []
         mvcc = self.mvcc
         if w.next_rev < mvcc.compacted_revision:
@@ -325,7 +356,7 @@ class WatchRegistry:
             w.compacted = True
             self.cancel(w)
             return []
-        cur = mvcc.revision
+        cur = self.head
         log = mvcc._log
         lo = bisect_left(log, w.next_rev, key=_mod_rev)
         last = min(cur, w.next_rev + self.catchup_revisions - 1)
@@ -340,14 +371,16 @@ class WatchRegistry:
             elif w.nodelete:
                 continue
             events.append(_event(kv, mvcc, w.prev_kv))
-        w.next_rev = last + 1
+        # Deferred delivery: a watch may start past the released head; it never moves back.
+        if last >= w.next_rev:
+            w.next_rev = last + 1
         out: list[Batch] = []
         if events:
             out.append((cur, events, EVENTS))
             w.had_event = True
         if w.next_rev > cur:
             w.synced = True
-            w.min_rev = cur + 1
+            w.min_rev = w.next_rev
             if w.progress_pending:
                 w.progress_pending = False
                 out.append((cur, [], REQUESTED))
@@ -387,7 +420,7 @@ class WatchRegistry:
         if w.canceled:
             return
         if w.synced and len(w.buffer) < self.buffer_size:
-            w.buffer.append((self.mvcc.revision, [], kind))
+            w.buffer.append((self.head, [], kind))
             if len(w.buffer) == 1 and w.wake is not None:
                 w.wake()
         else:
@@ -416,7 +449,8 @@ class WatchRegistry:
             revs = [b[0] for b in w.buffer if b[2] == EVENTS]
             assert revs == sorted(revs) and len(set(revs)) == len(revs)
         assert indexed <= self._all
-        assert self._hooked == bool(self._all)
+        assert self._hooked == (bool(self._all) and not self.deferred)
+        assert all(rev > self._released for rev, _ in self._held)
 
 
 def _event(kv: KeyValue, mvcc: MVCC, with_prev: bool) -> Event:

@@ -1,0 +1,198 @@
+"""Log segments: the files a data directory holds and the append-only tail.
+
+A data directory holds ``LOCK`` (an ``flock`` held while a store has it open),
+``IDENTITY`` (the cluster and member IDs it was created with), at most one
+live snapshot ``snap-<seq>.snap`` (the state when segment ``<seq>`` began) and the log
+segments ``wal-<seq>.log`` from that one on, each a run of batches of frames
+(:mod:`etcdlite.storage.records`), one batch per sync. Only the newest segment is ever
+appended to; an older one was synced whole before the next was created.
+
+Everything here blocks: the store calls it from its writer thread, or before it serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import CorruptDataError, DataDirLockedError
+from .records import encode_batch
+
+__all__ = [
+    "IDENTITY_NAME",
+    "LOCK_NAME",
+    "Rotate",
+    "SegmentWriter",
+    "fsync_dir",
+    "list_dir",
+    "lock_dir",
+    "read_identity",
+    "segment_path",
+    "snapshot_path",
+    "write_identity",
+]
+
+LOCK_NAME = "LOCK"
+IDENTITY_NAME = "IDENTITY"
+_SEGMENT = re.compile(r"^wal-([0-9a-f]{16})\.log$")
+_SNAPSHOT = re.compile(r"^snap-([0-9a-f]{16})\.snap$")
+
+_fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
+def segment_path(directory: Path, seq: int) -> Path:
+    return directory / f"wal-{seq:016x}.log"
+
+
+def snapshot_path(directory: Path, seq: int) -> Path:
+    return directory / f"snap-{seq:016x}.snap"
+
+
+def list_dir(directory: Path) -> tuple[list[int], list[int]]:
+    """Sequence numbers of the snapshots and of the segments in ``directory``, ascending."""
+    snaps: list[int] = []
+    segs: list[int] = []
+    for name in os.listdir(directory):
+        m = _SEGMENT.match(name)
+        if m:
+            segs.append(int(m.group(1), 16))
+            continue
+        m = _SNAPSHOT.match(name)
+        if m:
+            snaps.append(int(m.group(1), 16))
+    return sorted(snaps), sorted(segs)
+
+
+def read_identity(directory: Path) -> tuple[int, int] | None:
+    """``(cluster_id, member_id)`` the directory was created with, ``None`` if it is new."""
+    path = directory / IDENTITY_NAME
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        ids = json.loads(text)
+        return int(ids["cluster_id"]), int(ids["member_id"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CorruptDataError(str(path), 0, f"unreadable identity: {e}") from None
+
+
+def write_identity(directory: Path, cluster_id: int, member_id: int) -> None:
+    """Record the IDs a new directory's store has (atomically)."""
+    path = directory / IDENTITY_NAME
+    tmp = path.with_name(IDENTITY_NAME + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"cluster_id": cluster_id, "member_id": member_id}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(directory)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a create, rename or unlink in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def lock_dir(directory: Path) -> int:
+    """Take the directory's lock file; a second opener gets :class:`DataDirLockedError`.
+    The lock goes with the returned descriptor (and with the process)."""
+    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise DataDirLockedError(
+                f"data directory {str(directory)!r} is in use by another store "
+                f"(lock file {str(directory / LOCK_NAME)!r})"
+            ) from None
+        raise
+    return fd
+
+
+class Rotate:
+    """A marker in the writer's queue: what follows goes to a new segment ``seq``."""
+
+    __slots__ = ("seq",)
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+
+
+class SegmentWriter:
+    """The segment being appended to. One thread at a time calls :meth:`write`."""
+
+    def __init__(self, directory: Path, seq: int, offset: int) -> None:
+        self.directory = directory
+        self.seq = seq
+        #: Bytes known durable in the open segment.
+        self.offset = offset
+        #: Bytes in segments since the live snapshot (the rule for a new snapshot reads it).
+        self.log_bytes = 0
+        #: Fault injection (tests): called with the bytes about to be written.
+        self.before_write: Callable[[bytes], None] | None = None
+        self._fd = self._open(seq)
+        if os.fstat(self._fd).st_size != offset:
+            os.ftruncate(self._fd, offset)  # cut the torn tail recovery found
+            _fdatasync(self._fd)
+
+    def _open(self, seq: int) -> int:
+        path = segment_path(self.directory, seq)
+        created = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if created:
+            fsync_dir(self.directory)
+        return fd
+
+    def write(self, items: list[bytes | Rotate]) -> None:
+        """Append the frames, switching segment at each :class:`Rotate`, and sync. On an
+        error the open segment is cut back to what was durable before, and it re-raises."""
+        chunk: list[bytes] = []
+        for item in items:
+            if isinstance(item, Rotate):
+                self._flush(chunk)
+                chunk = []
+                os.close(self._fd)
+                self._fd = self._open(item.seq)
+                self.seq = item.seq
+                self.offset = 0
+                self.log_bytes = 0
+            else:
+                chunk.append(item)
+        self._flush(chunk)
+
+    def _flush(self, chunk: list[bytes]) -> None:
+        if not chunk:
+            return
+        frames = b"".join(chunk)
+        data = encode_batch(frames) + frames
+        try:
+            if self.before_write is not None:
+                self.before_write(data)
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            _fdatasync(self._fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self.offset)
+            raise
+        self.offset += len(data)
+        self.log_bytes += len(data)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
