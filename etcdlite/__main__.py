@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ from ._grpc.server import DEFAULT_MAX_CONNECTIONS
 from .core.quota import DEFAULT_QUOTA_BYTES
 from .identity import DEFAULT_CLUSTER_TOKEN, DEFAULT_PEER_URL, member_id
 from .server import DEFAULT_MAX_REQUEST_BYTES, parse_listen_url, serve
+from .storage import StorageError, restore_snapshot, snapshot_status
 from .store import Store
 
 __all__ = ["main"]
@@ -53,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--advertise-client-urls", default="", help="URLs reported by MemberList")
     s.add_argument("--name", default="default", help="member name")
+    s.add_argument(
+        "--data-dir",
+        default=None,
+        help="keep the store in this directory (recovered at start); memory only without it",
+    )
     s.add_argument(
         "--initial-advertise-peer-urls",
         default=DEFAULT_PEER_URL,
@@ -96,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="permit a non-loopback listen address (etcdlite has no TLS and no auth)",
     )
     s.add_argument("--log-level", default="INFO")
+    snap = sub.add_parser("snapshot", help="restore or inspect a snapshot file")
+    snap_sub = snap.add_subparsers(dest="snapshot_command", required=True)
+    restore = snap_sub.add_parser("restore", help="install a snapshot as a new data directory")
+    restore.add_argument("file")
+    restore.add_argument("--data-dir", required=True)
+    status = snap_sub.add_parser("status", help="check a snapshot file and report on it")
+    status.add_argument("file")
+    status.add_argument("-w", "--write-out", choices=("simple", "table", "json"), default="simple")
     from .bench.cli import add_parser as add_bench_parser
 
     add_bench_parser(sub)
@@ -183,6 +198,7 @@ def _store_options(args: argparse.Namespace) -> dict[str, Any]:
         "auto_compaction_mode": args.auto_compaction_mode,
         "auto_compaction_retention": retention,
         "member_id": member_id(peers, args.initial_cluster_token),
+        "data_dir": args.data_dir,
         "quota_bytes": (
             None
             if args.quota_backend_bytes < 0
@@ -199,7 +215,11 @@ async def run_server(args: argparse.Namespace) -> int:
         print(f"etcdlite: {e}", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    store = Store(**options)
+    try:
+        store = Store(**options)
+    except (StorageError, OSError) as e:
+        print(f"etcdlite: cannot open --data-dir {args.data_dir}: {e}", file=sys.stderr)
+        return 2
     advertise = [u for u in args.advertise_client_urls.split(",") if u]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -238,6 +258,40 @@ async def run_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_snapshot(args: argparse.Namespace) -> int:
+    """``etcdlite snapshot restore FILE --data-dir D`` / ``etcdlite snapshot status FILE``,
+    on etcdlite's snapshot files (what ``etcdctl snapshot save`` fetched from etcdlite)."""
+    try:
+        if args.snapshot_command == "restore":
+            revision = restore_snapshot(args.file, args.data_dir)
+            print(f"restored snapshot at revision {revision} to {args.data_dir}")
+            return 0
+        st = snapshot_status(args.file)
+    except (StorageError, OSError) as e:
+        print(f"etcdlite: {e}", file=sys.stderr)
+        return 2
+    if args.write_out == "json":
+        print(
+            json.dumps(
+                {
+                    "hash": st.hash,
+                    "revision": st.revision,
+                    "totalKey": st.total_keys,
+                    "totalSize": st.total_size,
+                }
+            )
+        )
+    elif args.write_out == "table":
+        print("+----------+----------+------------+------------+")
+        print("|   HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |")
+        print("+----------+----------+------------+------------+")
+        print(f"| {st.hash:8x} | {st.revision:8} | {st.total_keys:10} | {st.total_size:10} |")
+        print("+----------+----------+------------+------------+")
+    else:  # etcdctl's simple form: hash, revision, total keys, total size
+        print(f"{st.hash:x}, {st.revision}, {st.total_keys}, {st.total_size}")
+    return 0
+
+
 def _failed(addresses: list[tuple[str, int]], error: OSError) -> str:
     """The address an OSError from binding names (asyncio's text names it), else all."""
     text = str(error)
@@ -250,12 +304,14 @@ def _failed(addresses: list[tuple[str, int]], error: OSError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        level=getattr(logging, str(getattr(args, "log_level", "INFO")).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     if args.command == "serve":
         return asyncio.run(run_server(args))
+    if args.command == "snapshot":
+        return run_snapshot(args)
     if args.command == "bench":
         from .bench.cli import run as run_bench
 

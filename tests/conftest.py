@@ -10,10 +10,10 @@
 * ``etcd`` (mark ``etcd``): a real etcd started once per test session.
 
 So ``-m "not etcd"`` runs without etcd at all, ``-m store`` only the embedded store, and so
-on. Fixtures: ``ctx`` (store, store-durable, serve, etcd), ``net`` (serve, cli, etcd: a network endpoint and
-a Client on it), ``endpoint`` (serve in a thread, etcd: ``host:port`` for blocking clients)
-and ``fresh_endpoint`` (a server of its own). A test that needs real etcd some other way
-must carry ``@pytest.mark.etcd`` (checked at collection).
+on. Fixtures: ``ctx`` (store, store-durable, serve, etcd), ``net`` (serve, cli, etcd: a
+network endpoint and a Client on it), ``endpoint`` (serve in a thread, etcd: ``host:port``
+for blocking clients) and ``fresh_endpoint`` (a server of its own). A test that needs real
+etcd some other way must carry ``@pytest.mark.etcd`` (checked at collection).
 
 Real etcd is shared by the whole session, so each test works under its own key prefix
 (``ctx.k("name")``) and asserts revisions relative to ``ctx.rev0``, its starting revision.

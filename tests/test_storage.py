@@ -688,7 +688,6 @@ async def test_a_snapshot_cut_short_at_either_step_loses_nothing(
 ) -> None:
     import shutil
 
-    from etcdlite.storage import snapshot as snapshot_module
 
     async with asyncio.timeout(TIMEOUT):
         async with Store(data_dir=data_dir) as store:
@@ -700,10 +699,10 @@ async def test_a_snapshot_cut_short_at_either_step_loses_nothing(
             def no_rename(src: Any, dst: Any) -> None:
                 raise OSError(errno.EIO, "simulated crash before the rename")
 
-            monkeypatch.setattr(snapshot_module.os, "replace", no_rename)
+            monkeypatch.setattr(os, "replace", no_rename)
             with pytest.raises(OSError, match="simulated"):
                 await store.defragment()
-            monkeypatch.setattr(snapshot_module.os, "replace", real_replace)
+            monkeypatch.setattr(os, "replace", real_replace)
             assert not list(data_dir.glob("*.tmp"))
             await store.put(b"after-1", b"x")  # goes to the new segment
             before = await state(store)

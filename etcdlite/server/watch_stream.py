@@ -89,7 +89,9 @@ class ServerWatchStream:
         self._answers_taken.set()
 
     def _header(self, revision: int | None = None) -> ResponseHeader:
-        return self.store.core.header(revision)
+        """A header at ``revision``, by default the newest durable one (what a watch may
+        show of a store with a data directory)."""
+        return self.store.core.header(self.store.durable_revision if revision is None else revision)
 
     def _send(self, data: bytes) -> None:
         self._out.append(data)
@@ -138,7 +140,7 @@ class ServerWatchStream:
                 try:
                     await self.store.admit("watch")
                 except EtcdError as e:
-                    rev = self.store.core.revision
+                    rev = self.store.durable_revision
                     self._send(self._created(-1, rev, canceled=True, reason=e.message))
                     continue
                 self._create(value)
@@ -151,7 +153,7 @@ class ServerWatchStream:
 
     def _create(self, m: pb.WatchCreateRequest) -> None:
         spec = convert.watch_spec_from_pb(m)
-        rev = self.store.core.revision
+        rev = self.store.durable_revision
         if spec.empty_range:
             self._send(self._created(-1, rev, canceled=True, reason=WATCH_EMPTY_RANGE))
             return
@@ -284,7 +286,7 @@ class ServerWatchStream:
             return
         if not batches:
             return
-        cur = self.store.core.revision
+        cur = self.store.durable_revision
         event_batches = [b for b in batches if b[2] == EVENTS]
         if len(event_batches) == 1 and len(batches) == 1:
             rev, events, _ = batches[0]

@@ -9,7 +9,9 @@ etcd's snapshot is a copy of its bbolt file; etcdlite's is a run of frames
 * ``B`` KeyValues older than the change log (the state at the compaction point), ``L`` the
   change log (every change the store still keeps), each ``<I count>`` then per KeyValue
   ``<q create><q mod><q version><q lease><I key length><I value length>`` key value;
-* ``E`` end: ``<q KeyValues><q revision>``, checked against the rest.
+* ``E`` end: ``<q KeyValues><q revision>``, checked against the rest;
+* zero bytes up to a multiple of 512 (etcdctl takes a file whose size is not 512·n + 32 for
+  one without a sha256 trailer, as bbolt files are whole pages).
 
 The same file is a data directory's compacted state (``snap-<seq>.snap``), what
 :meth:`etcdlite.Store.snapshot` writes, and what :func:`restore_snapshot` installs.
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..types import KeyValue
 from .errors import CorruptDataError
 from .log import fsync_dir, snapshot_path
-from .records import GRANT, BadFrame, decode_id_int, encode_grant, frame, frames
+from .records import FRAME, GRANT, BadFrame, decode_id_int, encode_grant, frame, frames
 
 if TYPE_CHECKING:
     from ..core.mvcc import MVCC
@@ -50,6 +52,7 @@ __all__ = [
 
 MAGIC = b"etcdlite-snap\x00\x00\x01"
 TRAILER = 32  # sha256
+PAD = 512  # the body is padded to a multiple of this (see the module docstring)
 HEADER, BASE, LOG, END = b"H"[0], b"B"[0], b"L"[0], b"E"[0]
 
 _HEADER = struct.Struct("<Bqq")
@@ -148,6 +151,7 @@ async def write_snapshot(
                 size += len(data)
                 await asyncio.to_thread(f.write, data)
         tail = pending + frame(_END.pack(END, kvs, revision))
+        tail += bytes(-(size + len(tail)) % PAD)
         digest.update(tail)
         tail += digest.digest()
         size += len(tail)
@@ -205,7 +209,7 @@ def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
     ended = False
     offset = len(MAGIC)
     try:
-        for offset, payload in frames(body, len(MAGIC)):  # noqa: B007 (named in errors)
+        for offset, payload in frames(body, len(MAGIC)):
             kind = payload[0]
             if ended:
                 raise ValueError("data after the end entry")
@@ -222,6 +226,10 @@ def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
                 if kvs != len(base) + len(log) or end_rev != revision:
                     raise ValueError("the end entry does not match the content")
                 ended = True
+                rest = body[offset + FRAME.size + len(payload) :]
+                if len(rest) >= PAD or any(rest):
+                    raise ValueError("data after the end entry")
+                break  # what follows is the padding
             else:
                 raise ValueError(f"unknown entry kind {kind}")
     except BadFrame as e:
