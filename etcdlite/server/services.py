@@ -446,7 +446,7 @@ class EtcdServer:
         current = await self.store.sync()
         rev = m.revision if m.revision > 0 else current
         core.read_revision(rev)
-        if 0 < core.compacted_revision >= rev:  # etcd: a hash *at* the compaction point too
+        if 0 < m.revision <= core.compacted_revision:  # etcd: *at* the compaction point too
             raise CompactedError()
         return pb.HashKvResponse(
             header=self.header(current),
