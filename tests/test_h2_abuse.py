@@ -384,3 +384,79 @@ async def test_a_burst_of_connects_is_accepted() -> None:
         assert len(opened) == 1000
         for _, writer in opened:
             writer.close()
+
+
+async def test_streams_over_the_concurrency_limit_are_refused_not_the_connection(
+    server: CliServer,
+) -> None:
+    """150 requests opened at once on one connection, where the server allows 96 (h2's 100,
+    less a slack): the last 54 get RST_STREAM REFUSED_STREAM (RFC 9113 §5.1.2), the first 96
+    are answered, and the connection goes on serving."""
+    conn, reader, writer = await plain_connection(server.endpoint)
+    sids = []
+    for _ in range(150):  # the request headers only: every handler waits for its message
+        sids.append(conn.get_next_available_stream_id())
+        conn.send_headers(sids[-1], HEADERS_RANGE)
+    writer.write(conn.data_to_send())
+    refused: set[int] = set()
+    done: dict[int, str] = {}
+    body = b"\x0a\x01k"
+    message = b"\x00" + len(body).to_bytes(4, "big") + body
+    async with asyncio.timeout(20):
+        while len(refused) < 54:
+            data = await reader.read(65536)
+            assert data, "the server closed the connection"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.StreamReset):
+                    assert event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+                    refused.add(event.stream_id)
+            writer.write(conn.data_to_send())
+        assert refused == set(sids[96:])
+        for sid in sids[:96]:
+            conn.send_data(sid, message, end_stream=True)
+        writer.write(conn.data_to_send())
+        while len(done) < 96:
+            data = await reader.read(65536)
+            assert data, "the server closed the connection"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.TrailersReceived):
+                    headers = {_text(k): _text(v) for k, v in event.headers}
+                    done[event.stream_id] = headers["grpc-status"]
+            writer.write(conn.data_to_send())
+    assert set(done) == set(sids[:96]) and set(done.values()) == {"0"}
+    # and the same connection takes new requests
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, HEADERS_RANGE)
+    conn.send_data(sid, message, end_stream=True)
+    writer.write(conn.data_to_send())
+    assert await trailers_status(conn, reader, writer) == "0"
+    writer.close()
+    await writer.wait_closed()
+
+
+def test_a_refused_streams_header_block_is_cut_out_exactly_however_reads_split_it() -> None:
+    """The guard hands over a refused stream's header block without its padding and
+    priority fields, across CONTINUATION frames and reads split anywhere; the frames that
+    follow for that stream never reach h2."""
+    block = bytes(range(1, 40))
+    padded = bytes([3]) + bytes(5) + block[:20] + b"\0\0\0"  # pad length, priority, padding
+    frames_in = (
+        frame(0x1, b"ab", flags=0x4, stream=1)  # stream 1: accepted
+        + frame(0x1, padded, flags=0x8 | 0x20, stream=3)  # stream 3: refused...
+        + frame(0x9, block[20:], flags=0x4, stream=3)  # ...its CONTINUATION
+        + frame(0x0, b"data", flags=0x1, stream=3)  # ...and its DATA
+        + frame(0x0, b"more", flags=0x1, stream=1)
+    )
+    first = frame(0x1, b"ab", flags=0x4, stream=1)
+    for split in range(1, len(frames_in)):
+        out = [PREFACE]  # what h2 got
+        guard = FrameGuard(max_streams=1, closed_streams=lambda: 0)
+        guard.feed(PREFACE)
+        got = []
+        for piece in (frames_in[:split], frames_in[split:]):
+            data = guard.feed(piece)
+            done = len(b"".join(out))
+            got += [(done + off, sid, blk) for off, sid, blk in guard.refusals]
+            out.append(data)
+        assert b"".join(out) == PREFACE + first + frame(0x0, b"more", flags=0x1, stream=1), split
+        assert got == [(len(PREFACE) + 11, 3, block)], split

@@ -11,6 +11,10 @@ header of every frame a client sends, before h2 does, and keeps these rules:
   grpc-go's debug text (``too_many_pings`` for pings): answering a flood costs CPU on the
   one event loop and, for a peer that never reads, memory. Streams opened and reset in a
   loop (CVE-2023-44487, "rapid reset") are the RST_STREAM case.
+* **Concurrent streams.** A HEADERS frame that opens a stream while ``max_streams`` are
+  already open is not passed to h2 (which would end the whole connection): the stream is
+  refused with RST_STREAM REFUSED_STREAM, as RFC 9113 §5.1.2 allows, its header block is
+  still decoded (so HPACK stays in step) and the frames that follow for it are dropped.
 * **A client's GOAWAY** is taken out of the bytes h2 sees: grpc-go lets the streams already
   open finish (a client closing its channel sends GOAWAY, then the rest of its requests),
   where h2 would close the connection and fail them. No new stream follows a GOAWAY from
@@ -30,10 +34,15 @@ __all__ = ["PREFACE", "Abuse", "FrameGuard", "Limits"]
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-_SETTINGS, _PING, _GOAWAY, _RST_STREAM = 0x4, 0x6, 0x7, 0x3
+_DATA, _HEADERS, _PRIORITY, _RST_STREAM = 0x0, 0x1, 0x2, 0x3
+_SETTINGS, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = 0x4, 0x6, 0x7, 0x8, 0x9
 _ACK = 0x1
+_END_HEADERS, _PADDED, _PRIORITY_FLAG = 0x4, 0x8, 0x20
 FRAME_SIZE_ERROR = 0x6
 ENHANCE_YOUR_CALM = 0xB
+
+
+_STREAM_FRAMES = frozenset({_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _WINDOW_UPDATE, _CONTINUATION})
 
 
 class Abuse(Exception):
@@ -81,9 +90,32 @@ class FrameGuard:
     """Reads a client's frame headers ahead of h2 (see the module docstring)."""
 
     def __init__(
-        self, limits: Limits | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_streams: int | None = None,
+        closed_streams: Callable[[], int] | None = None,
     ) -> None:
+        """``closed_streams`` counts the streams the server has finished with; a stream
+        that would make more than ``max_streams`` of those it let through open is listed in
+        :attr:`refusals` instead of reaching h2."""
         self.limits = limits = limits or Limits()
+        self._max_streams = max_streams
+        self._closed_streams = closed_streams
+        #: Streams refused by the last :meth:`feed`: (offset in the bytes it returned,
+        #: stream id, header block). The block must be decoded after h2 has taken the
+        #: bytes before that offset (HPACK is one state for the connection, in order).
+        self.refusals: list[tuple[int, int, bytes]] = []
+        self._out: list[bytes] = []  # the bytes the current feed has put out so far
+        self._accepted = 0  # streams let through to h2
+        self._highest = 0  # the highest stream id a client HEADERS opened
+        self._refused: set[int] = set()  # refused ids above the highest accepted one
+        self._block: bytearray | None = None  # a refused stream's header block so far
+        self._block_stream = 0
+        self._block_flags = 0  # the HEADERS frame's flags (padding, priority)
+        self._block_end = False  # whether the frame being dropped ends the header block
+        self._block_first = 0  # the HEADERS frame's payload length
         self._clock = clock
         now = clock()
         self._buckets = {
@@ -120,6 +152,9 @@ class FrameGuard:
                 return data
         out: list[bytes] = []
         start = 0  # start of the bytes kept since the last cut
+        if self.refusals:
+            self.refusals = []
+        self._out = out
         while pos < end:
             if self._pass:
                 step = min(self._pass, end - pos)
@@ -128,9 +163,13 @@ class FrameGuard:
                 continue
             if self._drop:
                 step = min(self._drop, end - pos)
+                if self._block is not None:
+                    self._block += data[pos : pos + step]
                 self._drop -= step
                 pos += step
                 start = pos
+                if not self._drop and self._block is not None and self._block_end:
+                    self._refused_block_done()
                 continue
             if self._header or end - pos < 9:
                 need = 9 - len(self._header)
@@ -147,6 +186,10 @@ class FrameGuard:
                     out.append(header)
                 continue
             header = data[pos : pos + 9]
+            if header[3] == _HEADERS and pos > start:
+                # a refused stream is recorded at its offset in the output: flush first
+                out.append(data[start:pos])
+                start = pos
             if self._frame(header):
                 pos += 9
             else:
@@ -170,6 +213,12 @@ class FrameGuard:
             self.goaway_received = True
             self._drop = length
             return False
+        if (
+            self._max_streams is not None
+            and kind in _STREAM_FRAMES
+            and not self._stream_frame(header, length)
+        ):
+            return False
         limit = self._buckets.get(kind)
         if limit is not None and (kind == _RST_STREAM or not header[4] & _ACK):
             bucket, debug = limit
@@ -177,3 +226,50 @@ class FrameGuard:
                 raise Abuse(ENHANCE_YOUR_CALM, debug)
         self._pass = length
         return True
+
+    def _stream_frame(self, header: bytes, length: int) -> bool:
+        """Concurrent streams: whether a stream's frame goes to h2 (else it is dropped)."""
+        kind, flags = header[3], header[4]
+        sid = int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
+        if kind == _CONTINUATION and self._block is not None and sid == self._block_stream:
+            self._drop_block(flags, length)
+            return False
+        if sid in self._refused:
+            self._drop = length
+            return False
+        if kind != _HEADERS or sid <= self._highest or not sid & 1:
+            return True
+        self._highest = sid
+        assert self._closed_streams is not None and self._max_streams is not None
+        if self._accepted - self._closed_streams() < self._max_streams:
+            self._accepted += 1
+            if self._refused:
+                self._refused = {r for r in self._refused if r > sid}
+            return True
+        self._refused.add(sid)
+        self._block = bytearray()
+        self._block_stream = sid
+        self._block_flags = flags
+        self._block_first = length
+        self._drop_block(flags, length)
+        return False
+
+    def _drop_block(self, flags: int, length: int) -> None:
+        self._drop = length
+        self._block_end = bool(flags & _END_HEADERS)
+        if not length and self._block_end:
+            self._refused_block_done()
+
+    def _refused_block_done(self) -> None:
+        """A refused stream's whole header block has been read: hand it over without its
+        padding and priority fields."""
+        block, self._block = bytes(self._block or b""), None
+        flags = self._block_flags
+        # The HEADERS frame's own payload: [pad length] [priority: 5] fragment [padding];
+        # CONTINUATION payloads that follow are fragment only.
+        first, rest = block[: self._block_first], block[self._block_first :]
+        pad = first[0] if flags & _PADDED and first else 0
+        skip = (1 if flags & _PADDED else 0) + (5 if flags & _PRIORITY_FLAG else 0)
+        fragment = first[skip : len(first) - pad] + rest
+        offset = sum(len(b) for b in self._out)
+        self.refusals.append((offset, self._block_stream, fragment))

@@ -173,6 +173,8 @@ class CorkedProtocol(H2Protocol):
         h2conn.encoder = CachingEncoder(h2conn.encoder)  # type: ignore[assignment]
 
 
+#: Streams under h2's concurrency bound at which new ones are refused (see ServerProtocol).
+STREAM_SLACK = 4
 #: Seconds a connection that was sent GOAWAY for abuse stays open, its input dropped.
 GOAWAY_GRACE = 0.5
 
@@ -204,13 +206,37 @@ class ServerProtocol(CorkedProtocol):
         self._preface_timeout = preface_timeout
         self._preface_timer: asyncio.TimerHandle | None = None
         self._dropping = False
-        self.guard = FrameGuard(limits or Limits())
+        self._limits = limits or Limits()
+        self.guard = FrameGuard(self._limits)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._preface_timer = asyncio.get_running_loop().call_later(
             self._preface_timeout, self._no_preface
         )
+        handler = self.handler
+        if hasattr(handler, "closed_streams"):  # the lean path's handler counts them
+            h2conn = self.connection._connection
+            # Below h2's own bound (which ends the connection): a stream we have released
+            # can stay open in h2 until the client's END_STREAM arrives.
+            self.guard = FrameGuard(
+                self._limits,
+                max_streams=h2conn.local_settings.max_concurrent_streams - STREAM_SLACK,
+                closed_streams=lambda: int(handler.closed_streams),
+            )
+
+    def _refuse_stream(self, stream_id: int, header_block: bytes) -> None:
+        """A stream over the concurrency bound: decode its header block (the client's HPACK
+        table moved with it), then RST_STREAM REFUSED_STREAM; h2 never sees the stream."""
+        h2conn = self.connection._connection
+        try:
+            h2conn.decoder.decode(header_block)
+        except Exception:
+            self._goaway(int(ErrorCodes.COMPRESSION_ERROR), "bad header block")
+            return
+        self.connection.flush()  # h2's pending frames first
+        rst = (4).to_bytes(3, "big") + b"\x03\x00" + stream_id.to_bytes(4, "big")
+        self.connection._transport.write(rst + int(ErrorCodes.REFUSED_STREAM).to_bytes(4, "big"))
 
     def _no_preface(self) -> None:
         self._preface_timer = None
@@ -228,15 +254,30 @@ class ServerProtocol(CorkedProtocol):
         if self._preface_timer is not None and self.guard.preface_received:
             self._preface_timer.cancel()
             self._preface_timer = None
-        if not data:
+        if not data and not self.guard.refusals:
             return
+        if not self.guard.refusals:
+            self._feed_h2(data)
+            return
+        done = 0
+        for offset, stream_id, block in self.guard.refusals:
+            if offset > done and not self._feed_h2(data[done:offset]):
+                return
+            done = offset
+            self._refuse_stream(stream_id, block)
+        if done < len(data):
+            self._feed_h2(data[done:])
+
+    def _feed_h2(self, data: bytes) -> bool:
+        """h2 takes ``data``; grpclib processes what it made of it. False if that ended the
+        connection."""
         connection = self.connection
         try:
             events = connection.feed(data)
         except h2.exceptions.ProtocolError as e:
             code = getattr(e, "error_code", None) or ErrorCodes.PROTOCOL_ERROR
             self._goaway(int(code), str(e))
-            return
+            return False
         connection.flush()
         processor = self.processor
         known = getattr(processor, "processors", None)
@@ -245,6 +286,7 @@ class ServerProtocol(CorkedProtocol):
                 continue  # e.g. UnknownFrameReceived: RFC 9113 says ignore it
             processor.process(event)
         connection.flush()
+        return True
 
     def _goaway(self, code: int, debug: str) -> None:
         h2conn = self.connection._connection

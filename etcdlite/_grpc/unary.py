@@ -76,6 +76,8 @@ class UnaryHandler(Handler):
         self.interceptor = interceptor
         #: Requests answered on the lean path (tests check it is taken).
         self.fast_requests = 0
+        #: Streams released so far (the concurrent-stream bound reads it).
+        self.closed_streams = 0
 
     def accept(
         self, stream: H2Stream, headers: list[tuple[str, str]], release_stream: Callable[[], Any]
@@ -83,7 +85,7 @@ class UnaryHandler(Handler):
         # A request cancelled before its task first runs (a client that opens and resets
         # streams in one packet) never reaches the task's ``finally``; :meth:`cancel` then
         # releases the stream, so none stays registered until the connection closes.
-        release_stream = stream._etcdlite_release = _Release(release_stream)  # type: ignore[attr-defined]
+        release_stream = stream._etcdlite_release = _Release(release_stream, self)  # type: ignore[attr-defined]
         fields = dict(headers)
         encoding = fields.get("grpc-encoding")
         if encoding is not None and encoding != "identity":
@@ -170,17 +172,20 @@ class UnaryHandler(Handler):
 
 
 class _Release:
-    """A stream's release, idempotent (grpclib's raises if called twice)."""
+    """A stream's release, idempotent (grpclib's raises if called twice); it also counts
+    the handler's released streams."""
 
-    __slots__ = ("_done", "_fn")
+    __slots__ = ("_done", "_fn", "_handler")
 
-    def __init__(self, fn: Callable[[], Any]) -> None:
+    def __init__(self, fn: Callable[[], Any], handler: UnaryHandler) -> None:
         self._fn = fn
+        self._handler = handler
         self._done = False
 
     def __call__(self) -> None:
         if not self._done:
             self._done = True
+            self._handler.closed_streams += 1
             self._fn()
 
 
