@@ -215,6 +215,8 @@ class FrameGuard:
             return False
         if (
             self._max_streams is not None
+            # only a HEADERS opens a stream; other frames matter only for refused streams
+            and (kind == _HEADERS or self._refused or self._block is not None)
             and kind in _STREAM_FRAMES
             and not self._stream_frame(header, length)
         ):
