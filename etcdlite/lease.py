@@ -3,15 +3,17 @@
 A :class:`Lease` is a granted lease: ``id``, the granted ``ttl`` and methods to refresh,
 inspect and revoke it. ``async with kv.lease(ttl) as lease:`` also keeps it alive in the
 background (a refresh about every ``ttl / 3``, as etcd's clients do) and revokes it on exit.
-If the keepalive finds the lease gone (expired or revoked elsewhere) it stops: ``alive``
-turns false and ``await lease.lost()`` returns. It never spins and never raises into
-unrelated code.
+If the keepalive finds the lease gone (expired or revoked elsewhere), or no refresh has
+succeeded for a whole TTL (a server that hangs or is unreachable), it stops: ``alive`` turns
+false and ``await lease.lost()`` returns. Failed refreshes are retried until then; it never
+spins, never dies silently and never raises into unrelated code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from .clock import Clock
 
 __all__ = ["Lease", "LeaseKeeper", "LeaseTimeToLive"]
+
+log = logging.getLogger("etcdlite.lease")
 
 #: Smallest pause between keepalive refreshes (seconds), however short the TTL.
 MIN_KEEPALIVE_INTERVAL = 0.05
@@ -128,24 +132,38 @@ class Lease:
         await asyncio.shield(self._lost_future())
 
     async def _keep(self) -> None:
+        """Refresh about every ``ttl / 3``. A failed refresh (an etcd error, a timeout, a
+        lost connection) is retried, sooner, until the lease's TTL since the last good
+        refresh is spent; only then, or when the cluster answers that the lease is gone,
+        is it marked lost. The task never ends silently: any other failure is logged and
+        marks the lease lost."""
         clock = self._backend.clock
         self._lost_future()
         interval = max(self.ttl / 3, MIN_KEEPALIVE_INTERVAL)
+        retry = min(interval, 1.0)
         deadline = clock.time() + self.ttl
-        while True:
-            await clock.sleep(interval)
-            try:
-                ttl = await self._backend.refresh(self.id)
-            except EtcdError:
-                # Transient (e.g. connection) failure: retry until the lease must be gone.
-                if clock.time() >= deadline:
+        wait = interval
+        try:
+            while True:
+                await clock.sleep(wait)
+                try:
+                    ttl = await self._backend.refresh(self.id)
+                except (EtcdError, TimeoutError, OSError):
+                    if clock.time() >= deadline:
+                        self._mark_lost()  # the cluster has let it expire by now
+                        return
+                    wait = retry
+                    continue
+                if ttl <= 0:
                     self._mark_lost()
                     return
-                continue
-            if ttl <= 0:
-                self._mark_lost()
-                return
-            deadline = clock.time() + ttl
+                deadline = clock.time() + ttl
+                wait = interval
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("etcdlite: keepalive of lease %x failed", self.id)
+            self._mark_lost()
 
     def __repr__(self) -> str:
         return f"Lease(id={self.id}, ttl={self.ttl})"
