@@ -69,8 +69,14 @@ class GrpcServer(Server):
         codec: CodecBase,
         fast: Mapping[str, FastMethod],
         interceptor: Callable[[], Interceptor | None],
+        http: Callable[[], asyncio.Protocol] | None = None,
     ) -> None:
         super().__init__([_Servable(mapping)], codec=codec)
+        #: Makes the protocol of a connection that opens with an HTTP/1.x request line
+        #: (``None``: every connection is HTTP/2).
+        self._http_factory = http
+        #: Every live HTTP/1.x connection's protocol (closed by :meth:`close_connections`).
+        self.http_protocols: weakref.WeakSet[asyncio.Protocol] = weakref.WeakSet()
         self._mapping = _MethodTable(self._mapping)
         self._fast_methods = fast
         self._interceptor = interceptor
@@ -83,7 +89,12 @@ class GrpcServer(Server):
         #: Every live connection's protocol (closed by :meth:`close_connections`).
         self.protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
 
-    def _protocol_factory(self) -> H2Protocol:
+    def _protocol_factory(self) -> asyncio.Protocol:  # type: ignore[override]
+        if self._http_factory is None:
+            return self._h2_protocol()
+        return _Sniff(self)
+
+    def _h2_protocol(self) -> H2Protocol:
         if self.fast_path:
             self.__gc_step__()
             handler = UnaryHandler(
@@ -125,3 +136,61 @@ class GrpcServer(Server):
         for proto in list(self.protocols):
             if hasattr(proto, "processor"):
                 proto.processor.close(reason)
+        for http in list(self.http_protocols):
+            close = getattr(http, "close", None)
+            if close is not None:
+                close()
+
+
+#: The HTTP/2 client preface's first bytes; no HTTP/1.x method starts with them.
+_PREFACE = b"PRI * HTTP/2.0"
+
+
+class _Sniff(asyncio.Protocol):
+    """A connection's first protocol, as etcd's cmux: bytes opening with the HTTP/2
+    preface go to grpclib's protocol, an HTTP/1.x request line (an upper-case token and a
+    space) to the HTTP one, anything else is closed. It decides once, on the first bytes,
+    then hands over the transport and what it read: nothing per request after that."""
+
+    __slots__ = ("_buf", "_server", "_transport")
+
+    def __init__(self, server: GrpcServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._buf = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        transport = self._transport
+        assert transport is not None
+        n = min(len(buf), len(_PREFACE))
+        if buf[:n] == _PREFACE[:n]:
+            if n < len(_PREFACE):
+                self._buf = buf
+                return
+            proto: asyncio.Protocol = self._server._h2_protocol()
+        else:
+            space = buf.find(b" ", 0, 24)
+            if space <= 0 and len(buf) < 24:
+                self._buf = buf
+                return
+            if space <= 0 or not buf[:space].isalpha() or not buf[:space].isupper():
+                transport.close()  # cmux: no matcher, the connection is dropped
+                return
+            factory = self._server._http_factory
+            assert factory is not None
+            proto = factory()
+            self._server.http_protocols.add(proto)
+        self._buf = b""
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
+        proto.data_received(buf)
+
+    def eof_received(self) -> bool | None:
+        return None  # closes the transport: nothing was decided
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None

@@ -12,6 +12,7 @@ from grpclib.exceptions import StreamTerminatedError
 
 from .._grpc import GrpcServer
 from ..store import Store
+from .http import HttpGateway, HttpProtocol
 from .services import DEFAULT_MAX_REQUEST_BYTES, EtcdServer
 
 __all__ = ["parse_listen_url", "serve"]
@@ -41,6 +42,9 @@ async def serve(
 ) -> AsyncIterator[EtcdServer]:
     """Serve ``store`` (a new one if ``None``) over etcd's gRPC API on ``host:port``
     (port 0 picks a free one; the bound address is in ``server.advertise_client_urls``).
+    As etcd does, the same port answers HTTP/1.x: the JSON gateway under ``/v3/``,
+    ``/health``, ``/version`` and ``/metrics`` (:class:`~etcdlite.server.http.HttpGateway`,
+    also at ``server.http``).
 
     ::
 
@@ -57,8 +61,14 @@ async def serve(
         max_request_bytes=max_request_bytes,
     )
     fast = {path: (m.invoke, m.request_type) for path, m in etcd.unary_methods().items()}
+    gateway = HttpGateway(etcd)
+    etcd.http = gateway
     server = GrpcServer(
-        etcd.mapping(), codec=etcd.codec(), fast=fast, interceptor=lambda: etcd.interceptor
+        etcd.mapping(),
+        codec=etcd.codec(),
+        fast=fast,
+        interceptor=lambda: etcd.interceptor,
+        http=lambda: HttpProtocol(gateway),
     )
     etcd.grpc_servers.add(server)
     etcd.fast_path = server.fast_path

@@ -7,12 +7,15 @@ core. Errors leave with etcd's exact status codes and texts (:mod:`etcdlite.erro
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from grpclib.const import Cardinality, Handler
+from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from .._grpc import Interceptor
@@ -76,6 +79,13 @@ class EtcdServer:
         #: Whether the serving connections take the fast path (set by :func:`serve`);
         #: streams then write their responses as DATA frames directly.
         self.fast_path = False
+        #: Watch/LeaseKeepAlive/Observe streams started and ended (by gRPC code), for
+        #: ``/metrics``; the unary counts are on each :class:`UnaryMethod`.
+        self.stream_started: dict[str, int] = {}
+        self.stream_handled: dict[str, list[int]] = {}
+        self._unary: dict[str, UnaryMethod] | None = None
+        #: The HTTP gateway on the served port (set by :func:`serve`).
+        self.http: Any = None
 
     @property
     def endpoint(self) -> str:
@@ -107,7 +117,13 @@ class EtcdServer:
         return EtcdCodec(self.max_request_bytes + GRPC_OVERHEAD)
 
     def unary_methods(self) -> dict[str, UnaryMethod]:
-        """Path → :class:`UnaryMethod` of every unary RPC served."""
+        """Path → :class:`UnaryMethod` of every unary RPC served (made once, so the gRPC
+        paths and the HTTP gateway share their counters)."""
+        if self._unary is None:
+            self._unary = self._make_unary_methods()
+        return self._unary
+
+    def _make_unary_methods(self) -> dict[str, UnaryMethod]:
         methods = [
             UnaryMethod("/etcdserverpb.KV/Range", self.range, pb.RangeRequest, pb.RangeResponse),
             UnaryMethod("/etcdserverpb.KV/Put", self.put, pb.PutRequest, pb.PutResponse),
@@ -238,15 +254,19 @@ class EtcdServer:
             for path, method in self.unary_methods().items()
         }
         m["/etcdserverpb.Watch/Watch"] = Handler(
-            self._watch, Cardinality.STREAM_STREAM, pb.WatchRequest, pb.WatchResponse
+            self._counted("/etcdserverpb.Watch/Watch", self._watch),
+            Cardinality.STREAM_STREAM,
+            pb.WatchRequest,
+            pb.WatchResponse,
         )
         m["/etcdserverpb.Lease/LeaseKeepAlive"] = Handler(
-            self._keepalive,
+            self._counted("/etcdserverpb.Lease/LeaseKeepAlive", self._keepalive),
             Cardinality.STREAM_STREAM,
             pb.LeaseKeepAliveRequest,
             pb.LeaseKeepAliveResponse,
         )
-        m.update(RecipeServices(self.store, self._interceptor).stream_handlers())
+        for path, h in RecipeServices(self.store, self._interceptor).stream_handlers().items():
+            m[path] = h._replace(func=self._counted(path, h.func))
         bases = (
             pb.KvBase,
             pb.WatchBase,
@@ -265,6 +285,33 @@ class EtcdServer:
         """grpclib's ``IServable``: so ``Server([etcd_server])`` and grpclib's in-memory
         ``ChannelFor`` serve it (on grpclib's own path)."""
         return self.mapping()
+
+    def _counted(
+        self, path: str, fn: Callable[[Any], Awaitable[None]]
+    ) -> Callable[[Any], Awaitable[None]]:
+        """``fn``, a stream handler, counted in :attr:`stream_started`/`stream_handled`."""
+        started, handled = self.stream_started, self.stream_handled
+        started.setdefault(path, 0)
+        counts = handled.setdefault(path, [0] * 17)
+
+        async def handler(stream: Any) -> None:
+            started[path] += 1
+            code = 0
+            try:
+                await fn(stream)
+            except GRPCError as e:
+                code = e.status.value
+                raise
+            except asyncio.CancelledError:
+                code = 1
+                raise
+            except Exception:
+                code = 2
+                raise
+            finally:
+                counts[code] += 1
+
+        return handler
 
     def _interceptor(self) -> Interceptor | None:
         return self.interceptor
@@ -357,7 +404,8 @@ class EtcdServer:
             self.store,
             stream,
             max_message_bytes=self.max_request_bytes + GRPC_OVERHEAD,
-            fast_writes=self.fast_path,
+            # the HTTP gateway's streams take the messages one by one
+            fast_writes=self.fast_path and not getattr(stream, "in_process", False),
         )
         self.watch_streams.add(ws)
         try:
@@ -368,6 +416,10 @@ class EtcdServer:
             self.watch_streams.discard(ws)
 
     # --- maintenance ------------------------------------------------------------------
+
+    def db_size(self) -> int:
+        """The database size Status reports (and ``/metrics``)."""
+        return self._db_size()
 
     def _db_size(self) -> int:
         core = self.store.core
