@@ -152,8 +152,6 @@ class _Sniff(asyncio.Protocol):
     space) to the HTTP one, anything else is closed. It decides once, on the first bytes,
     then hands over the transport and what it read: nothing per request after that."""
 
-    __slots__ = ("_buf", "_server", "_transport")
-
     def __init__(self, server: GrpcServer) -> None:
         self._server = server
         self._transport: asyncio.Transport | None = None

@@ -39,7 +39,7 @@ import contextlib
 import json
 import re
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -147,7 +147,7 @@ class HttpResponse:
 
     status: int
     headers: Headers
-    body: bytes | AsyncIterator[bytes] = b""
+    body: bytes | AsyncGenerator[bytes, None] = b""
     #: HTTP trailers (the response is then chunked).
     trailers: Headers = field(default_factory=list)
 
@@ -248,7 +248,7 @@ class HttpGateway:
             m = _TIMEOUT.match(headers["grpc-timeout"])
             if m is None:
                 text = f"invalid grpc-timeout: {headers['grpc-timeout']}"
-                return _unary_error(text, Status.INVALID_ARGUMENT.value)
+                return _json(400, _error_body(text, Status.INVALID_ARGUMENT.value))
             timeout = int(m.group(1)) * _UNITS[m.group(2)]
         unary = self._unary.get(grpc_path)
         if unary is not None:
@@ -449,7 +449,7 @@ class _GatewayStream:
         self.out.append(b'{"result":' + dumps(to_json(message)) + b"}\n")
         self.ready.set()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         """The response body: each message, then a stream error if the handler failed."""
         task = self.task
         assert task is not None

@@ -141,7 +141,7 @@ class HttpProtocol(asyncio.Protocol):
         body = resp.body
         if isinstance(body, bytes) and not trailers:
             headers.append(("Content-Length", str(len(body))))
-        elif trailers or (not http10 and isinstance(body, AsyncIterator)):
+        elif trailers or (not http10 and not isinstance(body, bytes)):
             headers.append(("Transfer-Encoding", "chunked"))
         reason = HTTPStatus(resp.status).phrase.encode()
         self._send(
@@ -160,7 +160,7 @@ class HttpProtocol(asyncio.Protocol):
                         await self._can_write.wait()
             finally:
                 with contextlib.suppress(Exception):
-                    await body.aclose()  # type: ignore[attr-defined]
+                    await body.aclose()
         self._send(h11.EndOfMessage(headers=trailers))
 
     def _send(self, event: h11.Event, *, http10: bool = False) -> None:
