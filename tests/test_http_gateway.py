@@ -503,3 +503,43 @@ def test_threaded_server_stops_with_open_watch() -> None:
         conn, resp = open_stream(e, "/v3/watch", '{"create_request":{"key":"YQ=="}}')
         assert json.loads(resp.readline())["result"]["created"] is True
     conn.close()
+
+
+# --- the JSON mapping -----------------------------------------------------------------
+
+
+def test_wire_rendering_matches_message_rendering() -> None:
+    from etcdlite.server.http.jsonpb import to_json, wire_to_json
+    from etcdlite.wire.pb import etcdserverpb as pb
+    from etcdlite.wire.pb import mvccpb
+
+    header = pb.ResponseHeader(cluster_id=2**63 + 5, member_id=7, revision=9, raft_term=2)
+    kv = mvccpb.KeyValue(key=b"k", create_revision=2, mod_revision=3, version=1, value=b"")
+    messages = [
+        pb.RangeResponse(header=header, kvs=[kv, kv], more=True, count=2),
+        pb.LeaseTimeToLiveResponse(header=header, id=5, ttl=-1, granted_ttl=0, keys=[b"a"]),
+        pb.WatchResponse(
+            header=header,
+            watch_id=-1,
+            events=[mvccpb.Event(type=mvccpb.EventEventType.DELETE, kv=kv, prev_kv=kv)],
+        ),
+        pb.TxnResponse(
+            header=header,
+            succeeded=True,
+            responses=[
+                pb.ResponseOp(response_put=pb.PutResponse(header=pb.ResponseHeader(revision=3))),
+                pb.ResponseOp(response_range=pb.RangeResponse()),
+            ],
+        ),
+        pb.MemberListResponse(
+            members=[pb.Member(id=1, name="n", peer_ur_ls=["a", "b"], is_learner=True)]
+        ),
+        pb.WatchCreateRequest(
+            key=b"a", filters=[pb.WatchCreateRequestFilterType.NODELETE], prev_kv=True
+        ),
+        pb.HashResponse(header=header, hash=2**32 - 1),
+    ]
+    for m in messages:
+        assert wire_to_json(type(m), bytes(m)) == to_json(m), m
+    assert to_json(messages[1])["TTL"] == "-1"
+    assert to_json(messages[0])["header"]["cluster_id"] == str(2**63 + 5)

@@ -52,7 +52,14 @@ from grpclib.exceptions import GRPCError
 from ...errors import GRPC_MESSAGE_TOO_LARGE, GRPC_NOT_IMPLEMENTED
 from ..services import EMULATED_VERSION, GRPC_OVERHEAD
 from . import metrics
-from .jsonpb import JsonError, from_json, go_json_error, message_from_json, to_json
+from .jsonpb import (
+    JsonError,
+    from_json,
+    go_json_error,
+    message_from_json,
+    to_json,
+    wire_to_json,
+)
 
 if TYPE_CHECKING:
     from ..methods import UnaryMethod
@@ -283,7 +290,7 @@ class HttpGateway:
         except GRPCError as e:
             return _unary_error(e.message or "", e.status.value)
         if isinstance(reply, bytes | bytearray | memoryview):
-            reply = unary.reply_type().parse(bytes(reply))
+            return _json(200, dumps(wire_to_json(unary.reply_type, bytes(reply))), grpc=True)
         return _json(200, dumps(to_json(reply)), grpc=True)
 
     async def _stream(self, handler: Handler, body: Body) -> HttpResponse:
@@ -444,9 +451,11 @@ class _GatewayStream:
 
     async def send_message(self, message: Any, **_: Any) -> None:
         if isinstance(message, bytes | bytearray | memoryview):
-            message = self._reply_type().parse(bytes(message))
-        assert isinstance(message, betterproto2.Message)
-        self.out.append(b'{"result":' + dumps(to_json(message)) + b"}\n")
+            obj = wire_to_json(self._reply_type, bytes(message))
+        else:
+            assert isinstance(message, betterproto2.Message)
+            obj = to_json(message)
+        self.out.append(b'{"result":' + dumps(obj) + b"}\n")
         self.ready.set()
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
