@@ -70,7 +70,7 @@ def run(endpoint: str, pid: int, n: int, keys: int) -> tuple[float, float]:
     host, port = endpoint.split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
 
-    def post(path: str, body: dict[str, object]) -> bytes:
+    def post(path: str, body: dict[str, str]) -> bytes:
         conn.request("POST", path, body=json.dumps(body))
         resp = conn.getresponse()
         data = resp.read()
