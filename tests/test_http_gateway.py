@@ -543,3 +543,40 @@ def test_wire_rendering_matches_message_rendering() -> None:
         assert wire_to_json(type(m), bytes(m)) == to_json(m), m
     assert to_json(messages[1])["TTL"] == "-1"
     assert to_json(messages[0])["header"]["cluster_id"] == str(2**63 + 5)
+
+
+@pytest.mark.parametrize("size", [1_600_000, 2_200_000])
+def test_oversized_put(both: tuple[str, str], size: int) -> None:
+    body = json.dumps({"key": b64(key()), "value": b64(b"x" * size)})
+    r = same(both, "/v3/kv/put", body)
+    assert r.status == (400 if size < 2_000_000 else 429)
+
+
+def test_election_routes_and_observe(both: tuple[str, str]) -> None:
+    name = b64(key("election"))
+    shapes = []
+    for e in both:
+        r = request(e, "/v3/election/campaign", json.dumps({"name": name, "value": "djE="}))
+        assert r.status == 200, r.body
+        leader = r.json["leader"]
+        conn, resp = open_stream(e, "/v3/election/observe", json.dumps({"name": name}))
+        try:
+            first = json.loads(resp.readline())
+            body = json.dumps({"leader": leader, "value": "djI="})
+            assert request(e, "/v3/election/proclaim", body).status == 200
+            second = json.loads(resp.readline())
+        finally:
+            conn.close()
+        resign = request(e, "/v3/election/resign", json.dumps({"leader": leader}))
+        gone = request(e, "/v3/election/leader", json.dumps({"name": name}))
+        shapes.append(
+            mask(
+                {
+                    "campaign": {**r.json, "leader": {**leader, "key": "*", "rev": "*"}},
+                    "observed": [m["result"]["kv"]["value"] for m in (first, second)],
+                    "resign": [resign.status, resign.json],
+                    "gone": [gone.status, gone.json],
+                }
+            )
+        )
+    assert shapes[0] == shapes[1]
