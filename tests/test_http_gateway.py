@@ -413,7 +413,9 @@ def metric(text: str, name: str, **labels: str) -> float:
 
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+            # the parser names a counter's sample NAME_total even when exported as NAME
+            named = s.name in (name, name + "_total")
+            if named and all(s.labels.get(k) == v for k, v in labels.items()):
                 return float(s.value)
     raise KeyError(name)
 
@@ -580,3 +582,33 @@ def test_election_routes_and_observe(both: tuple[str, str]) -> None:
             )
         )
     assert shapes[0] == shapes[1]
+
+
+async def test_grpc_requests_count_in_metrics_and_health_fails_when_closed() -> None:
+    store = etcdlite.Store()
+    try:
+        async with etcdlite.serve(store, port=0) as server:
+            gw = server.http
+            assert isinstance(gw, HttpGateway)
+            labels = {"grpc_method": "Put", "grpc_service": "etcdserverpb.KV"}
+
+            async def count(name: str, **more: str) -> float:
+                body = (await gw.handle("GET", "/metrics")).body
+                assert isinstance(body, bytes)
+                return metric(body.decode(), name, **labels, **more)
+
+            before = await count("grpc_server_handled_total", grpc_code="OK")
+            async with etcdlite.Client(server.endpoint) as client:
+                for i in range(5):
+                    await client.put(b"k", b"%d" % i)
+            assert await count("grpc_server_handled_total", grpc_code="OK") == before + 5
+            assert await count("grpc_server_started_total") == before + 5
+            ok = await gw.handle("GET", "/health")
+            assert (ok.status, ok.body) == (200, b'{"health":"true"}')
+    finally:
+        await store.close()
+    bad = await gw.handle("GET", "/health")
+    assert (bad.status, bad.body) == (503, b'{"health":"false"}\n')
+    text = (await gw.handle("GET", "/metrics")).body
+    assert isinstance(text, bytes)
+    assert metric(text.decode(), "etcd_server_health_failures") == 1
