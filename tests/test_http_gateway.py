@@ -612,3 +612,21 @@ async def test_grpc_requests_count_in_metrics_and_health_fails_when_closed() -> 
     text = (await gw.handle("GET", "/metrics")).body
     assert isinstance(text, bytes)
     assert metric(text.decode(), "etcd_server_health_failures") == 1
+
+
+def test_expect_100_continue(both: tuple[str, str]) -> None:
+    body = json.dumps({"key": b64(key()), "value": b64(b"x" * 2000)}).encode()
+    head = (
+        b"POST /v3/kv/put HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    for e in both:
+        host, port = e.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(head)
+            assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+            s.sendall(body)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+        assert out.startswith(b"HTTP/1.1 200 OK\r\n"), out

@@ -90,6 +90,10 @@ class HttpProtocol(asyncio.Protocol):
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             if isinstance(event, h11.Request):
+                if self._conn.they_are_waiting_for_100_continue:  # curl, for bodies > 1 KiB
+                    self._send(
+                        h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+                    )
                 self._body = asyncio.Queue()
                 self._task = asyncio.ensure_future(self._serve(event, self._body))
             elif isinstance(event, h11.Data):
