@@ -280,13 +280,24 @@ async def test_an_unknown_frame_type_is_ignored(server: CliServer) -> None:
     await writer.wait_closed()
 
 
-async def test_garbage_instead_of_a_preface_gets_goaway(server: CliServer) -> None:
+async def test_garbage_instead_of_a_preface_is_closed(server: CliServer) -> None:
+    """Neither the HTTP/2 preface nor an HTTP/1.x request line: the connection is closed
+    unanswered, as etcd's listener does."""
     host, port = server.endpoint.split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(b"GARBAGE * HTTP/9.9\r\n\r\n" + bytes(64))
+    writer.write(b"\x00\x01garbage" + bytes(64))
+    async with asyncio.timeout(5):
+        assert await reader.read() == b""
+    writer.close()
+
+
+async def test_garbage_after_the_preface_gets_goaway(server: CliServer) -> None:
+    host, port = server.endpoint.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(PREFACE + b"\xff" * 64)  # not a frame h2 can take
     async with asyncio.timeout(5):
         data = await reader.read()  # until the server closes
-    # the server's SETTINGS, then GOAWAY PROTOCOL_ERROR (type 7)
+    # the server's SETTINGS, then a GOAWAY (frame type 7) before the close
     assert b"\x07\x00\x00\x00\x00\x00" in data
     writer.close()
 

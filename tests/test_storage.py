@@ -688,7 +688,6 @@ async def test_a_snapshot_cut_short_at_either_step_loses_nothing(
 ) -> None:
     import shutil
 
-
     async with asyncio.timeout(TIMEOUT):
         async with Store(data_dir=data_dir) as store:
             for i in range(20):

@@ -82,6 +82,8 @@ class _Counted(asyncio.Protocol):
     def __init__(self, server: GrpcServer, inner: asyncio.Protocol) -> None:
         self._server = server
         self.inner = inner
+        if isinstance(inner, _Sniff):
+            inner.owner = self
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._server.connections += 1
@@ -118,8 +120,14 @@ class GrpcServer(Server):
         interceptor: Callable[[], Interceptor | None],
         fast_path: bool | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        http: Callable[[], asyncio.Protocol] | None = None,
     ) -> None:
         super().__init__([_Servable(mapping)], codec=codec)
+        #: Makes the protocol of a connection that opens with an HTTP/1.x request line
+        #: (``None``: every connection is HTTP/2).
+        self._http_factory = http
+        #: Every live HTTP/1.x connection's protocol (closed by :meth:`close_connections`).
+        self.http_protocols: weakref.WeakSet[asyncio.Protocol] = weakref.WeakSet()
         #: Connections beyond this many are closed as they are accepted (logged).
         self.max_connections = max_connections
         self.connections = 0
@@ -157,7 +165,9 @@ class GrpcServer(Server):
                     self.max_connections,
                 )
             return _Refused()  # type: ignore[return-value]
-        return _Counted(self, self._new_protocol())  # type: ignore[return-value]
+        if self._http_factory is None:
+            return _Counted(self, self._new_protocol())  # type: ignore[return-value]
+        return _Counted(self, _Sniff(self))  # type: ignore[return-value]
 
     def _new_protocol(self) -> H2Protocol:
         if self.fast_path:
@@ -212,3 +222,83 @@ class GrpcServer(Server):
         for proto in list(self.protocols):
             if hasattr(proto, "processor"):
                 proto.processor.close(reason)
+        for http in list(self.http_protocols):
+            close = getattr(http, "close", None)
+            if close is not None:
+                close()
+
+
+#: The HTTP/2 client preface's first bytes; no HTTP/1.x method starts with them.
+_PREFACE = b"PRI * HTTP/2.0"
+
+
+class _Sniff(asyncio.Protocol):
+    """A connection's first protocol, as etcd's cmux: bytes opening with the HTTP/2
+    preface go to grpclib's protocol, an HTTP/1.x request line (an upper-case token and a
+    space) to the HTTP one, anything else is closed, and so is a connection that sends
+    nothing within the server's ``preface_timeout``. It decides once, on the first bytes,
+    then hands the transport and what it read to the chosen protocol (through the
+    :class:`_Counted` that the transport keeps calling): nothing per request after that."""
+
+    def __init__(self, server: GrpcServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._buf = b""
+        self._timer: asyncio.TimerHandle | None = None
+        #: The counting protocol the transport calls (it forwards to the chosen one).
+        self.owner: _Counted | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._timer = asyncio.get_running_loop().call_later(
+            self._server.preface_timeout, self._silent
+        )
+
+    def _silent(self) -> None:
+        self._timer = None
+        if self._transport is not None:
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        transport = self._transport
+        assert transport is not None
+        n = min(len(buf), len(_PREFACE))
+        if buf[:n] == _PREFACE[:n]:
+            if n < len(_PREFACE):
+                self._buf = buf
+                return
+            proto: asyncio.Protocol = self._server._new_protocol()
+        else:
+            space = buf.find(b" ", 0, 24)
+            if space <= 0 and len(buf) < 24:
+                self._buf = buf
+                return
+            if space <= 0 or not buf[:space].isalpha() or not buf[:space].isupper():
+                self._stop_timer()
+                transport.close()  # cmux: no matcher, the connection is dropped
+                return
+            factory = self._server._http_factory
+            assert factory is not None
+            proto = factory()
+            self._server.http_protocols.add(proto)
+        self._stop_timer()
+        self._buf = b""
+        if self.owner is not None:
+            self.owner.inner = proto
+        else:
+            transport.set_protocol(proto)
+        proto.connection_made(transport)
+        proto.data_received(buf)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def eof_received(self) -> bool | None:
+        return None  # closes the transport: nothing was decided
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+        self._transport = None

@@ -13,6 +13,7 @@ from grpclib.exceptions import StreamTerminatedError
 from .._grpc import GrpcServer
 from .._grpc.server import BACKLOG, DEFAULT_MAX_CONNECTIONS
 from ..store import Store
+from .http import HttpGateway, HttpProtocol
 from .services import DEFAULT_MAX_REQUEST_BYTES, EtcdServer
 
 __all__ = ["parse_listen_url", "serve"]
@@ -46,6 +47,9 @@ async def serve(
 ) -> AsyncIterator[EtcdServer]:
     """Serve ``store`` (a new one if ``None``) over etcd's gRPC API on ``host:port``
     (port 0 picks a free one; the bound address is in ``server.advertise_client_urls``).
+    As etcd does, the same port answers HTTP/1.x: the JSON gateway under ``/v3/``,
+    ``/health``, ``/version`` and ``/metrics`` (:class:`~etcdlite.server.http.HttpGateway`,
+    also at ``server.http``).
     ``fast_path=False`` serves every request on grpclib's own path (``None``: the fast path
     when :func:`~etcdlite._grpc.fast_path_enabled`). ``also`` lists more ``(host, port)``
     addresses serving the same store (etcd's several ``--listen-client-urls``);
@@ -71,6 +75,8 @@ async def serve(
     )
     fast = {path: (m.invoke, m.request_type) for path, m in etcd.unary_methods().items()}
     mapping = etcd.mapping()
+    gateway = HttpGateway(etcd)
+    etcd.http = gateway
     try:
         async with AsyncExitStack() as stack:
             for address in ((host, port), *also):
@@ -81,6 +87,7 @@ async def serve(
                     interceptor=lambda: etcd.interceptor,
                     fast_path=fast_path,
                     max_connections=max_connections,
+                    http=lambda: HttpProtocol(gateway),
                 )
                 etcd.grpc_servers.add(server)
                 etcd.fast_path = server.fast_path

@@ -15,8 +15,9 @@ grpc-go clients report as Unknown).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from grpclib.const import Cardinality, Handler, Status
@@ -61,13 +62,29 @@ class UnaryMethod:
     #: The Go recipes (v3lock, v3election) return plain Go errors: grpc-go sends them as
     #: UNKNOWN with the error's text.
     plain_errors: bool = False
+    #: Requests answered, by gRPC status code (``/metrics``' grpc_server_handled_total).
+    handled: list[int] = field(default_factory=lambda: [0] * 17, compare=False)
 
     async def invoke(self, request: Any) -> Any:
-        """The reply to ``request``; an ``EtcdError`` leaves as ``GRPCError``."""
+        """The reply to ``request``; an ``EtcdError`` leaves as ``GRPCError``. Each call is
+        counted in :attr:`handled` (one list increment when it succeeds)."""
         try:
-            return await self.fn(request)
+            reply = await self.fn(request)
         except EtcdError as e:
-            raise grpc_error(e, StatusCode.UNKNOWN if self.plain_errors else None) from None
+            err = grpc_error(e, StatusCode.UNKNOWN if self.plain_errors else None)
+            self.handled[err.status.value] += 1
+            raise err from None
+        except GRPCError as e:
+            self.handled[e.status.value] += 1
+            raise
+        except asyncio.CancelledError:
+            self.handled[Status.CANCELLED.value] += 1
+            raise
+        except Exception:
+            self.handled[Status.UNKNOWN.value] += 1
+            raise
+        self.handled[0] += 1
+        return reply
 
     def grpclib_handler(self, interceptor: Callable[[], Interceptor | None]) -> Handler:
         """This method on grpclib's generic request path."""

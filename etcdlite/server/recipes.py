@@ -189,7 +189,8 @@ class RecipeServices:
         if hook is not None:
             await hook("/v3electionpb.Election/Observe")
         try:
-            m = await recv_message(stream, unary=False, fast=self._fast_path())
+            fast = self._fast_path() and not getattr(stream, "in_process", False)
+            m = await recv_message(stream, unary=False, fast=fast)
         except EtcdError as e:
             raise grpc_error(e) from None
         if m is None:

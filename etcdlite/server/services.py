@@ -11,10 +11,12 @@ import asyncio
 import os
 import tempfile
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from grpclib.const import Cardinality, Handler
+from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from .._grpc import Interceptor, recv_message
@@ -85,6 +87,13 @@ class EtcdServer:
         #: Whether the serving connections take the fast path (set by :func:`serve`);
         #: streams then write their responses as DATA frames directly.
         self.fast_path = False
+        #: Watch/LeaseKeepAlive/Observe streams started and ended (by gRPC code), for
+        #: ``/metrics``; the unary counts are on each :class:`UnaryMethod`.
+        self.stream_started: dict[str, int] = {}
+        self.stream_handled: dict[str, list[int]] = {}
+        self._unary: dict[str, UnaryMethod] | None = None
+        #: The HTTP gateway on the served port (set by :func:`serve`).
+        self.http: Any = None
 
     @property
     def endpoint(self) -> str:
@@ -116,7 +125,13 @@ class EtcdServer:
         return EtcdCodec(self.max_request_bytes + GRPC_OVERHEAD)
 
     def unary_methods(self) -> dict[str, UnaryMethod]:
-        """Path → :class:`UnaryMethod` of every unary RPC served."""
+        """Path → :class:`UnaryMethod` of every unary RPC served (made once, so the gRPC
+        paths and the HTTP gateway share their counters)."""
+        if self._unary is None:
+            self._unary = self._make_unary_methods()
+        return self._unary
+
+    def _make_unary_methods(self) -> dict[str, UnaryMethod]:
         methods = [
             UnaryMethod("/etcdserverpb.KV/Range", self.range, pb.RangeRequest, pb.RangeResponse),
             UnaryMethod("/etcdserverpb.KV/Put", self.put, pb.PutRequest, pb.PutResponse),
@@ -247,18 +262,25 @@ class EtcdServer:
             for path, method in self.unary_methods().items()
         }
         m["/etcdserverpb.Watch/Watch"] = Handler(
-            self._watch, Cardinality.STREAM_STREAM, pb.WatchRequest, pb.WatchResponse
+            self._counted("/etcdserverpb.Watch/Watch", self._watch),
+            Cardinality.STREAM_STREAM,
+            pb.WatchRequest,
+            pb.WatchResponse,
         )
         m["/etcdserverpb.Lease/LeaseKeepAlive"] = Handler(
-            self._keepalive,
+            self._counted("/etcdserverpb.Lease/LeaseKeepAlive", self._keepalive),
             Cardinality.STREAM_STREAM,
             pb.LeaseKeepAliveRequest,
             pb.LeaseKeepAliveResponse,
         )
         m["/etcdserverpb.Maintenance/Snapshot"] = Handler(
-            self._snapshot, Cardinality.UNARY_STREAM, pb.SnapshotRequest, pb.SnapshotResponse
+            self._counted("/etcdserverpb.Maintenance/Snapshot", self._snapshot),
+            Cardinality.UNARY_STREAM,
+            pb.SnapshotRequest,
+            pb.SnapshotResponse,
         )
-        m.update(self._recipes().stream_handlers())
+        for path, h in self._recipes().stream_handlers().items():
+            m[path] = h._replace(func=self._counted(path, h.func))
         bases = (
             pb.KvBase,
             pb.WatchBase,
@@ -278,8 +300,40 @@ class EtcdServer:
         ``ChannelFor`` serve it (on grpclib's own path)."""
         return self.mapping()
 
+    def _fast_for(self, stream: Any) -> bool:
+        """Whether ``stream`` takes the fast path: a served connection's stream does when
+        the server's connections do; the HTTP gateway's in-process streams never do."""
+        return self.fast_path and not getattr(stream, "in_process", False)
+
     def _recipes(self) -> RecipeServices:
         return RecipeServices(self.store, self._interceptor, lambda: self.fast_path)
+
+    def _counted(
+        self, path: str, fn: Callable[[Any], Awaitable[None]]
+    ) -> Callable[[Any], Awaitable[None]]:
+        """``fn``, a stream handler, counted in :attr:`stream_started`/`stream_handled`."""
+        started, handled = self.stream_started, self.stream_handled
+        started.setdefault(path, 0)
+        counts = handled.setdefault(path, [0] * 17)
+
+        async def handler(stream: Any) -> None:
+            started[path] += 1
+            code = 0
+            try:
+                await fn(stream)
+            except GRPCError as e:
+                code = e.status.value
+                raise
+            except asyncio.CancelledError:
+                code = 1
+                raise
+            except Exception:
+                code = 2
+                raise
+            finally:
+                counts[code] += 1
+
+        return handler
 
     def _interceptor(self) -> Interceptor | None:
         return self.interceptor
@@ -355,7 +409,8 @@ class EtcdServer:
             await self.interceptor("/etcdserverpb.Lease/LeaseKeepAlive")
         store = self.store
         try:
-            while (m := await recv_message(stream, unary=False, fast=self.fast_path)) is not None:
+            fast = self._fast_for(stream)
+            while (m := await recv_message(stream, unary=False, fast=fast)) is not None:
                 header = store.core.header()
                 ttl = await store.refresh(m.id)
                 # pre-encoded bytes pass through the codec untouched
@@ -372,7 +427,7 @@ class EtcdServer:
             self.store,
             stream,
             max_message_bytes=self.max_request_bytes + GRPC_OVERHEAD,
-            fast_writes=self.fast_path,
+            fast_writes=self._fast_for(stream),
         )
         self.watch_streams.add(ws)
         try:
@@ -381,6 +436,10 @@ class EtcdServer:
             self.watch_streams.discard(ws)
 
     # --- maintenance ------------------------------------------------------------------
+
+    def db_size(self) -> int:
+        """The database size Status reports (and ``/metrics``)."""
+        return self.store.disk_size()
 
     async def status(self, m: pb.StatusRequest) -> pb.StatusResponse:
         store = self.store
@@ -461,7 +520,7 @@ class EtcdServer:
         if self.interceptor is not None:
             await self.interceptor("/etcdserverpb.Maintenance/Snapshot")
         try:
-            await recv_message(stream, unary=False, fast=self.fast_path)
+            await recv_message(stream, unary=False, fast=self._fast_for(stream))
         except EtcdError as e:
             raise grpc_error(e) from None
         fd, path = tempfile.mkstemp(prefix="etcdlite-snapshot-")
