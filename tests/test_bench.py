@@ -7,10 +7,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from etcdlite.__main__ import main as etcdlite_main
+from etcdlite.bench import clientrun
+from etcdlite.bench.clients import ROWS, client_table, missing_clients
 from etcdlite.bench.measure import percentile, proc_cpu_seconds
 from etcdlite.bench.report import CHECKS, Result, fmt
 from etcdlite.bench.runner import merge_repeats
@@ -147,6 +151,11 @@ def test_endpoint_target_with_pid(tmp_path: Path) -> None:
         (["get", "--compare", "embedded,mars"], "unknown target"),
         (["get", "--scale", "0"], "--scale"),
         (["get", "--repeat", "0"], "--repeat"),
+        (["--clients", "etcdlite,mars"], "unknown client"),
+        (["--clients", "aetcd,aetcd"], "named twice"),
+        (["--clients", "aetcd", "--compare", "embedded,serve"], "one etcd"),
+        (["txn", "--clients", "aetcd"], "unknown client workload"),
+        (["--clients", "aetcd", "--scale", "0"], "--scale"),
     ],
 )
 def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
@@ -159,6 +168,7 @@ def test_list_and_selection() -> None:
     assert proc.returncode == 0
     for w in WORKLOADS:
         assert w.name in proc.stdout
+    assert "--clients" in proc.stdout and "keepalive" in proc.stdout
     assert [w.name for w in select("watch-fanout")] == list(GROUPS["watch-fanout"])
     # put brings the floor along: its target is a ratio to it.
     assert [w.name for w in select("put")] == ["floor", "put"]
@@ -204,3 +214,81 @@ def test_merge_repeats_takes_medians_and_keeps_flags_and_failures() -> None:
     assert a.metrics == {"ops_per_s": 20.0, "complete": False, "note": "x", "runs": 3}
     assert a.wall_s == 4.0 and a.error is None
     assert b.error == "always"
+
+
+# --- the client axis: --clients etcdlite,aetcd,etcd3 -----------------------------------------
+
+CLIENTS = ["etcdlite", "aetcd", "etcd3"]
+
+
+@pytest.mark.etcd
+@pytest.mark.timeout(300)
+def test_every_client_on_every_client_workload_against_etcd(tmp_path: Path) -> None:
+    need("etcd", etcd_binary() is None)
+    out = tmp_path / "clients.json"
+    before = _leftover_dirs()
+    proc = _bench("--clients", ",".join(CLIENTS), "--scale", SCALE, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert not (_leftover_dirs() - before)  # the etcd child's data dir is gone
+
+    doc = json.loads(out.read_text())
+    meta = doc["meta"]
+    assert meta["clients"] == CLIENTS and meta["reference"] == "aetcd"
+    assert meta["workloads"] == list(clientrun.WORKLOADS)
+    assert meta["etcd_version"] and meta["endpoint"].startswith("127.0.0.1:")
+    assert {"date", "command", "python", "cpus", "loadavg", "elapsed_s", "sizes"} <= set(meta)
+    results = {(r["workload"], r["target"]): r for r in doc["results"]}
+    assert set(results) == {(w, c) for w in clientrun.WORKLOADS for c in CLIENTS}
+    for (w, c), r in results.items():
+        assert r["error"] is None, (w, c, r["error"])
+        m = r["metrics"]
+        for metric, _label in ROWS[w]:
+            if metric == "p50_us":
+                continue
+            assert isinstance(m[metric], int | float) and m[metric] > 0, (w, c, metric, m)
+    for c in CLIENTS:
+        watch = results[("watch", c)]["metrics"]
+        assert watch["complete"] is True and watch["events"] == watch["expected"] > 0
+        assert results[("range", c)]["metrics"]["keys_per_range"] == 1000
+        assert results[("put-16", c)]["metrics"]["concurrency"] == 16
+
+    # One table: a column per client, then each other client's ratio against aetcd.
+    table = proc.stdout.split("\n\n")[0]
+    header = table.splitlines()[0].split()
+    assert header == ["workload", "metric", *CLIENTS, "etcdlite/aetcd", "etcd3/aetcd"]
+    assert doc["table"].strip() == table.strip()
+    ops_rows = [line.split() for line in table.splitlines()[2:] if line.split()[0] in ROWS]
+    assert [row[0] for row in ops_rows] == list(clientrun.WORKLOADS)
+    for row in ops_rows:
+        assert row[-2].endswith("×") and row[-1].endswith("×"), row
+    assert "starting target etcd" in proc.stderr and "@ etcd3" in proc.stderr
+
+
+def test_a_missing_client_says_install_the_test_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "aetcd", None)  # find_spec / import: not there
+    assert missing_clients(CLIENTS) == ["aetcd"]
+    assert etcdlite_main(["bench", "--clients", "etcdlite,aetcd"]) == 2
+    err = capsys.readouterr().err
+    assert "aetcd not installed" in err and "install the test extra" in err
+    # The child says the same (exit 3) if it is started anyway.
+    code = clientrun.main(["aetcd", "put", "--endpoint", "127.0.0.1:1", "--prefix", "x/"])
+    assert code == 3 and "install the test extra" in capsys.readouterr().err
+
+
+def test_client_table_without_aetcd_has_no_ratios() -> None:
+    results = [
+        Result("put", "etcdlite", {"ops_per_s": 1000.0, "client_cpu_us_per_op": 500.0}),
+        Result("put", "etcd3", error="exit 1: boom"),
+    ]
+    text = client_table(results, ["etcdlite", "etcd3"], None)
+    header, _sep, *rows = text.splitlines()
+    assert header.split() == ["workload", "metric", "etcdlite", "etcd3"]
+    assert rows[0].split() == ["put", "ops/s", "1000", "error"]
+    with_ref = client_table(
+        [*results, Result("put", "aetcd", {"ops_per_s": 2000.0})],
+        ["etcdlite", "aetcd"],
+        "aetcd",
+    )
+    assert with_ref.splitlines()[2].split()[-1] == "0.500×"
