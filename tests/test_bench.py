@@ -239,6 +239,8 @@ def test_every_client_on_every_client_workload_against_etcd(tmp_path: Path) -> N
     assert {"date", "command", "python", "cpus", "loadavg", "elapsed_s", "sizes"} <= set(meta)
     results = {(r["workload"], r["target"]): r for r in doc["results"]}
     assert set(results) == {(w, c) for w in clientrun.WORKLOADS for c in CLIENTS}
+    # every child's own result too, in the order they ran (clients take turns per workload)
+    assert [(r["workload"], r["target"]) for r in doc["runs"]][:3] == [("put", c) for c in CLIENTS]
     for (w, c), r in results.items():
         assert r["error"] is None, (w, c, r["error"])
         m = r["metrics"]

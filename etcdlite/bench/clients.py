@@ -125,6 +125,8 @@ class ClientOptions:
 class ClientRun:
     options: ClientOptions
     results: list[Result] = field(default_factory=list)
+    #: Every child's result before the medians (``--repeat`` runs in the order they ran).
+    runs: list[Result] = field(default_factory=list)
     endpoint: str = ""
     etcd_version: str | None = None
     started: str = ""
@@ -157,6 +159,7 @@ class ClientRun:
                 "elapsed_s": self.elapsed_s,
             },
             "results": [r.to_json() for r in self.results],
+            "runs": [r.to_json() for r in self.runs],
             "table": self.table(),
         }
 
@@ -265,7 +268,8 @@ async def run_clients(opts: ClientOptions) -> ClientRun:
                 metric, label = ROWS[w][0]
                 progress.say(f"    {result.wall_s:.1f} s: {label} {fmt(_num(result, metric))}")
             out.results.append(result)
-    out.results = merge_repeats(out.results)
+    out.runs = out.results
+    out.results = merge_repeats(out.runs)
     out.elapsed_s = time.perf_counter() - begin
     return out
 
