@@ -294,3 +294,22 @@ def test_client_table_without_aetcd_has_no_ratios() -> None:
         "aetcd",
     )
     assert with_ref.splitlines()[2].split()[-1] == "0.500×"
+
+
+@pytest.mark.etcd
+def test_clients_on_a_given_endpoint(tmp_path: Path, etcd_endpoint: str) -> None:
+    """``--endpoint``: no etcd child; the workloads write under a prefix of their own."""
+    out = tmp_path / "ep.json"
+    proc = _bench(
+        "get,keepalive", "--clients", "etcdlite,etcd3", "--endpoint", etcd_endpoint,
+        "--scale", SCALE, "--json", str(out), "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr == ""
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["endpoint"] == etcd_endpoint and doc["meta"]["reference"] is None
+    assert [(r["workload"], r["target"]) for r in doc["results"]] == [
+        ("get", "etcdlite"), ("get", "etcd3"), ("keepalive", "etcdlite"), ("keepalive", "etcd3"),
+    ]  # fmt: skip
+    assert all(r["error"] is None and r["metrics"]["ops_per_s"] > 0 for r in doc["results"])
+    assert "/" not in proc.stdout.splitlines()[0]  # no aetcd: no ratio columns

@@ -105,6 +105,7 @@ def run_clients(args: argparse.Namespace) -> int:
     """``--clients``: the client axis (:mod:`.clients`)."""
     from .clients import ClientOptions, missing_clients, parse_clients, select_workloads, write_json
     from .clients import run_clients as run_all
+    from .runner import run_cancellable
 
     try:
         if args.compare or args.target or args.pid:
@@ -135,10 +136,13 @@ def run_clients(args: argparse.Namespace) -> int:
         command=_command(),
     )
     try:
-        result = asyncio.run(run_all(opts))
+        result = run_cancellable(run_all(opts))
     except KeyboardInterrupt:
         print("etcdlite bench: interrupted", file=sys.stderr)
         return 130
+    except asyncio.CancelledError:  # SIGTERM
+        print("etcdlite bench: terminated", file=sys.stderr)
+        return 143
     except Exception as e:  # etcd does not start
         print(f"etcdlite bench: {e}", file=sys.stderr)
         return 1
