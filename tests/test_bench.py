@@ -31,18 +31,6 @@ def _bench(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]
     return run_python(["-m", "etcdlite", "bench", *args], timeout=timeout)
 
 
-def _leftover_dirs() -> set[str]:
-    found: set[str] = set()
-    for parent in ("/dev/shm", "/tmp"):
-        if os.path.isdir(parent):
-            found.update(
-                os.path.join(parent, n)
-                for n in os.listdir(parent)
-                if n.startswith("etcdlite-bench-")
-            )
-    return found
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "targets",
@@ -57,13 +45,14 @@ def test_every_workload_on_every_target_at_tiny_scale(tmp_path: Path, targets: l
     if "etcd" in targets:
         need("etcd", etcd_binary() is None)
     out = tmp_path / "bench.json"
-    before = _leftover_dirs()
     proc = _bench("all", "--compare", ",".join(targets), "--scale", SCALE, "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    # Temp dirs of the children are removed (other runs may be going on: compare sets).
-    assert not (_leftover_dirs() - before)
 
     doc = json.loads(out.read_text())
+    # The children's temp dirs are removed (by name: other benchmarks may be running).
+    temp_dirs = [t["temp_dir"] for t in doc["targets"][1:]]
+    assert all(d.startswith(("/dev/shm/", "/tmp/")) for d in temp_dirs)
+    assert not [d for d in temp_dirs if os.path.exists(d)]
     meta = doc["meta"]
     assert meta["targets"] == targets and meta["scale"] == float(SCALE)
     assert meta["reference"] == ("etcd" if "etcd" in targets else "serve")
@@ -226,13 +215,12 @@ CLIENTS = ["etcdlite", "aetcd", "etcd3"]
 def test_every_client_on_every_client_workload_against_etcd(tmp_path: Path) -> None:
     need("etcd", etcd_binary() is None)
     out = tmp_path / "clients.json"
-    before = _leftover_dirs()
     proc = _bench("--clients", ",".join(CLIENTS), "--scale", SCALE, "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert not (_leftover_dirs() - before)  # the etcd child's data dir is gone
 
     doc = json.loads(out.read_text())
     meta = doc["meta"]
+    assert meta["temp_dir"] and not os.path.exists(meta["temp_dir"])  # etcd's data dir is gone
     assert meta["clients"] == CLIENTS and meta["reference"] == "aetcd"
     assert meta["workloads"] == list(clientrun.WORKLOADS)
     assert meta["etcd_version"] and meta["endpoint"].startswith("127.0.0.1:")

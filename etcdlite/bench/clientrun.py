@@ -373,7 +373,7 @@ class AetcdAdapter(AsyncAdapter):
         import aetcd
 
         host, port = endpoint.rsplit(":", 1)
-        self.c = aetcd.Client(host=host, port=int(port), timeout=60)
+        self.c = aetcd.Client(host=host, port=int(port), timeout=60, connect_wait_timeout=30)
         await self.c.connect()
         await self.c.get(b"etcdlite-bench/ready")
 

@@ -129,6 +129,8 @@ class ClientRun:
     runs: list[Result] = field(default_factory=list)
     endpoint: str = ""
     etcd_version: str | None = None
+    #: The etcd child's temp dir (removed when the run ends), if it started one.
+    temp_dir: str | None = None
     started: str = ""
     elapsed_s: float = 0.0
 
@@ -152,6 +154,7 @@ class ClientRun:
                 "sizes": sizes(self.options.scale),
                 "endpoint": self.endpoint,
                 "etcd_version": self.etcd_version,
+                "temp_dir": self.temp_dir,
                 "python": sys.version.split()[0],
                 "platform": platform.platform(),
                 "cpus": os.cpu_count(),
@@ -256,6 +259,7 @@ async def run_clients(opts: ClientOptions) -> ClientRun:
             progress.step("starting target etcd")
             child, _ready = await stack.enter_async_context(start_child("etcd", binary))
             out.endpoint = child.endpoint
+            out.temp_dir = child.tmpdir
             out.etcd_version = etcd_version(binary) if binary else None
         plan = [(w, r, c) for w in opts.workloads for r in range(opts.repeat) for c in opts.clients]
         for i, (w, r, c) in enumerate(plan, 1):
