@@ -7,10 +7,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from etcdlite.__main__ import main as etcdlite_main
+from etcdlite.bench import clientrun
+from etcdlite.bench.clients import ROWS, client_table, missing_clients
 from etcdlite.bench.measure import percentile, proc_cpu_seconds
 from etcdlite.bench.report import CHECKS, Result, fmt
 from etcdlite.bench.runner import merge_repeats
@@ -27,18 +31,6 @@ def _bench(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]
     return run_python(["-m", "etcdlite", "bench", *args], timeout=timeout)
 
 
-def _leftover_dirs() -> set[str]:
-    found: set[str] = set()
-    for parent in ("/dev/shm", "/tmp"):
-        if os.path.isdir(parent):
-            found.update(
-                os.path.join(parent, n)
-                for n in os.listdir(parent)
-                if n.startswith("etcdlite-bench-")
-            )
-    return found
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "targets",
@@ -53,13 +45,14 @@ def test_every_workload_on_every_target_at_tiny_scale(tmp_path: Path, targets: l
     if "etcd" in targets:
         need("etcd", etcd_binary() is None)
     out = tmp_path / "bench.json"
-    before = _leftover_dirs()
     proc = _bench("all", "--compare", ",".join(targets), "--scale", SCALE, "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    # Temp dirs of the children are removed (other runs may be going on: compare sets).
-    assert not (_leftover_dirs() - before)
 
     doc = json.loads(out.read_text())
+    # The children's temp dirs are removed (by name: other benchmarks may be running).
+    temp_dirs = [t["temp_dir"] for t in doc["targets"][1:]]
+    assert all(d.startswith(("/dev/shm/", "/tmp/")) for d in temp_dirs)
+    assert not [d for d in temp_dirs if os.path.exists(d)]
     meta = doc["meta"]
     assert meta["targets"] == targets and meta["scale"] == float(SCALE)
     assert meta["reference"] == ("etcd" if "etcd" in targets else "serve")
@@ -147,6 +140,11 @@ def test_endpoint_target_with_pid(tmp_path: Path) -> None:
         (["get", "--compare", "embedded,mars"], "unknown target"),
         (["get", "--scale", "0"], "--scale"),
         (["get", "--repeat", "0"], "--repeat"),
+        (["--clients", "etcdlite,mars"], "unknown client"),
+        (["--clients", "aetcd,aetcd"], "named twice"),
+        (["--clients", "aetcd", "--compare", "embedded,serve"], "one etcd"),
+        (["txn", "--clients", "aetcd"], "unknown client workload"),
+        (["--clients", "aetcd", "--scale", "0"], "--scale"),
     ],
 )
 def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
@@ -159,6 +157,7 @@ def test_list_and_selection() -> None:
     assert proc.returncode == 0
     for w in WORKLOADS:
         assert w.name in proc.stdout
+    assert "--clients" in proc.stdout and "keepalive" in proc.stdout
     assert [w.name for w in select("watch-fanout")] == list(GROUPS["watch-fanout"])
     # put brings the floor along: its target is a ratio to it.
     assert [w.name for w in select("put")] == ["floor", "put"]
@@ -204,3 +203,101 @@ def test_merge_repeats_takes_medians_and_keeps_flags_and_failures() -> None:
     assert a.metrics == {"ops_per_s": 20.0, "complete": False, "note": "x", "runs": 3}
     assert a.wall_s == 4.0 and a.error is None
     assert b.error == "always"
+
+
+# --- the client axis: --clients etcdlite,aetcd,etcd3 -----------------------------------------
+
+CLIENTS = ["etcdlite", "aetcd", "etcd3"]
+
+
+@pytest.mark.etcd
+@pytest.mark.timeout(300)
+def test_every_client_on_every_client_workload_against_etcd(tmp_path: Path) -> None:
+    need("etcd", etcd_binary() is None)
+    out = tmp_path / "clients.json"
+    proc = _bench("--clients", ",".join(CLIENTS), "--scale", SCALE, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    doc = json.loads(out.read_text())
+    meta = doc["meta"]
+    assert meta["temp_dir"] and not os.path.exists(meta["temp_dir"])  # etcd's data dir is gone
+    assert meta["clients"] == CLIENTS and meta["reference"] == "aetcd"
+    assert meta["workloads"] == list(clientrun.WORKLOADS)
+    assert meta["etcd_version"] and meta["endpoint"].startswith("127.0.0.1:")
+    assert {"date", "command", "python", "cpus", "loadavg", "elapsed_s", "sizes"} <= set(meta)
+    results = {(r["workload"], r["target"]): r for r in doc["results"]}
+    assert set(results) == {(w, c) for w in clientrun.WORKLOADS for c in CLIENTS}
+    # every child's own result too, in the order they ran (clients take turns per workload)
+    assert [(r["workload"], r["target"]) for r in doc["runs"]][:3] == [("put", c) for c in CLIENTS]
+    for (w, c), r in results.items():
+        assert r["error"] is None, (w, c, r["error"])
+        m = r["metrics"]
+        for metric, _label in ROWS[w]:
+            if metric == "p50_us":
+                continue
+            assert isinstance(m[metric], int | float) and m[metric] > 0, (w, c, metric, m)
+    for c in CLIENTS:
+        watch = results[("watch", c)]["metrics"]
+        assert watch["complete"] is True and watch["events"] == watch["expected"] > 0
+        assert results[("range", c)]["metrics"]["keys_per_range"] == 1000
+        assert results[("put-16", c)]["metrics"]["concurrency"] == 16
+
+    # One table: a column per client, then each other client's ratio against aetcd.
+    table = proc.stdout.split("\n\n")[0]
+    header = table.splitlines()[0].split()
+    assert header == ["workload", "metric", *CLIENTS, "etcdlite/aetcd", "etcd3/aetcd"]
+    assert doc["table"].strip() == table.strip()
+    ops_rows = [line.split() for line in table.splitlines()[2:] if line.split()[0] in ROWS]
+    assert [row[0] for row in ops_rows] == list(clientrun.WORKLOADS)
+    for row in ops_rows:
+        assert row[-2].endswith("×") and row[-1].endswith("×"), row
+    assert "starting target etcd" in proc.stderr and "@ etcd3" in proc.stderr
+
+
+def test_a_missing_client_says_install_the_test_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "aetcd", None)  # find_spec / import: not there
+    assert missing_clients(CLIENTS) == ["aetcd"]
+    assert etcdlite_main(["bench", "--clients", "etcdlite,aetcd"]) == 2
+    err = capsys.readouterr().err
+    assert "aetcd not installed" in err and "install the test extra" in err
+    # The child says the same (exit 3) if it is started anyway.
+    code = clientrun.main(["aetcd", "put", "--endpoint", "127.0.0.1:1", "--prefix", "x/"])
+    assert code == 3 and "install the test extra" in capsys.readouterr().err
+
+
+def test_client_table_without_aetcd_has_no_ratios() -> None:
+    results = [
+        Result("put", "etcdlite", {"ops_per_s": 1000.0, "client_cpu_us_per_op": 500.0}),
+        Result("put", "etcd3", error="exit 1: boom"),
+    ]
+    text = client_table(results, ["etcdlite", "etcd3"], None)
+    header, _sep, *rows = text.splitlines()
+    assert header.split() == ["workload", "metric", "etcdlite", "etcd3"]
+    assert rows[0].split() == ["put", "ops/s", "1000", "error"]
+    with_ref = client_table(
+        [*results, Result("put", "aetcd", {"ops_per_s": 2000.0})],
+        ["etcdlite", "aetcd"],
+        "aetcd",
+    )
+    assert with_ref.splitlines()[2].split()[-1] == "0.500×"
+
+
+@pytest.mark.etcd
+def test_clients_on_a_given_endpoint(tmp_path: Path, etcd_endpoint: str) -> None:
+    """``--endpoint``: no etcd child; the workloads write under a prefix of their own."""
+    out = tmp_path / "ep.json"
+    proc = _bench(
+        "get,keepalive", "--clients", "etcdlite,etcd3", "--endpoint", etcd_endpoint,
+        "--scale", SCALE, "--json", str(out), "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr == ""
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["endpoint"] == etcd_endpoint and doc["meta"]["reference"] is None
+    assert [(r["workload"], r["target"]) for r in doc["results"]] == [
+        ("get", "etcdlite"), ("get", "etcd3"), ("keepalive", "etcdlite"), ("keepalive", "etcd3"),
+    ]  # fmt: skip
+    assert all(r["error"] is None and r["metrics"]["ops_per_s"] > 0 for r in doc["results"])
+    assert "/" not in proc.stdout.splitlines()[0]  # no aetcd: no ratio columns

@@ -6,6 +6,7 @@
     etcdlite bench all --compare embedded,serve,etcd --json bench.json
     etcdlite bench range,get --endpoint 127.0.0.1:2379 --pid 1234
     etcdlite bench all --scale 0.01        # a smoke run of a few seconds
+    etcdlite bench --clients etcdlite,aetcd,etcd3 --repeat 3   # clients against one etcd
 """
 
 from __future__ import annotations
@@ -43,7 +44,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="T1,T2,…",
         help="several targets in one run, e.g. embedded,serve,etcd (ratios against etcd)",
     )
-    b.add_argument("--endpoint", metavar="HOST:PORT", help="a running server (target endpoint)")
+    b.add_argument(
+        "--clients",
+        metavar="C1,C2,…",
+        help="compare Python clients (etcdlite, aetcd, etcd3) against one real etcd, each in "
+        "a process of its own, ratios against aetcd; workloads: all or "
+        "put,get,put-16,range,watch,keepalive (aetcd and etcd3 come with the test extra)",
+    )
+    b.add_argument(
+        "--endpoint",
+        metavar="HOST:PORT",
+        help="a running server (target endpoint; with --clients: the etcd to use)",
+    )
     b.add_argument("--pid", type=int, help="the endpoint server's pid, for its CPU per op")
     b.add_argument("--etcd", metavar="PATH", help="etcd binary (default: $ETCD_BINARY, PATH)")
     b.add_argument("--json", metavar="FILE", help="write machine-readable results to FILE")
@@ -83,7 +95,71 @@ def _targets(args: argparse.Namespace) -> list[str]:
     return names
 
 
+def _command() -> str:
+    if sys.argv and sys.argv[0].endswith(("etcdlite", "__main__.py")):
+        return shlex.join(["etcdlite", *sys.argv[1:]])
+    return "etcdlite bench"
+
+
+def run_clients(args: argparse.Namespace) -> int:
+    """``--clients``: the client axis (:mod:`.clients`)."""
+    from .clients import ClientOptions, missing_clients, parse_clients, select_workloads, write_json
+    from .clients import run_clients as run_all
+    from .runner import run_cancellable
+
+    try:
+        if args.compare or args.target or args.pid:
+            raise ValueError("--clients runs against one etcd: no --target/--compare/--pid")
+        clients = parse_clients(args.clients)
+        workloads = select_workloads(args.workload)
+        if args.scale <= 0:
+            raise ValueError("--scale must be positive")
+        if args.repeat < 1:
+            raise ValueError("--repeat must be at least 1")
+    except ValueError as e:
+        print(f"etcdlite bench: {e}", file=sys.stderr)
+        return 2
+    missing = missing_clients(clients)
+    if missing:
+        from .clientrun import EXTRA_HINT
+
+        print(f"etcdlite bench: {', '.join(missing)} not installed: {EXTRA_HINT}", file=sys.stderr)
+        return 2
+    opts = ClientOptions(
+        clients=clients,
+        workloads=workloads,
+        scale=args.scale,
+        repeat=args.repeat,
+        endpoint=args.endpoint,
+        etcd=args.etcd,
+        progress=not args.quiet,
+        command=_command(),
+    )
+    try:
+        result = run_cancellable(run_all(opts))
+    except KeyboardInterrupt:
+        print("etcdlite bench: interrupted", file=sys.stderr)
+        return 130
+    except asyncio.CancelledError:  # SIGTERM
+        print("etcdlite bench: terminated", file=sys.stderr)
+        return 143
+    except Exception as e:  # etcd does not start
+        print(f"etcdlite bench: {e}", file=sys.stderr)
+        return 1
+    print(result.table())
+    ref = f"ratios: client/{result.reference}" if result.reference else "no aetcd: no ratios"
+    print(
+        f"\netcd {result.etcd_version or '?'} at {result.endpoint}; {ref} (rates: > 1 faster; "
+        "CPU, latency: < 1 cheaper). Client CPU: the client's own process (all threads)."
+    )
+    if args.json:
+        write_json(result, args.json)
+    return 1 if any(r.error for r in result.results) else 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.clients:
+        return run_clients(args)
     from .report import evaluate
     from .runner import Options, run_sync, write_json
     from .workloads import GROUPS, WORKLOADS, select
@@ -95,6 +171,11 @@ def run(args: argparse.Namespace) -> int:
             )
             print(f"{w.name:18} {w.description} ({where})")
         print("groups: " + ", ".join(f"{g} ({', '.join(ws)})" for g, ws in GROUPS.items()))
+        from .clients import DESCRIPTIONS
+
+        print("\nwith --clients etcdlite,aetcd,etcd3 (one real etcd, a process per client):")
+        for name, text in DESCRIPTIONS.items():
+            print(f"{name:18} {text}")
         return 0
     try:
         workloads = select(args.workload)
@@ -116,9 +197,7 @@ def run(args: argparse.Namespace) -> int:
         etcd=args.etcd,
         json_path=args.json,
         progress=not args.quiet,
-        command=shlex.join(["etcdlite", *sys.argv[1:]])
-        if sys.argv and sys.argv[0].endswith(("etcdlite", "__main__.py"))
-        else "etcdlite bench",
+        command=_command(),
     )
     try:
         result = run_sync(opts)

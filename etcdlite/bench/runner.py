@@ -17,8 +17,9 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from .measure import Metrics, Progress
 from .report import Result, evaluate, fmt, table
@@ -32,7 +33,9 @@ from .targets import (
 )
 from .workloads import Ctx, KeySource, Workload
 
-__all__ = ["Options", "Run", "run"]
+__all__ = ["Options", "Run", "run", "run_cancellable", "run_sync"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -184,15 +187,21 @@ def merge_repeats(results: Sequence[Result]) -> list[Result]:
 
 def run_sync(opts: Options) -> Run:
     """Run in a fresh event loop; SIGTERM cancels it (children are stopped on the way)."""
+    return run_cancellable(run(opts))
 
-    async def main() -> Run:
+
+def run_cancellable(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coro)`` with SIGTERM cancelling it (raised as CancelledError), so the
+    ``finally`` blocks that stop child processes run."""
+
+    async def main() -> T:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         if task is not None:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signal.SIGTERM, task.cancel)
         try:
-            return await run(opts)
+            return await coro
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGTERM)

@@ -357,6 +357,7 @@ class ChildTarget(_WireTarget):
             info["binary"] = self.etcd
         if self.child is not None:
             info["data_dir_parent"] = os.path.dirname(self.child.tmpdir)
+            info["temp_dir"] = self.child.tmpdir  # removed when the run ends
         return info
 
 
