@@ -13,10 +13,10 @@ import math
 import os
 from _thread import get_ident
 from asyncio import get_running_loop
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from .api import KVBase
 from .clock import Clock, LoopClock
@@ -51,6 +51,9 @@ from .types import (
     to_bytes,
 )
 from .watch import Watch, WatchSpec
+
+_A = TypeVar("_A")
+_R = TypeVar("_R")
 
 __all__ = ["Store", "StoreClosedError"]
 
@@ -308,6 +311,15 @@ class Store(KVBase):
         if self._storage is not None:
             await self._storage.settle()
 
+    async def _settled(self, fn: Callable[[_A], _R], arg: _A) -> _R:
+        """``fn(arg)`` on the core, then wait until what it logged is durable (also when it
+        raised: an error reply must not overtake the writes before it)."""
+        assert self._storage is not None
+        try:
+            return fn(arg)
+        finally:
+            await self._storage.settle()
+
     async def sync(self) -> int:
         """Wait until everything done so far is durable; returns the revision at the call,
         durable by then (what a server may report, e.g. in Status, without showing anything
@@ -361,10 +373,7 @@ class Store(KVBase):
         await self.admit("range")
         if self._storage is None:
             return self.core.range(req)
-        try:
-            return self.core.range(req)
-        finally:
-            await self._storage.settle()
+        return await self._settled(self.core.range, req)
 
     async def get(self, key: Bytesish, *, revision: int = 0) -> KeyValue | None:
         if (  # the put fast path's gate, inlined: a point read is as hot
@@ -429,10 +438,7 @@ class Store(KVBase):
         await self.admit("delete_range")
         if self._storage is None:
             return self.core.delete_range(req)
-        try:
-            return self.core.delete_range(req)
-        finally:
-            await self._storage.settle()
+        return await self._settled(self.core.delete_range, req)
 
     async def txn_request(self, req: TxnRequest) -> TxnResponse:
         await self.admit("txn")
@@ -440,10 +446,7 @@ class Store(KVBase):
             self.quota.check_txn(req)
         if self._storage is None:
             return self.core.txn(req)
-        try:
-            return self.core.txn(req)
-        finally:
-            await self._storage.settle()
+        return await self._settled(self.core.txn, req)
 
     async def compact(self, revision: int, *, physical: bool = False) -> CompactResponse:
         await self.admit("compact")
