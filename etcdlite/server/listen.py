@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 from grpclib.exceptions import StreamTerminatedError
@@ -13,7 +14,6 @@ from grpclib.exceptions import StreamTerminatedError
 from .._grpc import GrpcServer
 from .._grpc.server import BACKLOG, DEFAULT_MAX_CONNECTIONS
 from ..store import Store
-from .http import HttpGateway, HttpProtocol
 from .services import DEFAULT_MAX_REQUEST_BYTES, EtcdServer
 
 __all__ = ["parse_listen_url", "serve"]
@@ -75,8 +75,6 @@ async def serve(
     )
     fast = {path: (m.invoke, m.request_type) for path, m in etcd.unary_methods().items()}
     mapping = etcd.mapping()
-    gateway = HttpGateway(etcd)
-    etcd.http = gateway
     try:
         async with AsyncExitStack() as stack:
             for address in ((host, port), *also):
@@ -87,7 +85,7 @@ async def serve(
                     interceptor=lambda: etcd.interceptor,
                     fast_path=fast_path,
                     max_connections=max_connections,
-                    http=lambda: HttpProtocol(gateway),
+                    http=lambda: _http_protocol(etcd),
                 )
                 etcd.grpc_servers.add(server)
                 etcd.fast_path = server.fast_path
@@ -118,3 +116,11 @@ async def _stop(server: GrpcServer) -> None:
         await asyncio.wait_for(server.wait_closed(), 5)
     except (TimeoutError, StreamTerminatedError):  # pragma: no cover
         log.warning("server did not close in time")
+
+
+def _http_protocol(etcd: EtcdServer) -> Any:
+    """The protocol of a connection that opened with an HTTP/1.x request line (the HTTP
+    modules load with the first one)."""
+    from .http import HttpProtocol
+
+    return HttpProtocol(etcd.http)

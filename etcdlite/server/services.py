@@ -93,7 +93,18 @@ class EtcdServer:
         self.stream_handled: dict[str, list[int]] = {}
         self._unary: dict[str, UnaryMethod] | None = None
         #: The HTTP gateway on the served port (set by :func:`serve`).
-        self.http: Any = None
+        self._http: Any = None
+
+    @property
+    def http(self) -> Any:
+        """The HTTP/1.x handler of this server (:class:`~etcdlite.server.http.HttpGateway`):
+        made, and its module imported, on first use, so a server that only ever sees gRPC
+        starts without it."""
+        if self._http is None:
+            from .http import HttpGateway
+
+            self._http = HttpGateway(self)
+        return self._http
 
     @property
     def endpoint(self) -> str:
