@@ -27,7 +27,6 @@ from ._grpc.server import DEFAULT_MAX_CONNECTIONS
 from .core.quota import DEFAULT_QUOTA_BYTES
 from .identity import DEFAULT_CLUSTER_TOKEN, DEFAULT_PEER_URL, member_id
 from .server import DEFAULT_MAX_REQUEST_BYTES, parse_listen_url, serve
-from .storage import StorageError, restore_snapshot, snapshot_status
 from .store import Store
 
 __all__ = ["main"]
@@ -215,9 +214,14 @@ async def run_server(args: argparse.Namespace) -> int:
         print(f"etcdlite: {e}", file=sys.stderr)
         return 2
     started = time.perf_counter()
+    refusals: tuple[type[Exception], ...] = (OSError,)
+    if args.data_dir is not None:  # the storage modules load only for a data directory
+        from .storage.errors import StorageError
+
+        refusals = (OSError, StorageError)
     try:
         store = Store(**options)
-    except (StorageError, OSError) as e:
+    except refusals as e:
         print(f"etcdlite: cannot open --data-dir {args.data_dir}: {e}", file=sys.stderr)
         return 2
     advertise = [u for u in args.advertise_client_urls.split(",") if u]
@@ -261,6 +265,8 @@ async def run_server(args: argparse.Namespace) -> int:
 def run_snapshot(args: argparse.Namespace) -> int:
     """``etcdlite snapshot restore FILE --data-dir D`` / ``etcdlite snapshot status FILE``,
     on etcdlite's snapshot files (what ``etcdctl snapshot save`` fetched from etcdlite)."""
+    from .storage import StorageError, restore_snapshot, snapshot_status
+
     try:
         if args.snapshot_command == "restore":
             revision = restore_snapshot(args.file, args.data_dir)

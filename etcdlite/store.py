@@ -16,7 +16,7 @@ from asyncio import get_running_loop
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .api import KVBase
 from .clock import Clock, LoopClock
@@ -35,9 +35,6 @@ from .faults import Faults
 from .identity import DEFAULT_PEER_URL, fresh_cluster_id, member_id
 from .lease import Lease, LeaseTimeToLive
 from .ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, int64, lease_id
-from .storage.datadir import DataDir
-from .storage.log import read_identity
-from .storage.snapshot import SnapshotInfo, write_snapshot
 from .types import (
     Bytesish,
     CompactResponse,
@@ -51,6 +48,10 @@ from .types import (
     to_bytes,
 )
 from .watch import Watch, WatchSpec
+
+if TYPE_CHECKING:
+    from .storage.datadir import DataDir
+    from .storage.snapshot import SnapshotInfo
 
 _A = TypeVar("_A")
 _R = TypeVar("_R")
@@ -142,7 +143,12 @@ class Store(KVBase):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, not {value}")
         self.clock: Clock = clock if clock is not None else LoopClock()
-        stored = read_identity(Path(data_dir)) if data_dir is not None else None
+        stored = None
+        if data_dir is not None:
+            # the storage modules load only for a store that has a directory
+            from .storage.log import read_identity
+
+            stored = read_identity(Path(data_dir))
         if stored is not None:
             # An existing directory keeps its cluster's identity, as etcd ignores its
             # --initial-cluster* flags once it has a data dir.
@@ -160,6 +166,8 @@ class Store(KVBase):
         self._compaction_lock = asyncio.Lock()
         self._storage: DataDir | None = None
         if data_dir is not None:
+            from .storage.datadir import DataDir
+
             self._storage = DataDir.open(data_dir, self.core)
             self._storage.compaction_lock = self._compaction_lock
         self.watches = WatchRegistry(
@@ -365,6 +373,8 @@ class Store(KVBase):
         await self.admit("snapshot")
         async with self._compaction_lock:
             await self._settle()
+            from .storage.snapshot import write_snapshot
+
             return await write_snapshot(self.core, Path(path))
 
     # --- KV ---------------------------------------------------------------------------
