@@ -8,19 +8,20 @@ etcdlite's exception classes by their exact text, as etcd's Go client does.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+import os
+import ssl as _ssl
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from .._grpc import open_channel
+from .._grpc.channel import connect_channel, open_channel
 from ..api import KVBase
 from ..clock import Clock, LoopClock
-from ..errors import EtcdError, UnavailableError, error_from_status
+from ..errors import EtcdError, StatusCode, UnavailableError, error_from_status
 from ..lease import Lease, LeaseTimeToLive
 from ..ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, lease_id
 from ..types import (
@@ -37,9 +38,17 @@ from ..wire import convert, fastpb
 from ..wire.codec import ClientCodec
 from ..wire.pb import etcdserverpb as pb
 from .keepalive import KeepAliveStream
+from .policy import (
+    DeadlineExceededError,
+    Endpoint,
+    EndpointPolicy,
+    Failure,
+    parse_endpoint_url,
+    parse_endpoints,
+)
 from .watch import Watches
 
-__all__ = ["Client", "connect", "parse_endpoint"]
+__all__ = ["Client", "DeadlineExceededError", "connect", "parse_endpoint"]
 
 T = TypeVar("T")
 
@@ -47,39 +56,91 @@ DEFAULT_TIMEOUT = 30.0
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """``"host:port"`` or ``"http://host:port"`` → ``(host, port)`` (port 2379 if absent)."""
-    if "://" not in endpoint:
-        endpoint = "http://" + endpoint
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "grpc"):
-        raise ValueError(f"unsupported endpoint scheme {parts.scheme!r} (TLS is not supported)")
-    if not parts.hostname:
-        raise ValueError(f"endpoint {endpoint!r} has no host")
-    return parts.hostname, parts.port or 2379
+    """``"host:port"`` or ``"http(s)://host:port"`` → ``(host, port)`` (port 2379 if absent)."""
+    ep = parse_endpoint_url(endpoint)
+    return ep.host, ep.port
+
+
+class _Conn:
+    """One endpoint's channel and stubs."""
+
+    def __init__(self, channel: Channel, timeout: float | None) -> None:
+        self.channel = channel
+        self.kv = pb.KvStub(channel, timeout=timeout)
+        self.lease = pb.LeaseStub(channel, timeout=timeout)
 
 
 class Client(KVBase):
     """An etcd client with the :class:`~etcdlite.Store` API.
 
-    ``endpoint`` is ``"host:port"`` (or ``http://host:port``). ``timeout`` bounds every call
-    (seconds; ``None`` waits forever, like Go's client without a context deadline).
-    The connection opens on first use; ``close()`` (or ``async with``) releases it.
+    ``endpoints`` is ``"host:port"``, a URL (``http://``, ``https://``), etcdctl's comma
+    form (``"https://a:2379,https://b:2379"``) or a sequence of those. Unary calls go round
+    robin over the endpoints whose connection has not just failed; what is retried on
+    another endpoint is decided by :class:`~etcdlite.client.policy.EndpointPolicy`, as Go's
+    clientv3 decides it. Watch and LeaseKeepAlive streams stay on one endpoint until they break.
+
+    ``timeout`` bounds every call, retries included (seconds; ``None`` waits forever, like
+    Go's client without a context deadline); a call that runs out of it raises
+    :class:`DeadlineExceededError` naming the endpoints tried and the last error.
+    ``ssl`` is an ``ssl.SSLContext`` for TLS; ``https://`` endpoints without one use the
+    system default context. ``keepalive_time``/``keepalive_timeout`` (seconds) send HTTP/2
+    PINGs so that a member that stopped answering is noticed (``None``: no PINGs).
+    Connections open on first use; ``close()`` (or ``async with``) releases them.
     """
 
     def __init__(
-        self, endpoint: str = "127.0.0.1:2379", *, timeout: float | None = DEFAULT_TIMEOUT
+        self,
+        endpoints: str | Sequence[str] = "127.0.0.1:2379",
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        ssl: _ssl.SSLContext | None = None,
+        keepalive_time: float | None = None,
+        keepalive_timeout: float | None = None,
     ) -> None:
-        self.host, self.port = parse_endpoint(endpoint)
-        self.endpoint = f"{self.host}:{self.port}"
+        parsed = parse_endpoints(endpoints)
+        self.policy = EndpointPolicy(parsed)
+        self.host, self.port = parsed[0].host, parsed[0].port
         self.timeout = timeout
-        self._channel: Channel | None = None
-        self._kv: pb.KvStub | None = None
-        self._lease: pb.LeaseStub | None = None
+        if ssl is None and any(ep.tls for ep in parsed):
+            ssl = _ssl.create_default_context()
+            ssl.set_alpn_protocols(["h2"])
+        self.ssl = ssl
+        self.keepalive_time = keepalive_time
+        self.keepalive_timeout = keepalive_timeout
+        self._conns: dict[Endpoint, _Conn] = {}
+        #: The endpoint the most recently opened stream went to.
+        self._stream_endpoint = parsed[0]
         self._tasks: set[asyncio.Task[None]] = set()
         self._watches = Watches(self._open, self._endpoint, self._spawn)
         self._keepalive: KeepAliveStream | None = None
         #: The clock keepalive tasks sleep on.
         self.clock: Clock = LoopClock()
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return list(self.policy.endpoints)
+
+    @property
+    def endpoint(self) -> str:
+        """The first endpoint, as ``host:port``."""
+        return str(self.policy.endpoints[0])
+
+    @classmethod
+    def from_env(cls, *, timeout: float | None = DEFAULT_TIMEOUT) -> Client:
+        """A Client configured as etcdctl is by its environment: ``ETCDCTL_ENDPOINTS``
+        (comma form; default ``127.0.0.1:2379``), ``ETCDCTL_CACERT``, ``ETCDCTL_CERT``,
+        ``ETCDCTL_KEY``."""
+        endpoints = os.environ.get("ETCDCTL_ENDPOINTS") or "127.0.0.1:2379"
+        cacert = os.environ.get("ETCDCTL_CACERT")
+        cert = os.environ.get("ETCDCTL_CERT")
+        key = os.environ.get("ETCDCTL_KEY")
+        context = None
+        if cacert or cert:
+            context = _ssl.create_default_context(cafile=cacert)
+            context.set_alpn_protocols(["h2"])
+            if cert:
+                context.load_cert_chain(cert, key)
+        return cls(endpoints, timeout=timeout, ssl=context)
 
     async def __aenter__(self) -> Client:
         return self
@@ -93,7 +154,7 @@ class Client(KVBase):
         await self.close()
 
     def _endpoint(self) -> str:
-        return self.endpoint
+        return str(self._stream_endpoint)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -112,52 +173,100 @@ class Client(KVBase):
             await self._keepalive.close()
             self._keepalive = None
         await self._watches.close()
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
-            self._kv = None
-            self._lease = None
+        conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            conn.channel.close()
+
+    def _conn(self, ep: Endpoint) -> _Conn:
+        conn = self._conns.get(ep)
+        if conn is None:
+            channel = open_channel(
+                ep.host,
+                ep.port,
+                codec=ClientCodec(),
+                ssl=self.ssl,
+                keepalive_time=self.keepalive_time,
+                keepalive_timeout=self.keepalive_timeout,
+            )
+            conn = self._conns[ep] = _Conn(channel, self.timeout)
+        return conn
 
     def _open(self) -> Channel:
-        if self._channel is None:
-            self._channel = open_channel(self.host, self.port, codec=ClientCodec())
-            self._kv = pb.KvStub(self._channel, timeout=self.timeout)
-            self._lease = pb.LeaseStub(self._channel, timeout=self.timeout)
-        return self._channel
+        """The channel a new stream goes on: the next healthy endpoint in turn."""
+        ep = self.policy.pick()
+        self._stream_endpoint = ep
+        return self._conn(ep).channel
 
     @property
     def kv_stub(self) -> pb.KvStub:
-        self._open()
-        assert self._kv is not None
-        return self._kv
+        return self._conn(self.policy.endpoints[0]).kv
 
     @property
     def lease_stub(self) -> pb.LeaseStub:
-        self._open()
-        assert self._lease is not None
-        return self._lease
+        return self._conn(self.policy.endpoints[0]).lease
 
-    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, method: str, fn: Callable[[_Conn], Awaitable[T]]) -> T:
+        """``fn`` on the next endpoint in turn, retried elsewhere as the policy allows."""
+        tried: list[str] = []
+        last: BaseException | None = None
         try:
-            return await fn()
-        except GRPCError as e:
-            raise error_from_status(e.status.value, e.message or "") from None
-        except (OSError, StreamTerminatedError) as e:
-            raise UnavailableError(f"etcdlite: {self.endpoint}: {e}") from e
+            async with asyncio.timeout(self.timeout):
+                attempt = 0
+                while True:
+                    if attempt:
+                        delay = self.policy.retry_delay(attempt)
+                        if delay:
+                            await asyncio.sleep(delay)
+                    attempt += 1
+                    ep = self.policy.pick()
+                    tried.append(str(ep))
+                    conn = self._conn(ep)
+                    try:
+                        await connect_channel(conn.channel)
+                    except _ssl.SSLError as e:
+                        # A certificate or protocol mismatch will not go away by retrying.
+                        raise UnavailableError(f"etcdlite: {ep}: TLS: {e}") from e
+                    except OSError as e:
+                        self.policy.failed(ep)
+                        last = e
+                        continue  # never sent: any RPC may go elsewhere
+                    try:
+                        result = await fn(conn)
+                    except GRPCError as e:
+                        error = error_from_status(e.status.value, e.message or "")
+                        if error.code != StatusCode.UNAVAILABLE or not self.policy.should_retry(
+                            method, Failure.UNAVAILABLE
+                        ):
+                            raise error from None
+                        last = error
+                        continue
+                    except (OSError, StreamTerminatedError) as e:
+                        self.policy.failed(ep)
+                        if not self.policy.should_retry(method, Failure.UNAVAILABLE):
+                            raise UnavailableError(f"etcdlite: {ep}: {e}") from e
+                        last = e
+                        continue
+                    self.policy.succeeded(ep)
+                    return result
+        except TimeoutError:
+            raise DeadlineExceededError(
+                f"etcdlite: context deadline exceeded after {self.timeout}s"
+                f" (tried {', '.join(dict.fromkeys(tried)) or 'no endpoint'};"
+                f" last error: {last!r})"
+            ) from None
 
     # --- KV ---------------------------------------------------------------------------
 
     async def range_request(self, req: RangeRequest) -> RangeResponse:
         msg = convert.range_request_to_pb(req)
         # The reply stays raw bytes (see ClientCodec) for the hand-written decoder.
-        data = await self._call(
-            lambda: self._unary_raw("/etcdserverpb.KV/Range", msg, pb.RangeRequest)
-        )
+        path = "/etcdserverpb.KV/Range"
+        data = await self._call(path, lambda c: self._unary_raw(c, path, msg, pb.RangeRequest))
         return fastpb.decode_range_response(data)
 
-    async def _unary_raw(self, path: str, msg: Any, req_type: Any) -> bytes:
+    async def _unary_raw(self, conn: _Conn, path: str, msg: Any, req_type: Any) -> bytes:
         stream: Stream[Any, bytes]
-        async with self._open().request(
+        async with conn.channel.request(
             path,
             Cardinality.UNARY_UNARY,
             req_type,
@@ -188,22 +297,22 @@ class Client(KVBase):
             ignore_value=ignore_value,
             ignore_lease=ignore_lease,
         )
-        resp = await self._call(lambda: self.kv_stub.put(msg))
+        resp = await self._call("/etcdserverpb.KV/Put", lambda c: c.kv.put(msg))
         return convert.put_response_from_pb(resp)
 
     async def delete_range_request(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
         msg = convert.delete_range_request_to_pb(req)
-        resp = await self._call(lambda: self.kv_stub.delete_range(msg))
+        resp = await self._call("/etcdserverpb.KV/DeleteRange", lambda c: c.kv.delete_range(msg))
         return convert.delete_range_response_from_pb(resp)
 
     async def txn_request(self, req: TxnRequest) -> TxnResponse:
         msg = convert.txn_request_to_pb(req)
-        resp = await self._call(lambda: self.kv_stub.txn(msg))
+        resp = await self._call("/etcdserverpb.KV/Txn", lambda c: c.kv.txn(msg))
         return convert.txn_response_from_pb(resp)
 
     async def compact(self, revision: int, *, physical: bool = False) -> CompactResponse:
         msg = pb.CompactionRequest(revision=revision, physical=physical)
-        resp = await self._call(lambda: self.kv_stub.compact(msg))
+        resp = await self._call("/etcdserverpb.KV/Compact", lambda c: c.kv.compact(msg))
         return CompactResponse(convert.header_from_pb(resp.header))
 
     # --- watches --------------------------------------------------------------------
@@ -215,14 +324,18 @@ class Client(KVBase):
 
     async def grant(self, ttl: int, id: int = 0) -> Lease:
         msg = pb.LeaseGrantRequest(ttl=ttl, id=id)
-        resp = await self._call(lambda: self.lease_stub.lease_grant(msg))
+        resp = await self._call(
+            "/etcdserverpb.Lease/LeaseGrant", lambda c: c.lease.lease_grant(msg)
+        )
         if resp.error:
             raise EtcdError(resp.error)
         return Lease(self, resp.id, resp.ttl)
 
     async def revoke(self, lease: int | _HasId) -> int:
         msg = pb.LeaseRevokeRequest(id=lease_id(lease))
-        resp = await self._call(lambda: self.lease_stub.lease_revoke(msg))
+        resp = await self._call(
+            "/etcdserverpb.Lease/LeaseRevoke", lambda c: c.lease.lease_revoke(msg)
+        )
         return convert.header_from_pb(resp.header).revision
 
     async def refresh(self, lease: int | _HasId) -> int:
@@ -234,7 +347,9 @@ class Client(KVBase):
 
     async def time_to_live(self, lease: int | _HasId, *, keys: bool = False) -> LeaseTimeToLive:
         msg = pb.LeaseTimeToLiveRequest(id=lease_id(lease), keys=keys)
-        resp = await self._call(lambda: self.lease_stub.lease_time_to_live(msg))
+        resp = await self._call(
+            "/etcdserverpb.Lease/LeaseTimeToLive", lambda c: c.lease.lease_time_to_live(msg)
+        )
         return LeaseTimeToLive(
             resp.id,
             resp.ttl,
@@ -244,10 +359,19 @@ class Client(KVBase):
         )
 
     async def leases(self) -> list[int]:
-        resp = await self._call(lambda: self.lease_stub.lease_leases(pb.LeaseLeasesRequest()))
+        resp = await self._call(
+            "/etcdserverpb.Lease/LeaseLeases",
+            lambda c: c.lease.lease_leases(pb.LeaseLeasesRequest()),
+        )
         return [status.id for status in resp.leases]
 
 
-def connect(endpoint: str = "127.0.0.1:2379", *, timeout: float | None = DEFAULT_TIMEOUT) -> Client:
-    """A :class:`Client` for ``endpoint`` (``"host:port"``); use ``async with``."""
-    return Client(endpoint, timeout=timeout)
+def connect(
+    endpoints: str | Sequence[str] = "127.0.0.1:2379",
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    ssl: _ssl.SSLContext | None = None,
+) -> Client:
+    """A :class:`Client` for ``endpoints`` (``"host:port"``, or etcdctl's comma form
+    ``"https://a:2379,https://b:2379"``); use ``async with``."""
+    return Client(endpoints, timeout=timeout, ssl=ssl)
