@@ -1,0 +1,226 @@
+"""The Client against a real 3-member etcd cluster, driven with real signals.
+
+Members are killed (SIGKILL) and restarted, stopped (SIGSTOP) and continued; every test
+leaves the cluster whole again (``cluster.heal()``). Assertions: no acknowledged write is
+lost, a failed write is applied at most once, a watch delivers exactly the committed
+sequence, calls end within their timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+
+from etcdlite import Client
+from etcdlite.client.policy import DeadlineExceededError
+from etcdlite.errors import EtcdError
+from etcdlite.types import Event
+
+from .cluster import Cluster, running_cluster
+from .etcd_process import EtcdMissing
+
+pytestmark = pytest.mark.timeout(90)
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    try:
+        # etcd refuses client PINGs more often than every 5 s by default; the SIGSTOP test
+        # pings every second.
+        with running_cluster(3, "--grpc-keepalive-min-time", "500ms") as c:
+            yield c
+    except EtcdMissing as e:
+        if IN_CI:
+            pytest.fail(f"CI requires real etcd: {e}")
+        pytest.skip(str(e))
+
+
+@pytest_asyncio.fixture
+async def healed(cluster: Cluster) -> AsyncIterator[Cluster]:
+    """The cluster, made whole again after the test whatever it did."""
+    try:
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.heal)
+
+
+def prefix() -> str:
+    return f"/cluster/{os.getpid()}/{next(_prefixes)}/"
+
+
+async def history(endpoints: list[str], pfx: str, rev0: int, last: int) -> list[Event]:
+    """Every event under ``pfx`` from ``rev0`` through ``last``, read with a fresh client."""
+    events: list[Event] = []
+    async with Client(endpoints, timeout=10) as fresh:
+        if last < rev0:
+            return events
+        async with fresh.watch(pfx, prefix=True, start_revision=rev0) as w:
+            async for ev in w:
+                events.append(ev)
+                if ev.kv.mod_revision >= last:
+                    break
+    return events
+
+
+async def test_unary_calls_spread_over_members(cluster: Cluster) -> None:
+    pfx = prefix()
+    async with Client(cluster.endpoints, timeout=10) as client:
+        for i in range(6):
+            await client.put(f"{pfx}{i}", str(i))
+            assert (await client.get(f"{pfx}{i}")) is not None
+        assert len(client._conns) == 3
+
+
+async def test_leader_killed_writes_continue(healed: Cluster) -> None:
+    cluster = healed
+    pfx = prefix()
+    # A Put a follower forwarded to the dead leader is answered by nobody: only the call's
+    # timeout ends it (a mutation is never retried), so the timeout bounds the gap.
+    async with Client(cluster.endpoints, timeout=2) as client:
+        rev0 = (await client.put(f"{pfx}start", "")).header.revision + 1
+        acked: dict[str, int] = {}
+        failed: list[str] = []
+        success_times: list[float] = []
+        leader = cluster.leader()
+        killed = asyncio.Event()
+
+        async def writer() -> None:
+            for i in itertools.count():
+                key = f"{pfx}{i:05d}"
+                try:
+                    resp = await client.put(key, str(i))
+                except (EtcdError, TimeoutError):
+                    failed.append(key)
+                    continue
+                acked[key] = resp.header.revision
+                success_times.append(time.monotonic())
+                if killed.is_set() and len(success_times) > 40 + i_kill[0]:
+                    return
+                if i == 20:
+                    cluster.kill(leader)
+                    i_kill[0] = len(success_times)
+                    killed.set()
+
+        i_kill = [0]
+        await asyncio.wait_for(writer(), 60)
+        gaps = [b - a for a, b in itertools.pairwise(success_times)]
+        print(
+            f"\nleader killed: longest gap without a successful write {max(gaps):.3f}s,"
+            f" {len(failed)} failed writes",
+            file=sys.stderr,
+        )
+        await asyncio.to_thread(cluster.restart, leader)
+        last = max(acked.values())
+        events = await history(cluster.endpoints, pfx, rev0, last)
+        applied = [ev.kv.key.decode() for ev in events]
+        assert len(applied) == len(set(applied)), "a write was applied twice"
+        assert set(acked) <= set(applied), "an acknowledged write was lost"
+        assert all(applied.count(k) <= 1 for k in failed)
+        for ev in events:
+            if ev.kv.key.decode() in acked:
+                assert acked[ev.kv.key.decode()] == ev.kv.mod_revision
+        assert max(gaps) < 4.0
+
+
+async def test_watch_survives_its_member_being_killed(healed: Cluster) -> None:
+    cluster = healed
+    pfx = prefix()
+    async with (
+        Client(cluster.endpoints, timeout=5) as watcher,
+        Client(cluster.endpoints, timeout=5) as writer,
+    ):
+        rev0 = (await writer.put(f"{pfx}start", "")).header.revision + 1
+        got: list[Event] = []
+        async with watcher.watch(pfx, prefix=True, start_revision=rev0) as w:
+            it = aiter(w)
+            await writer.put(f"{pfx}0", "0")
+            got.append(await anext(it))
+            member = cluster.member(watcher._endpoint())
+            written: list[int] = []
+            for i in range(1, 31):
+                if i == 10:
+                    cluster.kill(member)
+                while True:
+                    try:
+                        written.append((await writer.put(f"{pfx}{i}", str(i))).header.revision)
+                        break
+                    except (EtcdError, TimeoutError):
+                        continue  # applied or not: the history below is the truth
+            last = written[-1]
+            while got[-1].kv.mod_revision < last:
+                got.append(await asyncio.wait_for(anext(it), 10))
+        assert watcher._endpoint() != member.endpoint
+        expected = await history(
+            [m.endpoint for m in cluster.members if m is not member], pfx, rev0, last
+        )
+        assert [(e.kv.key, e.kv.mod_revision) for e in got] == [
+            (e.kv.key, e.kv.mod_revision) for e in expected
+        ]
+
+
+async def test_no_quorum_fails_within_timeout_then_recovers(healed: Cluster) -> None:
+    cluster = healed
+    pfx = prefix()
+    async with Client(cluster.endpoints, timeout=2) as client:
+        await client.put(f"{pfx}a", "1")
+        leader = cluster.leader()
+        others = [m for m in cluster.members if m is not leader]
+        for m in others:
+            cluster.kill(m)
+        for call in (lambda: client.put(f"{pfx}b", "2"), lambda: client.get(f"{pfx}a")):
+            started = time.monotonic()
+            with pytest.raises((EtcdError, TimeoutError)):
+                await call()
+            assert time.monotonic() - started < 2.5
+        for m in others:
+            await asyncio.to_thread(cluster.restart, m)
+        await asyncio.to_thread(cluster.leader)
+        for _ in range(50):
+            try:
+                await client.put(f"{pfx}c", "3")
+                break
+            except (EtcdError, TimeoutError):
+                continue
+        assert (await client.get(f"{pfx}c")) is not None
+
+
+async def test_deadline_names_endpoints(healed: Cluster) -> None:
+    cluster = healed
+    for m in cluster.members:
+        cluster.kill(m)
+    async with Client(cluster.endpoints, timeout=0.5) as client:
+        with pytest.raises(DeadlineExceededError) as info:
+            await client.get("/x")
+    assert all(str(m.client_port) in str(info.value) for m in cluster.members)
+
+
+async def test_stopped_member_detected_by_keepalive_pings(healed: Cluster) -> None:
+    cluster = healed
+    pfx = prefix()
+    leader = cluster.leader()
+    follower = next(m for m in cluster.members if m is not leader)
+    async with Client(
+        cluster.endpoints, timeout=10, keepalive_time=1.0, keepalive_timeout=1.0
+    ) as client:
+        await client.put(f"{pfx}a", "1")
+        for _ in range(3):
+            await client.get(f"{pfx}a")  # a connection to every member
+        cluster.stop(follower)
+        longest = 0.0
+        for _ in range(6):
+            started = time.monotonic()
+            assert (await client.get(f"{pfx}a")) is not None
+            longest = max(longest, time.monotonic() - started)
+        print(f"\nSIGSTOPped member: longest Range {longest:.3f}s", file=sys.stderr)
+        assert longest < 4.0
+        cluster.cont(follower)
