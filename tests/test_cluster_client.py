@@ -224,3 +224,42 @@ async def test_stopped_member_detected_by_keepalive_pings(healed: Cluster) -> No
         print(f"\nSIGSTOPped member: longest Range {longest:.3f}s", file=sys.stderr)
         assert longest < 4.0
         cluster.cont(follower)
+
+
+async def test_lease_survives_one_member_down_at_a_time(healed: Cluster) -> None:
+    cluster = healed
+    pfx = prefix()
+    ttl = 4
+    async with (
+        Client(cluster.endpoints, timeout=5) as client,
+        Client(cluster.endpoints, timeout=5) as observer,
+        client.lease(ttl) as lease,
+    ):
+        put = await client.put(f"{pfx}held", "1", lease=lease)
+        await lease.refresh()  # the keepalive stream is open: find its member
+        async with observer.watch(f"{pfx}held", start_revision=put.header.revision + 1) as w:
+            for _ in range(2):
+                member = cluster.member(client._endpoint())
+                cluster.kill(member)
+                # No DELETE may come for longer than the TTL with the member down.
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(anext(aiter(w)), ttl * 1.5)
+                assert lease.alive
+                await asyncio.to_thread(cluster.restart, member)
+                assert client._endpoint() != member.endpoint
+        assert (await observer.get(f"{pfx}held")) is not None
+        assert (await client.time_to_live(lease)).ttl > 0
+
+
+async def test_lease_lost_when_no_keepalive_can_succeed(healed: Cluster) -> None:
+    cluster = healed
+    ttl = 2
+    async with Client(cluster.endpoints, timeout=5) as client:
+        lease = await client.grant(ttl)
+        lease.keepalive()
+        for m in cluster.members:
+            cluster.stop(m)
+        started = time.monotonic()
+        await asyncio.wait_for(lease.lost(), ttl * 4)
+        assert not lease.alive
+        assert time.monotonic() - started < ttl * 2 + 1

@@ -113,6 +113,8 @@ class Client(KVBase):
         self._tasks: set[asyncio.Task[None]] = set()
         self._watches = Watches(self._open, self._endpoint, self._spawn)
         self._keepalive: KeepAliveStream | None = None
+        #: Granted TTLs of this Client's leases: a keepalive is bounded by a third of it.
+        self._ttls: dict[int, int] = {}
         #: The clock keepalive tasks sleep on.
         self.clock: Clock = LoopClock()
 
@@ -329,10 +331,12 @@ class Client(KVBase):
         )
         if resp.error:
             raise EtcdError(resp.error)
+        self._ttls[resp.id] = resp.ttl
         return Lease(self, resp.id, resp.ttl)
 
     async def revoke(self, lease: int | _HasId) -> int:
         msg = pb.LeaseRevokeRequest(id=lease_id(lease))
+        self._ttls.pop(msg.id, None)
         resp = await self._call(
             "/etcdserverpb.Lease/LeaseRevoke", lambda c: c.lease.lease_revoke(msg)
         )
@@ -340,10 +344,49 @@ class Client(KVBase):
 
     async def refresh(self, lease: int | _HasId) -> int:
         """One keepalive on the Client's shared LeaseKeepAlive stream; 0 if the lease is
-        gone."""
-        if self._keepalive is None or not self._keepalive.alive:
-            self._keepalive = KeepAliveStream(self._open, self._endpoint, self.timeout)
-        return await self._keepalive.refresh(lease_id(lease))
+        gone.
+
+        The stream stays on its endpoint until it breaks; a broken stream is reopened on
+        the next endpoint and the keepalive sent again. Each refresh is bounded by a third
+        of the lease's TTL (as far as this Client granted it) and by ``timeout``, so a
+        stalled member cannot hold the lease's keepalive past its TTL: a refresh that runs
+        out raises :class:`DeadlineExceededError` (an ``EtcdError``, which the background
+        keepalive retries until the TTL is spent) and drops the stalled stream.
+        """
+        id = lease_id(lease)
+        bound = self.timeout
+        ttl = self._ttls.get(id)
+        if ttl is not None:
+            bound = max(ttl / 3, 0.5) if bound is None else min(bound, max(ttl / 3, 0.5))
+        last: BaseException | None = None
+        tried: list[str] = []
+        try:
+            async with asyncio.timeout(bound):
+                while True:
+                    stream = self._keepalive
+                    if stream is None or not stream.alive:
+                        stream = self._keepalive = KeepAliveStream(self._open, self._endpoint, None)
+                    tried.append(self._endpoint())
+                    try:
+                        return await stream.refresh(id)
+                    except UnavailableError as e:
+                        last = e
+                        await self._drop_keepalive(stream)
+                        # a pause before reopening, so a dead cluster is not spun on
+                        await asyncio.sleep(0.05)
+        except TimeoutError:
+            stalled = self._keepalive
+            if stalled is not None:
+                await self._drop_keepalive(stalled)
+            raise DeadlineExceededError(
+                f"etcdlite: lease keepalive deadline exceeded after {bound}s"
+                f" (tried {', '.join(dict.fromkeys(tried))}; last error: {last!r})"
+            ) from None
+
+    async def _drop_keepalive(self, stream: KeepAliveStream) -> None:
+        if self._keepalive is stream:
+            self._keepalive = None
+        await stream.close()
 
     async def time_to_live(self, lease: int | _HasId, *, keys: bool = False) -> LeaseTimeToLive:
         msg = pb.LeaseTimeToLiveRequest(id=lease_id(lease), keys=keys)
