@@ -42,8 +42,9 @@ class Member:
 
 
 class Cluster:
-    def __init__(self, size: int, root: str, extra: tuple[str, ...]) -> None:
+    def __init__(self, size: int, root: str, extra: tuple[str, ...], tls: bool = False) -> None:
         self.root = root
+        self.tls = tls
         self.extra = extra
         self.members = [
             Member(f"m{i}", free_port(), free_port(), os.path.join(root, f"m{i}"))
@@ -62,7 +63,7 @@ class Cluster:
         binary = etcd_binary()
         assert binary is not None
         os.makedirs(m.data_dir, exist_ok=True)
-        client_url = f"http://127.0.0.1:{m.client_port}"
+        client_url = f"{'https' if self.tls else 'http'}://127.0.0.1:{m.client_port}"
         peer_url = f"http://127.0.0.1:{m.peer_port}"
         log = open(m.log_path, "ab")  # noqa: SIM115 - the child holds it; closed right after
         m.log_offset = os.path.getsize(m.log_path)
@@ -179,17 +180,19 @@ class Cluster:
 
 
 @contextmanager
-def running_cluster(size: int = 3, *extra: str) -> Iterator[Cluster]:
+def running_cluster(size: int = 3, *extra: str, tls: bool = False) -> Iterator[Cluster]:
+    """``tls``: clients speak TLS (pass ``--cert-file`` etc. in ``extra``)."""
     if etcd_binary() is None or shutil.which("etcdctl") is None:
         raise EtcdMissing("etcd/etcdctl are not installed")
     root = tempfile.mkdtemp(prefix="etcdlite-cluster-")
-    cluster = Cluster(size, root, extra)
+    cluster = Cluster(size, root, extra, tls)
     try:
         for m in cluster.members:
             cluster.start(m)
         for m in cluster.members:
             cluster.wait_ready(m)
-        cluster.leader()
+        if not tls:
+            cluster.leader()
         yield cluster
     finally:
         cluster.close()

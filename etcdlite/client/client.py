@@ -16,12 +16,19 @@ from typing import Any, TypeVar
 
 from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality
+from grpclib.events import SendRequest, listen
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from .._grpc.channel import connect_channel, open_channel
 from ..api import KVBase
 from ..clock import Clock, LoopClock
-from ..errors import EtcdError, StatusCode, UnavailableError, error_from_status
+from ..errors import (
+    AuthNotEnabledError,
+    EtcdError,
+    StatusCode,
+    UnavailableError,
+    error_from_status,
+)
 from ..lease import Lease, LeaseTimeToLive
 from ..ops import DeleteRangeRequest, RangeRequest, TxnRequest, _HasId, lease_id
 from ..types import (
@@ -39,10 +46,13 @@ from ..wire.codec import ClientCodec
 from ..wire.pb import etcdserverpb as pb
 from .keepalive import KeepAliveStream
 from .policy import (
+    AuthOldRevisionError,
     DeadlineExceededError,
     Endpoint,
     EndpointPolicy,
     Failure,
+    InvalidAuthTokenError,
+    UserEmptyError,
     parse_endpoint_url,
     parse_endpoints,
 )
@@ -51,6 +61,9 @@ from .watch import Watches
 __all__ = ["Client", "DeadlineExceededError", "connect", "parse_endpoint"]
 
 T = TypeVar("T")
+
+_AUTHENTICATE = "/etcdserverpb.Auth/Authenticate"
+_STREAMS = frozenset({"/etcdserverpb.Watch/Watch", "/etcdserverpb.Lease/LeaseKeepAlive"})
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -61,13 +74,44 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
     return ep.host, ep.port
 
 
-class _Conn:
-    """One endpoint's channel and stubs."""
+def _undo_grpclib_cancel(task: asyncio.Task[Any], cancelling: int) -> None:
+    """grpclib reports a lost connection by cancelling the calling task and turning the
+    ``CancelledError`` into ``StreamTerminatedError``, without ``uncancel()``: the task's
+    cancel count stays raised and an enclosing ``asyncio.timeout`` would then let its own
+    ``CancelledError`` escape instead of raising ``TimeoutError``. Restore the count."""
+    while task.cancelling() > cancelling:
+        task.uncancel()
 
-    def __init__(self, channel: Channel, timeout: float | None) -> None:
+
+def _deadline_hit(deadline: asyncio.Timeout, error: BaseException) -> bool:
+    """Whether ``error`` is ``deadline`` running out (and not the caller cancelling us).
+
+    grpclib can turn the deadline's cancellation into a ``CancelledError`` of its own when a
+    connection is lost at the same moment, so ``asyncio.timeout`` does not always convert
+    it; a cancellation while nobody is cancelling the task is then the deadline's.
+    """
+    if not deadline.expired():
+        return False
+    if isinstance(error, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() == 0
+    return True
+
+
+class _Conn:
+    """One endpoint's channel and stubs.
+
+    The stubs carry no grpclib deadline: the Client's own deadline bounds a call and its
+    retries (two deadlines cancelling one task would hide which one ran out).
+    """
+
+    def __init__(self, channel: Channel) -> None:
         self.channel = channel
-        self.kv = pb.KvStub(channel, timeout=timeout)
-        self.lease = pb.LeaseStub(channel, timeout=timeout)
+        self.kv = pb.KvStub(channel)
+        self.lease = pb.LeaseStub(channel)
+        self.auth = pb.AuthStub(channel)
+        self.cluster = pb.ClusterStub(channel)
+        self.maintenance = pb.MaintenanceStub(channel)
 
 
 class Client(KVBase):
@@ -96,13 +140,26 @@ class Client(KVBase):
         ssl: _ssl.SSLContext | None = None,
         keepalive_time: float | None = None,
         keepalive_timeout: float | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        require_leader: bool = False,
     ) -> None:
         parsed = parse_endpoints(endpoints)
+        if (username is None) != (password is None):
+            raise ValueError("username and password go together")
+        self.username = username
+        self.password = password
+        self.require_leader = require_leader
+        #: The auth token sent as ``token`` metadata; ``None`` until authenticated.
+        self._token: str | None = None
+        self._auth_lock = asyncio.Lock()
         self.policy = EndpointPolicy(parsed)
         self.host, self.port = parsed[0].host, parsed[0].port
         self.timeout = timeout
         if ssl is None and any(ep.tls for ep in parsed):
             ssl = _ssl.create_default_context()
+        if ssl is not None:
+            # gRPC over TLS is HTTP/2 negotiated by ALPN; etcd refuses a TLS client without it.
             ssl.set_alpn_protocols(["h2"])
         self.ssl = ssl
         self.keepalive_time = keepalive_time
@@ -131,18 +188,22 @@ class Client(KVBase):
     def from_env(cls, *, timeout: float | None = DEFAULT_TIMEOUT) -> Client:
         """A Client configured as etcdctl is by its environment: ``ETCDCTL_ENDPOINTS``
         (comma form; default ``127.0.0.1:2379``), ``ETCDCTL_CACERT``, ``ETCDCTL_CERT``,
-        ``ETCDCTL_KEY``."""
+        ``ETCDCTL_KEY``, ``ETCDCTL_USER`` (``user:password``)."""
         endpoints = os.environ.get("ETCDCTL_ENDPOINTS") or "127.0.0.1:2379"
         cacert = os.environ.get("ETCDCTL_CACERT")
         cert = os.environ.get("ETCDCTL_CERT")
         key = os.environ.get("ETCDCTL_KEY")
+        user = os.environ.get("ETCDCTL_USER")
+        username = password = None
+        if user:
+            username, _, password = user.partition(":")
         context = None
         if cacert or cert:
             context = _ssl.create_default_context(cafile=cacert)
             context.set_alpn_protocols(["h2"])
             if cert:
                 context.load_cert_chain(cert, key)
-        return cls(endpoints, timeout=timeout, ssl=context)
+        return cls(endpoints, timeout=timeout, ssl=context, username=username, password=password)
 
     async def __aenter__(self) -> Client:
         return self
@@ -190,8 +251,38 @@ class Client(KVBase):
                 keepalive_time=self.keepalive_time,
                 keepalive_timeout=self.keepalive_timeout,
             )
-            conn = self._conns[ep] = _Conn(channel, self.timeout)
+            listen(channel, SendRequest, self._on_send_request)
+            conn = self._conns[ep] = _Conn(channel)
         return conn
+
+    async def _on_send_request(self, event: SendRequest) -> None:
+        """Every call's metadata: the auth token (fetched afresh before a stream opens, as
+        clientv3 does, so a resumed watch never carries an expired one) and, on streams
+        with ``require_leader``, etcd's ``hasleader``."""
+        if event.method_name == _AUTHENTICATE:
+            return
+        if event.method_name in _STREAMS:
+            if self.username is not None:
+                await self._authenticate(self._token)
+            if self.require_leader:
+                event.metadata["hasleader"] = "true"
+        if self._token is not None:
+            event.metadata["token"] = self._token
+
+    async def _authenticate(self, stale: str | None) -> None:
+        """Fetch a token unless another task already replaced ``stale``."""
+        if self.username is None or self.password is None:
+            return
+        async with self._auth_lock:
+            if self._token is not None and self._token != stale:
+                return
+            self._token = None
+            msg = pb.AuthenticateRequest(name=self.username, password=self.password)
+            try:
+                resp = await self._call_once(_AUTHENTICATE, lambda c: c.auth.authenticate(msg))
+            except AuthNotEnabledError:
+                return  # clientv3: not an error, calls go without a token
+            self._token = resp.token
 
     def _open(self) -> Channel:
         """The channel a new stream goes on: the next healthy endpoint in turn."""
@@ -208,11 +299,29 @@ class Client(KVBase):
         return self._conn(self.policy.endpoints[0]).lease
 
     async def _call(self, method: str, fn: Callable[[_Conn], Awaitable[T]]) -> T:
+        """:meth:`_call_once`, authenticated first when credentials are configured; an
+        invalid or outdated token is refreshed and the call retried once, as clientv3 does."""
+        if self.username is None:
+            return await self._call_once(method, fn)
+        if self._token is None:
+            await self._authenticate(None)
+        token = self._token
+        try:
+            return await self._call_once(method, fn)
+        except (InvalidAuthTokenError, AuthOldRevisionError, UserEmptyError):
+            await self._authenticate(token)
+            return await self._call_once(method, fn)
+
+    async def _call_once(self, method: str, fn: Callable[[_Conn], Awaitable[T]]) -> T:
         """``fn`` on the next endpoint in turn, retried elsewhere as the policy allows."""
         tried: list[str] = []
         last: BaseException | None = None
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        deadline = asyncio.timeout(self.timeout)
         try:
-            async with asyncio.timeout(self.timeout):
+            async with deadline:
                 attempt = 0
                 while True:
                     if attempt:
@@ -243,6 +352,7 @@ class Client(KVBase):
                         last = error
                         continue
                     except (OSError, StreamTerminatedError) as e:
+                        _undo_grpclib_cancel(task, cancelling)
                         self.policy.failed(ep)
                         if not self.policy.should_retry(method, Failure.UNAVAILABLE):
                             raise UnavailableError(f"etcdlite: {ep}: {e}") from e
@@ -250,7 +360,9 @@ class Client(KVBase):
                         continue
                     self.policy.succeeded(ep)
                     return result
-        except TimeoutError:
+        except (TimeoutError, asyncio.CancelledError) as e:
+            if not _deadline_hit(deadline, e):
+                raise
             raise DeadlineExceededError(
                 f"etcdlite: context deadline exceeded after {self.timeout}s"
                 f" (tried {', '.join(dict.fromkeys(tried)) or 'no endpoint'};"
@@ -273,7 +385,6 @@ class Client(KVBase):
             Cardinality.UNARY_UNARY,
             req_type,
             bytes,
-            timeout=self.timeout,
         ) as stream:
             await stream.send_message(msg, end=True)
             reply = await stream.recv_message()
@@ -360,8 +471,9 @@ class Client(KVBase):
             bound = max(ttl / 3, 0.5) if bound is None else min(bound, max(ttl / 3, 0.5))
         last: BaseException | None = None
         tried: list[str] = []
+        deadline = asyncio.timeout(bound)
         try:
-            async with asyncio.timeout(bound):
+            async with deadline:
                 while True:
                     stream = self._keepalive
                     if stream is None or not stream.alive:
@@ -374,7 +486,9 @@ class Client(KVBase):
                         await self._drop_keepalive(stream)
                         # a pause before reopening, so a dead cluster is not spun on
                         await asyncio.sleep(0.05)
-        except TimeoutError:
+        except (TimeoutError, asyncio.CancelledError) as e:
+            if not _deadline_hit(deadline, e):
+                raise
             stalled = self._keepalive
             if stalled is not None:
                 await self._drop_keepalive(stalled)

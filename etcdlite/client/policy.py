@@ -24,10 +24,14 @@ from ..errors import EtcdError, StatusCode
 
 __all__ = [
     "REPEATABLE",
+    "AuthFailedError",
+    "AuthOldRevisionError",
     "DeadlineExceededError",
     "Endpoint",
     "EndpointPolicy",
     "Failure",
+    "InvalidAuthTokenError",
+    "UserEmptyError",
     "parse_endpoints",
 ]
 
@@ -61,6 +65,30 @@ class DeadlineExceededError(EtcdError, TimeoutError):
     """
 
     code = StatusCode.DEADLINE_EXCEEDED
+
+
+class InvalidAuthTokenError(EtcdError):
+    """The token expired or is unknown to this member: clientv3 re-authenticates and retries."""
+
+    code = StatusCode.UNAUTHENTICATED
+    message = "etcdserver: invalid auth token"
+
+
+class AuthOldRevisionError(EtcdError):
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: revision of auth store is old"
+
+
+class UserEmptyError(EtcdError):
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: user name is empty"
+
+
+class AuthFailedError(EtcdError):
+    """A wrong user name or password."""
+
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: authentication failed, invalid user ID or password"
 
 
 class Failure(Enum):
