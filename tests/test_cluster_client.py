@@ -263,3 +263,36 @@ async def test_lease_lost_when_no_keepalive_can_succeed(healed: Cluster) -> None
         await asyncio.wait_for(lease.lost(), ttl * 4)
         assert not lease.alive
         assert time.monotonic() - started < ttl * 2 + 1
+
+
+async def test_members_status_and_sync(cluster: Cluster) -> None:
+    first = cluster.endpoints[0]
+    async with Client(first, timeout=5) as client:
+        members = await client.members()
+        assert sorted(m.name for m in members) == ["m1", "m2", "m3"]
+        status = await client.status(cluster.endpoints[1])
+        assert status.leader != 0 and status.version.startswith("3.")
+        assert status.header is not None
+        assert status.header.member_id in {m.id for m in members}
+        assert sorted(str(e) for e in await client.sync()) == sorted(cluster.endpoints)
+
+
+async def test_auto_sync_and_no_task_outlives_close(cluster: Cluster) -> None:
+    before = asyncio.all_tasks()
+    client = Client(cluster.endpoints[0], timeout=5, auto_sync_interval=0.05)
+    await client.put("/cluster/sync", "1")
+    async with client.lease(5) as lease, client.watch("/cluster/sync") as w:
+        await lease.refresh()
+        await client.put("/cluster/sync", "2")
+        assert (await anext(aiter(w))).kv.value == b"2"
+        for _ in range(200):
+            if len(client.endpoints) == 3:
+                break
+            await client.get("/cluster/sync")  # each call yields to the sync task too
+            await asyncio.sleep(0.05)
+        assert sorted(str(e) for e in client.endpoints) == sorted(cluster.endpoints)
+    await client.close()
+    leftover = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]
+    for t in leftover:
+        await asyncio.wait([t], timeout=1)
+    assert [t for t in leftover if not t.done()] == []

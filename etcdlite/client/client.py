@@ -8,6 +8,7 @@ etcdlite's exception classes by their exact text, as etcd's Go client does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -143,6 +144,7 @@ class Client(KVBase):
         username: str | None = None,
         password: str | None = None,
         require_leader: bool = False,
+        auto_sync_interval: float | None = None,
     ) -> None:
         parsed = parse_endpoints(endpoints)
         if (username is None) != (password is None):
@@ -150,6 +152,8 @@ class Client(KVBase):
         self.username = username
         self.password = password
         self.require_leader = require_leader
+        self.auto_sync_interval = auto_sync_interval
+        self._sync_task: asyncio.Task[None] | None = None
         #: The auth token sent as ``token`` metadata; ``None`` until authenticated.
         self._token: str | None = None
         self._auth_lock = asyncio.Lock()
@@ -232,6 +236,7 @@ class Client(KVBase):
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        self._sync_task = None
         if self._keepalive is not None:
             await self._keepalive.close()
             self._keepalive = None
@@ -298,9 +303,72 @@ class Client(KVBase):
     def lease_stub(self) -> pb.LeaseStub:
         return self._conn(self.policy.endpoints[0]).lease
 
+    # --- cluster ------------------------------------------------------------------------
+
+    async def members(self) -> list[pb.Member]:
+        """etcd's MemberList: every member's ``id``, ``name``, ``peer_ur_ls``,
+        ``client_ur_ls`` (betterproto2's names for peerURLs/clientURLs) and ``is_learner``."""
+        resp = await self._call(
+            "/etcdserverpb.Cluster/MemberList",
+            lambda c: c.cluster.member_list(pb.MemberListRequest()),
+        )
+        return list(resp.members)
+
+    async def status(self, endpoint: str) -> pb.StatusResponse:
+        """etcd's Maintenance Status of the member at ``endpoint`` (asked of it alone):
+        ``version``, ``db_size``, ``leader``, ``raft_index``, ``raft_term``,
+        ``header.member_id``..."""
+        ep = parse_endpoint_url(endpoint)
+        if ep not in self._conns and not ep.tls and any(e.tls for e in self.policy.endpoints):
+            ep = Endpoint(ep.host, ep.port, True)
+        conn = self._conn(ep)
+
+        async def ask() -> pb.StatusResponse:
+            if self.username is not None and self._token is None:
+                await self._authenticate(None)
+            return await conn.maintenance.status(pb.StatusRequest())
+
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await ask()
+        except GRPCError as e:
+            raise error_from_status(e.status.value, e.message or "") from None
+        except (OSError, StreamTerminatedError) as e:
+            task = asyncio.current_task()
+            if task is not None:
+                _undo_grpclib_cancel(task, 0)
+            raise UnavailableError(f"etcdlite: {ep}: {e}") from e
+        except TimeoutError:
+            raise DeadlineExceededError(f"etcdlite: {ep}: status deadline exceeded") from None
+
+    async def sync(self) -> list[Endpoint]:
+        """clientv3's ``Sync``: the endpoints become the client URLs of the members that
+        have a name (have started) and are not learners."""
+        urls = [
+            url
+            for m in await self.members()
+            if m.name and not m.is_learner
+            for url in m.client_ur_ls  # betterproto2's name for client_urls
+        ]
+        if urls:
+            self.policy.set_endpoints(parse_endpoints(urls))
+        return self.endpoints
+
+    async def _auto_sync(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            # A failed sync keeps the endpoints it has; the next one tries again.
+            with contextlib.suppress(EtcdError, TimeoutError):
+                await self.sync()
+
+    def _start_auto_sync(self) -> None:
+        if self.auto_sync_interval and self._sync_task is None:
+            self._sync_task = self._spawn(self._auto_sync(self.auto_sync_interval))
+
     async def _call(self, method: str, fn: Callable[[_Conn], Awaitable[T]]) -> T:
         """:meth:`_call_once`, authenticated first when credentials are configured; an
         invalid or outdated token is refreshed and the call retried once, as clientv3 does."""
+        self._start_auto_sync()
         if self.username is None:
             return await self._call_once(method, fn)
         if self._token is None:
