@@ -60,7 +60,7 @@ def test_pick_excludes_tried_then_falls_back() -> None:
 
 
 def test_retry_decisions_follow_clientv3() -> None:
-    retry = EndpointPolicy.should_retry
+    retry = EndpointPolicy([A, B, C]).should_retry
     for method in ("Range",):
         assert retry(f"/etcdserverpb.KV/{method}", Failure.UNAVAILABLE)
     for method in ("LeaseGrant", "LeaseRevoke", "LeaseTimeToLive", "LeaseLeases"):
@@ -69,6 +69,12 @@ def test_retry_decisions_follow_clientv3() -> None:
         assert not retry(f"/etcdserverpb.KV/{method}", Failure.UNAVAILABLE)
         # ...but a request that never left the client may go elsewhere
         assert retry(f"/etcdserverpb.KV/{method}", Failure.NOT_SENT)
+
+
+def test_single_endpoint_never_retries() -> None:
+    retry = EndpointPolicy([A]).should_retry
+    assert not retry("/etcdserverpb.KV/Range", Failure.UNAVAILABLE)
+    assert not retry("/etcdserverpb.KV/Put", Failure.NOT_SENT)
 
 
 def test_quorum_backoff() -> None:

@@ -296,3 +296,23 @@ async def test_auto_sync_and_no_task_outlives_close(cluster: Cluster) -> None:
     for t in leftover:
         await asyncio.wait([t], timeout=1)
     assert [t for t in leftover if not t.done()] == []
+
+
+async def test_watch_creation_honours_timeout(healed: Cluster) -> None:
+    cluster = healed
+    pfx = prefix()
+    async with Client(cluster.endpoints, timeout=1) as client:
+        await client.put(f"{pfx}a", "1")
+        for m in cluster.members:
+            cluster.stop(m)
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceededError):
+            async with client.watch(pfx, prefix=True):
+                pass
+        assert time.monotonic() - started < 1.5
+        for m in cluster.members:
+            cluster.cont(m)
+        await asyncio.to_thread(cluster.leader)
+        put = await client.put(f"{pfx}b", "2")
+        async with client.watch(pfx, prefix=True, start_revision=put.header.revision) as w:
+            assert (await anext(aiter(w))).kv.key == f"{pfx}b".encode()

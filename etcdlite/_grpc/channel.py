@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl as _ssl
+from typing import Any
 
 from grpclib.client import Channel
 from grpclib.config import Configuration
@@ -11,7 +13,7 @@ from grpclib.encoding.base import CodecBase
 from .compat import fast_path_enabled
 from .transport import CorkedChannel
 
-__all__ = ["connect_channel", "open_channel"]
+__all__ = ["connect_channel", "open_channel", "undo_lost_connection_cancel"]
 
 
 def open_channel(
@@ -49,3 +51,13 @@ async def connect_channel(channel: Channel) -> None:
     retried elsewhere.
     """
     await channel.__connect__()
+
+
+def undo_lost_connection_cancel(task: asyncio.Task[Any], cancelling: int) -> None:
+    """grpclib reports a lost connection by cancelling the calling task and turning the
+    ``CancelledError`` into ``StreamTerminatedError``, without ``uncancel()``: the task's
+    cancel count stays raised and an enclosing ``asyncio.timeout`` would then let its own
+    ``CancelledError`` escape instead of raising ``TimeoutError``. Restore the count
+    (``cancelling``: the task's count before the call)."""
+    while task.cancelling() > cancelling:
+        task.uncancel()

@@ -20,7 +20,7 @@ from grpclib.const import Cardinality
 from grpclib.events import SendRequest, listen
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from .._grpc.channel import connect_channel, open_channel
+from .._grpc.channel import connect_channel, open_channel, undo_lost_connection_cancel
 from ..api import KVBase
 from ..clock import Clock, LoopClock
 from ..errors import (
@@ -73,15 +73,6 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
     """``"host:port"`` or ``"http(s)://host:port"`` → ``(host, port)`` (port 2379 if absent)."""
     ep = parse_endpoint_url(endpoint)
     return ep.host, ep.port
-
-
-def _undo_grpclib_cancel(task: asyncio.Task[Any], cancelling: int) -> None:
-    """grpclib reports a lost connection by cancelling the calling task and turning the
-    ``CancelledError`` into ``StreamTerminatedError``, without ``uncancel()``: the task's
-    cancel count stays raised and an enclosing ``asyncio.timeout`` would then let its own
-    ``CancelledError`` escape instead of raising ``TimeoutError``. Restore the count."""
-    while task.cancelling() > cancelling:
-        task.uncancel()
 
 
 def _deadline_hit(deadline: asyncio.Timeout, error: BaseException) -> bool:
@@ -172,7 +163,13 @@ class Client(KVBase):
         #: The endpoint the most recently opened stream went to.
         self._stream_endpoint = parsed[0]
         self._tasks: set[asyncio.Task[None]] = set()
-        self._watches = Watches(self._open, self._endpoint, self._spawn)
+        self._watches = Watches(
+            self._open,
+            self._endpoint,
+            self._spawn,
+            timeout=timeout,
+            can_retry=lambda: len(self.policy.endpoints) > 1,
+        )
         self._keepalive: KeepAliveStream | None = None
         #: Granted TTLs of this Client's leases: a keepalive is bounded by a third of it.
         self._ttls: dict[int, int] = {}
@@ -336,7 +333,7 @@ class Client(KVBase):
         except (OSError, StreamTerminatedError) as e:
             task = asyncio.current_task()
             if task is not None:
-                _undo_grpclib_cancel(task, 0)
+                undo_lost_connection_cancel(task, 0)
             raise UnavailableError(f"etcdlite: {ep}: {e}") from e
         except TimeoutError:
             raise DeadlineExceededError(f"etcdlite: {ep}: status deadline exceeded") from None
@@ -407,6 +404,8 @@ class Client(KVBase):
                         raise UnavailableError(f"etcdlite: {ep}: TLS: {e}") from e
                     except OSError as e:
                         self.policy.failed(ep)
+                        if not self.policy.should_retry(method, Failure.NOT_SENT):
+                            raise UnavailableError(f"etcdlite: {ep}: {e}") from e
                         last = e
                         continue  # never sent: any RPC may go elsewhere
                     try:
@@ -420,7 +419,7 @@ class Client(KVBase):
                         last = error
                         continue
                     except (OSError, StreamTerminatedError) as e:
-                        _undo_grpclib_cancel(task, cancelling)
+                        undo_lost_connection_cancel(task, cancelling)
                         self.policy.failed(ep)
                         if not self.policy.should_retry(method, Failure.UNAVAILABLE):
                             raise UnavailableError(f"etcdlite: {ep}: {e}") from e
@@ -552,6 +551,8 @@ class Client(KVBase):
                     except UnavailableError as e:
                         last = e
                         await self._drop_keepalive(stream)
+                        if len(self.policy.endpoints) < 2:
+                            raise  # nowhere else to go, as a one-endpoint Client always did
                         # a pause before reopening, so a dead cluster is not spun on
                         await asyncio.sleep(0.05)
         except (TimeoutError, asyncio.CancelledError) as e:

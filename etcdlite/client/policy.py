@@ -9,7 +9,8 @@ As etcd's Go client (clientv3 3.4-3.6) decides it:
   Cluster and Maintenance calls clientv3 marks so) is retried on another endpoint after
   UNAVAILABLE; any other RPC (Put, DeleteRange, Txn even read-only, Compact, ...) is retried
   only when the request provably never left the client (its connection could not be made),
-  so a mutation is never applied twice.
+  so a mutation is never applied twice;
+* with a single endpoint nothing is retried (there is nowhere else to go).
 """
 
 from __future__ import annotations
@@ -201,9 +202,15 @@ class EndpointPolicy:
         quorum = len(self.endpoints) // 2 + 1
         return self.backoff / 5 if attempt % quorum == 0 else 0.0
 
-    @staticmethod
-    def should_retry(method: str, failure: Failure) -> bool:
-        """Whether an attempt of ``method`` that failed so may be sent again."""
+    def should_retry(self, method: str, failure: Failure) -> bool:
+        """Whether an attempt of ``method`` that failed so may be sent again.
+
+        Retries go to another endpoint: with a single endpoint nothing is retried and the
+        error is raised at once (where clientv3 would retry the same endpoint until the
+        caller's deadline), so a one-endpoint Client behaves as it always did.
+        """
+        if len(self.endpoints) < 2:
+            return False
         if failure is Failure.NOT_SENT:
             return True
         return method in REPEATABLE
