@@ -9,6 +9,7 @@ sequence, calls end within their timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import sys
@@ -20,7 +21,7 @@ import pytest_asyncio
 
 from etcdlite import Client
 from etcdlite.client.policy import DeadlineExceededError
-from etcdlite.errors import EtcdError
+from etcdlite.errors import EtcdError, NoLeaderError
 from etcdlite.types import Event
 
 from .cluster import Cluster, running_cluster
@@ -316,3 +317,27 @@ async def test_watch_creation_honours_timeout(healed: Cluster) -> None:
         put = await client.put(f"{pfx}b", "2")
         async with client.watch(pfx, prefix=True, start_revision=put.header.revision) as w:
             assert (await anext(aiter(w))).kv.key == f"{pfx}b".encode()
+
+
+async def test_require_leader_refuses_streams_without_a_leader(healed: Cluster) -> None:
+    cluster = healed
+    survivor, *others = cluster.members
+    async with Client(survivor.endpoint, timeout=5, require_leader=True) as client:
+        async with client.watch("/cluster/rl") as w:
+            put = await client.put("/cluster/rl", "1")
+            assert (await anext(aiter(w))).kv.mod_revision == put.header.revision
+        for m in others:
+            cluster.kill(m)
+        leader = -1
+        for _ in range(100):  # until the survivor's election timeout has passed
+            with contextlib.suppress(EtcdError):  # a member losing its peers may reset
+                leader = (await client.status(survivor.endpoint)).leader
+            if leader == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert leader == 0
+    # a new stream (the old one was opened while there was a leader) carries hasleader
+    async with Client(survivor.endpoint, timeout=5, require_leader=True) as client:
+        with pytest.raises(NoLeaderError):
+            async with client.watch("/cluster/rl"):
+                pass
