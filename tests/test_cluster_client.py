@@ -21,7 +21,7 @@ import pytest_asyncio
 
 from etcdlite import Client
 from etcdlite.client.policy import DeadlineExceededError
-from etcdlite.errors import EtcdError, NoLeaderError
+from etcdlite.errors import EtcdError, NoLeaderError, UnavailableError
 from etcdlite.types import Event
 
 from .cluster import Cluster, running_cluster
@@ -338,6 +338,8 @@ async def test_require_leader_refuses_streams_without_a_leader(healed: Cluster) 
         assert leader == 0
     # a new stream (the old one was opened while there was a leader) carries hasleader
     async with Client(survivor.endpoint, timeout=5, require_leader=True) as client:
-        with pytest.raises(NoLeaderError):
+        # etcd answers "no leader", or under load resets the stream it refused
+        with pytest.raises(UnavailableError) as info:
             async with client.watch("/cluster/rl"):
                 pass
+        assert isinstance(info.value, NoLeaderError) or "reset" in str(info.value)
