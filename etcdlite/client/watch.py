@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
+from .._grpc.channel import undo_lost_connection_cancel
 from ..errors import (
     WATCH_CANCELED,
     EtcdError,
@@ -35,6 +36,7 @@ from ..types import Event, WatchResponse
 from ..watch import Watch, WatchSpec
 from ..wire import convert
 from ..wire.pb import etcdserverpb as pb
+from .policy import DeadlineExceededError
 
 if TYPE_CHECKING:
     from grpclib.client import Channel, Stream
@@ -56,8 +58,7 @@ class ClientWatch(Watch):
         self._next_rev = 0
 
     async def _create(self) -> None:
-        stream = await self._watches.stream()
-        await stream.create(self)
+        await self._watches.create(self)
 
     def _deliver(self, resp: WatchResponse) -> None:
         if resp.fragment:
@@ -110,6 +111,7 @@ class WatchStream:
         self._ready = asyncio.get_running_loop().create_future()
         self._task = asyncio.ensure_future(self._run())
         self._error: BaseException | None = None
+        self._abandoned: UnavailableError | None = None
 
     @property
     def alive(self) -> bool:
@@ -135,6 +137,10 @@ class WatchStream:
                     self._dispatch(convert.watch_response_from_pb(msg))
             error: BaseException = UnavailableError("etcdlite: watch stream ended")
         except asyncio.CancelledError:
+            if self._abandoned is not None:
+                # cancelled on purpose by abandon(): the watches go on elsewhere
+                self._fail(self._abandoned, resumable=True)
+                return
             error = UnavailableError("etcdlite: watch stream closed")
             self._fail(error)
             raise
@@ -143,6 +149,13 @@ class WatchStream:
         except (OSError, StreamTerminatedError) as e:
             error = UnavailableError(f"etcdlite: {self._owner.endpoint()}: {e}")
         self._fail(error, resumable=isinstance(error, UnavailableError))
+
+    def abandon(self, error: UnavailableError) -> None:
+        """Give up on this stream (a create went unanswered): a late answer must not be
+        taken for the next create's, so the stream ends and its watches resume on a new one."""
+        if self._abandoned is None and not self._task.done():
+            self._abandoned = error
+            self._task.cancel()
 
     def _fail(self, error: BaseException, *, resumable: bool = False) -> None:
         self._error = error
@@ -246,8 +259,16 @@ class Watches:
         open_channel: Callable[[], Channel],
         endpoint: Callable[[], str],
         spawn: Callable[[Coroutine[Any, Any, None]], object],
+        *,
+        timeout: float | None = None,
+        can_retry: Callable[[], bool] = lambda: False,
     ) -> None:
         self.open_channel = open_channel
+        #: Whether a create whose stream broke is tried again on a new stream (there is
+        #: another endpoint to go to).
+        self.can_retry = can_retry
+        #: Bounds a watch's creation (retries on other endpoints included).
+        self.timeout = timeout
         self.endpoint = endpoint
         self.spawn = spawn
         #: The stream in use (``None`` before the first watch).
@@ -263,6 +284,43 @@ class Watches:
         if self.current is None or not self.current.alive:
             self.current = WatchStream(self)
         return self.current
+
+    async def create(self, watch: ClientWatch) -> None:
+        """Create ``watch``, on a new stream (the next endpoint) while streams break, within
+        ``timeout``: if it runs out, ``DeadlineExceededError`` and the stream that did not
+        answer is abandoned."""
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        delay = 0.001
+        last: BaseException | None = None
+        stream: WatchStream | None = None
+        deadline = asyncio.timeout(self.timeout)
+        try:
+            async with deadline:
+                while True:
+                    stream = await self.stream()
+                    try:
+                        await stream.create(watch)
+                        return
+                    except UnavailableError as e:
+                        undo_lost_connection_cancel(task, cancelling)
+                        if not self.can_retry():
+                            raise
+                        last = e
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 1.25, 0.1)
+        except (TimeoutError, asyncio.CancelledError) as e:
+            if not deadline.expired() or (
+                isinstance(e, asyncio.CancelledError) and task.cancelling() > cancelling
+            ):
+                raise
+            if stream is not None:
+                stream.abandon(UnavailableError("etcdlite: watch create went unanswered"))
+            raise DeadlineExceededError(
+                f"etcdlite: watch create deadline exceeded after {self.timeout}s"
+                f" (last endpoint {self.endpoint()}; last error: {last!r})"
+            ) from None
 
     async def resume(self, watches: list[ClientWatch]) -> None:
         """Re-create ``watches`` on a new stream after the old one broke, each from the

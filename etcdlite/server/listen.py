@@ -75,6 +75,7 @@ async def serve(
     )
     fast = {path: (m.invoke, m.request_type) for path, m in etcd.unary_methods().items()}
     mapping = etcd.mapping()
+    etcd.http_factory = _http_gateway
     try:
         async with AsyncExitStack() as stack:
             for address in ((host, port), *also):
@@ -116,6 +117,12 @@ async def _stop(server: GrpcServer) -> None:
         await asyncio.wait_for(server.wait_closed(), 5)
     except (TimeoutError, StreamTerminatedError):  # pragma: no cover
         log.warning("server did not close in time")
+
+
+def _http_gateway(etcd: EtcdServer) -> Any:
+    from .http import HttpGateway
+
+    return HttpGateway(etcd)
 
 
 def _http_protocol(etcd: EtcdServer) -> Any:

@@ -94,16 +94,17 @@ class EtcdServer:
         self._unary: dict[str, UnaryMethod] | None = None
         #: The HTTP gateway on the served port (set by :func:`serve`).
         self._http: Any = None
+        #: Makes :attr:`http` (set by :func:`~etcdlite.server.serve`; the HTTP modules sit
+        #: above this one).
+        self.http_factory: Callable[[EtcdServer], Any] | None = None
 
     @property
     def http(self) -> Any:
         """The HTTP/1.x handler of this server (:class:`~etcdlite.server.http.HttpGateway`):
         made, and its module imported, on first use, so a server that only ever sees gRPC
         starts without it."""
-        if self._http is None:
-            from .http import HttpGateway
-
-            self._http = HttpGateway(self)
+        if self._http is None and self.http_factory is not None:
+            self._http = self.http_factory(self)
         return self._http
 
     @property
