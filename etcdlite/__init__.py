@@ -13,6 +13,7 @@ from .clock import Clock, LoopClock, ManualClock
 from .core.quota import AlarmType
 from .errors import (
     CompactedError,
+    DeadlineExceededError,
     DuplicateKeyError,
     EmptyKeyError,
     EtcdError,
@@ -110,6 +111,7 @@ __all__ = [
     "Compare",
     "CompareResult",
     "CompareTarget",
+    "DeadlineExceededError",
     "Delete",
     "DeleteRangeResponse",
     "DuplicateKeyError",

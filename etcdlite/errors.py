@@ -30,9 +30,12 @@ __all__ = [
     "WATCH_CANCELED",
     "WATCH_DUPLICATE_ID",
     "WATCH_EMPTY_RANGE",
+    "AuthFailedError",
     "AuthNotEnabledError",
+    "AuthOldRevisionError",
     "BadLeaderTransfereeError",
     "CompactedError",
+    "DeadlineExceededError",
     "DuplicateKeyError",
     "ElectionNoLeaderError",
     "ElectionNotLeaderError",
@@ -44,6 +47,7 @@ __all__ = [
     "GrpcInternalServerError",
     "GrpcMissingMessageError",
     "GrpcTruncatedMessageError",
+    "InvalidAuthTokenError",
     "KeyNotFoundError",
     "LeaderChangedError",
     "LeaseExistsError",
@@ -65,6 +69,7 @@ __all__ = [
     "TooManyOpsError",
     "TooManyRequestsError",
     "UnavailableError",
+    "UserEmptyError",
     "ValueProvidedError",
     "WatchCanceledError",
     "WatchCompactedError",
@@ -289,6 +294,43 @@ class AuthNotEnabledError(EtcdError):
 class RootUserNotExistError(EtcdError):
     code = StatusCode.FAILED_PRECONDITION
     message = "etcdserver: root user does not exist"
+
+
+# --- what a Client sees of an etcd with auth, and of its own deadline ----------------------
+
+
+class DeadlineExceededError(EtcdError, TimeoutError):
+    """A call (retries included) did not end within the Client's ``timeout``.
+
+    Go's client reports ``context.DeadlineExceeded`` here; this is also a ``TimeoutError``
+    (what a single-endpoint Client raised before), and not an ``UnavailableError``.
+    """
+
+    code = StatusCode.DEADLINE_EXCEEDED
+
+
+class InvalidAuthTokenError(EtcdError):
+    """The token expired or is unknown to this member: clientv3 re-authenticates and retries."""
+
+    code = StatusCode.UNAUTHENTICATED
+    message = "etcdserver: invalid auth token"
+
+
+class AuthOldRevisionError(EtcdError):
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: revision of auth store is old"
+
+
+class UserEmptyError(EtcdError):
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: user name is empty"
+
+
+class AuthFailedError(EtcdError):
+    """A wrong user name or password."""
+
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: authentication failed, invalid user ID or password"
 
 
 # --- grpc-go's answers to a request that is not well-formed gRPC --------------------------

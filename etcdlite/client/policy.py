@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import urlsplit
 
-from ..errors import EtcdError, StatusCode
+from ..errors import (
+    AuthFailedError,
+    AuthOldRevisionError,
+    DeadlineExceededError,
+    InvalidAuthTokenError,
+    UserEmptyError,
+)
 
 __all__ = [
     "REPEATABLE",
@@ -56,40 +62,6 @@ REPEATABLE = frozenset(
         "/etcdserverpb.Auth/RoleList",
     }
 )
-
-
-class DeadlineExceededError(EtcdError, TimeoutError):
-    """A call (retries included) did not end within the Client's ``timeout``.
-
-    Go's client reports ``context.DeadlineExceeded`` here; this is also a ``TimeoutError``
-    (what a single-endpoint Client raised before), and not an ``UnavailableError``.
-    """
-
-    code = StatusCode.DEADLINE_EXCEEDED
-
-
-class InvalidAuthTokenError(EtcdError):
-    """The token expired or is unknown to this member: clientv3 re-authenticates and retries."""
-
-    code = StatusCode.UNAUTHENTICATED
-    message = "etcdserver: invalid auth token"
-
-
-class AuthOldRevisionError(EtcdError):
-    code = StatusCode.INVALID_ARGUMENT
-    message = "etcdserver: revision of auth store is old"
-
-
-class UserEmptyError(EtcdError):
-    code = StatusCode.INVALID_ARGUMENT
-    message = "etcdserver: user name is empty"
-
-
-class AuthFailedError(EtcdError):
-    """A wrong user name or password."""
-
-    code = StatusCode.INVALID_ARGUMENT
-    message = "etcdserver: authentication failed, invalid user ID or password"
 
 
 class Failure(Enum):
