@@ -47,6 +47,7 @@ __all__ = [
     "GrpcInternalServerError",
     "GrpcMissingMessageError",
     "GrpcTruncatedMessageError",
+    "InvalidAuthMgmtError",
     "InvalidAuthTokenError",
     "KeyNotFoundError",
     "LeaderChangedError",
@@ -55,12 +56,24 @@ __all__ = [
     "LeaseProvidedError",
     "LeaseTTLTooLargeError",
     "LockTimeoutError",
+    "MaintenanceInvalidAuthTokenError",
+    "MaintenancePermissionDeniedError",
+    "MaintenanceUserEmptyError",
+    "MaintenanceUserNotFoundError",
     "MemberNotFoundError",
     "MemberNotLearnerError",
     "MissingLeaderKeyError",
     "NoLeaderError",
+    "NoPasswordUserError",
     "NoSpaceError",
+    "PermissionDeniedError",
+    "PermissionNotGrantedError",
     "RequestTooLargeError",
+    "RoleAlreadyExistError",
+    "RoleEmptyError",
+    "RoleNotFoundError",
+    "RoleNotGrantedError",
+    "RootRoleNotExistError",
     "RootUserNotExistError",
     "ServerStoppedError",
     "SessionExpiredError",
@@ -69,7 +82,9 @@ __all__ = [
     "TooManyOpsError",
     "TooManyRequestsError",
     "UnavailableError",
+    "UserAlreadyExistError",
     "UserEmptyError",
+    "UserNotFoundError",
     "ValueProvidedError",
     "WatchCanceledError",
     "WatchCompactedError",
@@ -331,6 +346,95 @@ class AuthFailedError(EtcdError):
 
     code = StatusCode.INVALID_ARGUMENT
     message = "etcdserver: authentication failed, invalid user ID or password"
+
+
+class RootRoleNotExistError(EtcdError):
+    """AuthEnable when user ``root`` lacks role ``root`` (etcdctl hides it: it grants the
+    role and retries)."""
+
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: root user does not have root role"
+
+
+class UserAlreadyExistError(EtcdError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: user name already exists"
+
+
+class UserNotFoundError(EtcdError, LookupError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: user name not found"
+
+
+class RoleAlreadyExistError(EtcdError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: role name already exists"
+
+
+class RoleNotFoundError(EtcdError, LookupError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: role name not found"
+
+
+class RoleEmptyError(EtcdError):
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: role name is empty"
+
+
+class PermissionDeniedError(EtcdError, PermissionError):
+    code = StatusCode.PERMISSION_DENIED
+    message = "etcdserver: permission denied"
+
+
+class RoleNotGrantedError(EtcdError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: role is not granted to the user"
+
+
+class PermissionNotGrantedError(EtcdError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: permission is not granted to the role"
+
+
+class InvalidAuthMgmtError(EtcdError):
+    """Deleting user or role ``root``, or revoking ``root`` from ``root``, while auth is on."""
+
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: invalid auth management"
+
+
+class NoPasswordUserError(AuthFailedError):
+    """A password given for a user added with ``no_password`` (a certificate-only user).
+    etcd does not map this error to a status: it leaves as UNKNOWN with the auth store's
+    text."""
+
+    code = StatusCode.UNKNOWN
+    message = "auth: authentication failed, password was given for no password user"
+
+
+# etcd 3.4's Maintenance server (Defragment, Hash, HashKV, Snapshot) returns the auth store's
+# errors unmapped: UNKNOWN with the store's ``auth:`` text. Each subclasses the error it is
+# elsewhere, so ``except PermissionDeniedError`` catches both renderings.
+
+
+class MaintenanceUserEmptyError(UserEmptyError):
+    code = StatusCode.UNKNOWN
+    message = "auth: user name is empty"
+
+
+class MaintenancePermissionDeniedError(PermissionDeniedError):
+    code = StatusCode.UNKNOWN
+    message = "auth: permission denied"
+
+
+class MaintenanceInvalidAuthTokenError(InvalidAuthTokenError):
+    code = StatusCode.UNKNOWN
+    message = "auth: invalid auth token"
+
+
+class MaintenanceUserNotFoundError(UserNotFoundError):
+    code = StatusCode.UNKNOWN
+    message = "auth: user not found"
 
 
 # --- grpc-go's answers to a request that is not well-formed gRPC --------------------------
