@@ -28,7 +28,7 @@ from .types import Bytesish, Permission, PermissionType
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["DEFAULT_BCRYPT_COST", "AuthAPI", "StoreAuth", "hash_password", "check_password"]
+__all__ = ["DEFAULT_BCRYPT_COST", "AuthAPI", "StoreAuth", "check_password", "hash_password"]
 
 #: etcd's ``--bcrypt-cost`` default.
 DEFAULT_BCRYPT_COST = 10

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 __all__ = [
     "ELECTION_SESSION_EXPIRED",
+    "GO_CODE_NAMES",
     "GRPC_MESSAGE_TOO_LARGE",
     "GRPC_NOT_IMPLEMENTED",
     "GRPC_STREAM_UNMARSHAL_FAILED",
@@ -88,7 +89,9 @@ __all__ = [
     "ValueProvidedError",
     "WatchCanceledError",
     "WatchCompactedError",
+    "error_from_go_status_text",
     "error_from_status",
+    "go_status_text",
 ]
 
 
@@ -139,6 +142,44 @@ class EtcdError(Exception):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.message, self.code))
+
+
+#: grpc-go's names of the status codes (``codes.Code.String()``).
+GO_CODE_NAMES = (
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+)
+
+
+def go_status_text(e: EtcdError) -> str:
+    """``e`` as grpc-go prints a status error (etcd's watch cancel reasons carry this)."""
+    return f"rpc error: code = {GO_CODE_NAMES[int(e.code)]} desc = {e.message}"
+
+
+def error_from_go_status_text(text: str) -> EtcdError | None:
+    """The error :func:`go_status_text` printed, or None if ``text`` is not one."""
+    prefix = "rpc error: code = "
+    if not text.startswith(prefix):
+        return None
+    name, sep, message = text[len(prefix) :].partition(" desc = ")
+    if not sep or name not in GO_CODE_NAMES:
+        return None
+    return error_from_status(GO_CODE_NAMES.index(name), message)
 
 
 def error_from_status(code: int, message: str) -> EtcdError:

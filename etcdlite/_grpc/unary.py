@@ -40,6 +40,7 @@ from ..errors import (
     GrpcInternalServerError,
     GrpcMissingMessageError,
 )
+from .caller import CALLER, Caller
 from .frames import data_frames, send_data
 from .messages import read_message
 
@@ -78,6 +79,7 @@ class UnaryHandler(Handler):
         self.fast_requests = 0
         #: Streams released so far (the concurrent-stream bound reads it).
         self.closed_streams = 0
+        self._peer: Any = None  # the connection's peer, made once per connection
 
     def accept(
         self, stream: H2Stream, headers: list[tuple[str, str]], release_stream: Callable[[], Any]
@@ -117,8 +119,13 @@ class UnaryHandler(Handler):
                 timeout = deadline.time_remaining()
         self.__gc_step__()
         self.fast_requests += 1
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = stream.connection.get_peer()
+        token = fields.get("token")
+        caller = Caller(fields.get("authorization") if token is None else token, peer)
         self._tasks[stream] = self.loop.create_task(
-            self._handle(stream, path, method, timeout, release_stream)
+            self._handle(stream, path, method, timeout, release_stream, caller)
         )
 
     def cancel(self, stream: H2Stream) -> None:
@@ -135,7 +142,9 @@ class UnaryHandler(Handler):
         method: FastMethod,
         timeout: float | None,
         release_stream: Callable[[], Any],
+        caller: Caller,
     ) -> None:
+        CALLER.set(caller)  # this task's context: the request's own
         try:
             try:
                 if timeout is None:

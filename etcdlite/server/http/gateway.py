@@ -28,8 +28,9 @@ does and etcdlite copies (from etcd 3.4.23 on this machine):
 * ``Grpc-Timeout`` sets a deadline (504 ``context deadline exceeded``).
 
 Differences: no WebSocket upgrade, no ``Host`` check (etcd's default accepts every host on
-a plaintext port), no ``/debug/vars`` or ``/config/local/log``; ``Grpc-Metadata-*`` and
-``Authorization`` headers are ignored (auth is always disabled).
+a plaintext port), no ``/debug/vars`` or ``/config/local/log``. Of the ``Grpc-Metadata-*``
+headers only ``Grpc-Metadata-Token`` is forwarded (as ``token``), with ``Authorization`` (as
+``authorization``): the two ways etcd's gateway carries an auth token.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import betterproto2
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
 
+from ..._grpc.caller import CALLER, Caller, token_of
 from ...errors import GRPC_MESSAGE_TOO_LARGE, GRPC_NOT_IMPLEMENTED
 from ..services import EMULATED_VERSION, GRPC_OVERHEAD
 from .jsonpb import (
@@ -258,6 +260,18 @@ class HttpGateway:
                 text = f"invalid grpc-timeout: {headers['grpc-timeout']}"
                 return _json(400, _error_body(text, Status.INVALID_ARGUMENT.value))
             timeout = int(m.group(1)) * _UNITS[m.group(2)]
+        # The gateway forwards ``Authorization`` as metadata ``authorization`` and
+        # ``Grpc-Metadata-Token`` as ``token`` (which wins); a certificate's common name is
+        # never used for a gateway request, as in etcd.
+        metadata = {
+            k: v
+            for k, v in (
+                ("token", headers.get("grpc-metadata-token")),
+                ("authorization", headers.get("authorization")),
+            )
+            if v is not None
+        }
+        CALLER.set(Caller(token_of(metadata)))
         unary = self._unary.get(grpc_path)
         if unary is not None:
             data = body if isinstance(body, bytes) else await _read_all(body)
@@ -269,7 +283,7 @@ class HttpGateway:
         if handler is None or handler.cardinality is Cardinality.UNARY_UNARY:
             name = grpc_path.rsplit("/", 1)[1]
             return _unary_error(GRPC_NOT_IMPLEMENTED.format(method=name), 12)
-        return await self._stream(handler, body)
+        return await self._stream(handler, body, metadata)
 
     async def _call(self, unary: UnaryMethod, data: bytes) -> HttpResponse:
         try:
@@ -294,13 +308,16 @@ class HttpGateway:
             return _json(200, dumps(wire_to_json(unary.reply_type, bytes(reply))), grpc=True)
         return _json(200, dumps(to_json(reply)), grpc=True)
 
-    async def _stream(self, handler: Handler, body: Body) -> HttpResponse:
+    async def _stream(
+        self, handler: Handler, body: Body, metadata: dict[str, str]
+    ) -> HttpResponse:
         requests = _JsonObjects(body)
         try:
             first = await requests.next_object()
         except JsonError as e:  # grpc-gateway decodes the first request before the call
             return _json(500, _error_body(str(e), 2))
         stream = _GatewayStream(handler.request_type, handler.reply_type, requests, first)
+        stream.metadata = metadata
         task = asyncio.ensure_future(handler.func(stream))
         stream.task = task
         waiter = asyncio.ensure_future(stream.ready.wait())
@@ -406,6 +423,9 @@ class _GatewayStream:
 
     #: Tells the Watch handler to send messages one by one (no HTTP/2 frames here).
     in_process = True
+    #: The request's auth metadata; no TLS peer (the gateway's certificate is not the user).
+    metadata: dict[str, str] = {}  # noqa: RUF012 (replaced per stream, never mutated)
+    peer = None
 
     def __init__(
         self, request_type: type, reply_type: type, requests: _JsonObjects, first: Any
