@@ -67,10 +67,10 @@ class Permission:
         self.range_end = to_bytes(range_end, "range_end")
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Permission)
-            and (self.perm_type, self.key, self.range_end)
-            == (other.perm_type, other.key, other.range_end)
+        return isinstance(other, Permission) and (self.perm_type, self.key, self.range_end) == (
+            other.perm_type,
+            other.key,
+            other.range_end,
         )
 
     def __hash__(self) -> int:

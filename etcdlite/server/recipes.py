@@ -38,7 +38,7 @@ from ..wire.pb import mvccpb, v3electionpb, v3lockpb
 from .methods import UnaryMethod, grpc_error
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from ..api import KVBase
 
 __all__ = ["SESSION_TTL", "RecipeServices"]
 
@@ -66,11 +66,14 @@ class RecipeServices:
 
     def __init__(
         self,
-        store: Store,
+        kv: Callable[[], KVBase],
         interceptor: Callable[[], Interceptor | None],
         fast_path: Callable[[], bool],
     ) -> None:
-        self.store = store
+        #: The store as the current request's caller sees it: the recipes' reads and
+        #: writes are checked as that caller's, as etcd's v3lock/v3election run on a client
+        #: carrying the caller's credentials.
+        self._kv = kv
         self._interceptor = interceptor
         self._fast_path = fast_path
 
@@ -128,26 +131,26 @@ class RecipeServices:
         """Go's ``NewSession(WithLease(lease))`` + ``Orphan()``: lease 0 gets a new lease
         that is never renewed; any other id is used as is (not checked)."""
         if lease == 0:
-            return (await self.store.grant(SESSION_TTL)).id
+            return (await self._kv().grant(SESSION_TTL)).id
         return lease
 
     # --- v3lock -----------------------------------------------------------------------
 
     async def lock(self, m: v3lockpb.LockRequest) -> v3lockpb.LockResponse:
         lease = await self._session(m.lease)
-        mutex = Mutex(self.store, m.name + b"/", lease)
+        mutex = Mutex(self._kv(), m.name + b"/", lease)
         await mutex.lock(verify=False, retry_compacted=False)
         return v3lockpb.LockResponse(header=_header(mutex.header), key=mutex.key)
 
     async def unlock(self, m: v3lockpb.UnlockRequest) -> v3lockpb.UnlockResponse:
-        resp = await self.store.delete(m.key)
+        resp = await self._kv().delete(m.key)
         return v3lockpb.UnlockResponse(header=_header(resp.header))
 
     # --- v3election -------------------------------------------------------------------
 
     async def campaign(self, m: v3electionpb.CampaignRequest) -> v3electionpb.CampaignResponse:
         lease = await self._session(m.lease)
-        c = Candidate(self.store, m.name + b"/", lease)
+        c = Candidate(self._kv(), m.name + b"/", lease)
         await c.campaign(m.value, verify=False, retry_compacted=False)
         return v3electionpb.CampaignResponse(
             header=_header(c.header),
@@ -156,7 +159,7 @@ class RecipeServices:
 
     def _resume(self, leader: v3electionpb.LeaderKey, lease: int) -> Candidate:
         # Go's ResumeElection keeps the name as the prefix, without "/" (unused here).
-        return Candidate(self.store, leader.name, lease, key=leader.key, rev=leader.rev)
+        return Candidate(self._kv(), leader.name, lease, key=leader.key, rev=leader.rev)
 
     async def proclaim(self, m: v3electionpb.ProclaimRequest) -> v3electionpb.ProclaimResponse:
         if m.leader is None:
@@ -175,7 +178,7 @@ class RecipeServices:
         return v3electionpb.ResignResponse(header=_header(c.header))
 
     async def leader(self, m: v3electionpb.LeaderRequest) -> v3electionpb.LeaderResponse:
-        resp = await leader_range(self.store, m.name + b"/")
+        resp = await leader_range(self._kv(), m.name + b"/")
         if not resp.kvs:
             raise ElectionNoLeaderError()
         return v3electionpb.LeaderResponse(header=_header(resp.header), kv=_kv(resp.kvs[0]))
@@ -195,7 +198,7 @@ class RecipeServices:
             raise grpc_error(e) from None
         if m is None:
             raise grpc_error(GrpcMissingMessageError())
-        gen = observe_leader(self.store, m.name + b"/", restart_on_compaction=False)
+        gen = observe_leader(self._kv(), m.name + b"/", restart_on_compaction=False)
         try:
             async with aclosing(gen):
                 async for header, kv in gen:

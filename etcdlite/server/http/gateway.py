@@ -308,9 +308,7 @@ class HttpGateway:
             return _json(200, dumps(wire_to_json(unary.reply_type, bytes(reply))), grpc=True)
         return _json(200, dumps(to_json(reply)), grpc=True)
 
-    async def _stream(
-        self, handler: Handler, body: Body, metadata: dict[str, str]
-    ) -> HttpResponse:
+    async def _stream(self, handler: Handler, body: Body, metadata: dict[str, str]) -> HttpResponse:
         requests = _JsonObjects(body)
         try:
             first = await requests.next_object()
