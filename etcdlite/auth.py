@@ -199,7 +199,9 @@ class StoreAuth(AuthAPI):
         if not await check_password(password, hashed):
             raise AuthFailedError()
         assert hashed is not None
-        return core.assign_token(name, hashed, self._store.clock.time())
+        token = core.assign_token(name, hashed, self._store.clock.time())
+        self._store._sweep_tokens()
+        return token
 
     async def user_add(self, name: str, password: str = "", *, no_password: bool = False) -> None:
         await self._admin()

@@ -154,12 +154,16 @@ class Store(KVBase):
         if auth_token_ttl <= 0:
             raise ValueError(f"auth_token_ttl must be positive, not {auth_token_ttl}")
         self.clock: Clock = clock if clock is not None else LoopClock()
+        #: ``clock.time``, or the owning loop's own ``time`` once started on a LoopClock
+        #: (what a hot path reads: no running-loop lookup).
+        self.now: Callable[[], float] = self.clock.time
         #: Users, roles, permissions and tokens (:mod:`etcdlite.core.auth`).
         self.auth_store = AuthStore(auth_token_ttl)
         self.bcrypt_cost = bcrypt_cost
         #: etcd's Auth API, acting as the store's owner (never refused); see
         #: :meth:`as_user` and :meth:`login` for checked callers.
         self.auth = StoreAuth(self)
+        self._token_sweeper: asyncio.Task[None] | None = None
         stored = None
         if data_dir is not None:
             # the storage modules load only for a store that has a directory
@@ -235,6 +239,18 @@ class Store(KVBase):
         token = await self.auth.authenticate(name, password)
         return UserView(self, name, token=token, password=password)
 
+    def _sweep_tokens(self) -> None:
+        """Keep expiring tokens while there are any (started by each Authenticate)."""
+        task = self._token_sweeper
+        if task is None or task.done():
+            self._token_sweeper = self._spawn(self._token_sweep_loop())
+
+    async def _token_sweep_loop(self) -> None:
+        a = self.auth_store
+        while len(a.tokens):
+            await self.clock.sleep(a.tokens.sweep_interval)
+            a.sweep_tokens(self.clock.time())
+
     def with_token(self, token: str) -> UserView:
         """The view of whoever ``token`` belongs to; once the token expires or is
         invalidated every call raises ``InvalidAuthTokenError``."""
@@ -258,6 +274,8 @@ class Store(KVBase):
         if self._started:
             return
         loop = self._loop = get_running_loop()
+        if type(self.clock) is LoopClock:
+            self.now = loop.time
         self._thread = get_ident()
         # asyncio's loops (uvloop's too) record the thread running them in _thread_id, and a
         # thread runs one loop at a time: "my thread runs the owner" is then the whole check,

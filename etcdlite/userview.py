@@ -30,13 +30,15 @@ is ignored (3.4 before 3.4.28 rejected it).
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .api import KVBase
 from .auth import StoreAuth
+from .core.auth import RangeSet, allows
 from .core.quota import AlarmType
 from .errors import (
+    EtcdError,
     InvalidAuthTokenError,
     MaintenanceInvalidAuthTokenError,
     MaintenancePermissionDeniedError,
@@ -52,12 +54,15 @@ from .types import (
     Bytesish,
     CompactResponse,
     DeleteRangeResponse,
+    KeyValue,
     PutResponse,
     RangeResponse,
     TxnResponse,
     to_bytes,
 )
 from .watch import Watch, WatchSpec
+
+_R = TypeVar("_R")
 
 if TYPE_CHECKING:
     import asyncio
@@ -87,13 +92,49 @@ class UserView(KVBase):
         self._password = password
         self.auth = StoreAuth(store, self)
         self.clock: Clock = store.clock
+        # memo of _refresh, valid while the auth store's generation is unchanged
+        self._seen_generation = -1
+        self._seen_user: str | None = None
+        self._seen_ranges: tuple[RangeSet, RangeSet] | None = None
+        self._entry: Any = None
 
     # --- who is asking ------------------------------------------------------------------
 
     def _who(self) -> str | None:
+        """The view's user now (``InvalidAuthTokenError`` once its token is gone)."""
         if self._token is None:
             return self.name
-        return self._a.identify(self._token, None, self._store.clock.time())
+        if self._seen_generation == self._a.generation:
+            entry = self._entry
+            if entry is not None:
+                entry.used = True  # restarts the token's TTL at the store's next sweep
+            return self._seen_user
+        self._refresh()
+        return self._seen_user
+
+    def _perms(self) -> tuple[RangeSet, RangeSet] | None:
+        """The user's (readable, writable) ranges, None for root, memoised until anything
+        in the auth store changes; raises what a check would (no user, unknown user, a
+        token that is gone)."""
+        if self._seen_generation == self._a.generation:
+            entry = self._entry
+            if entry is not None:
+                entry.used = True
+            return self._seen_ranges
+        return self._refresh()
+
+    def _refresh(self) -> tuple[RangeSet, RangeSet] | None:
+        a = self._a
+        generation = a.generation
+        if self._token is None:
+            user, entry = self.name, None
+        else:
+            user = a.identify(self._token, None, self._store.now())
+            entry = a.tokens.entry(self._token)
+        ranges = a.ranges(user)
+        self._seen_user, self._seen_ranges, self._entry = user, ranges, entry
+        self._seen_generation = generation
+        return ranges
 
     async def user(self) -> str | None:
         """The user this view acts as now (re-authenticating once if its token is no
@@ -101,8 +142,11 @@ class UserView(KVBase):
         try:
             return self._who()
         except InvalidAuthTokenError:
-            if self._password is None or self.name is None:
-                raise
+            return await self._relogin()
+
+    async def _relogin(self) -> str | None:
+        if self._password is None or self.name is None:
+            raise InvalidAuthTokenError()
         self._token = await self._store.auth.authenticate(self.name, self._password)
         return self._who()
 
@@ -149,12 +193,45 @@ class UserView(KVBase):
 
     # --- KV -------------------------------------------------------------------------------
 
-    async def range_request(self, req: RangeRequest) -> RangeResponse:
-        if self._a.enabled:
-            self._a.check_read(await self.user(), req.key, req.range_end)
-        return await self._store.range_request(req)
+    # The hot calls are plain functions returning the store's own coroutine: a checked
+    # call then costs the checks, not a second coroutine. A refusal is a coroutine that
+    # raises, so it surfaces when awaited, as from an ``async def``.
 
-    async def put(
+    def range_request(self, req: RangeRequest) -> Coroutine[Any, Any, RangeResponse]:
+        if self._a.enabled:
+            try:
+                perms = self._perms()
+            except InvalidAuthTokenError:
+                return self._slow(self.range_request, req)
+            except EtcdError as e:
+                return _refuse(e)
+            if perms is not None and not allows(perms[0], req.key, req.range_end):
+                return _refuse(PermissionDeniedError())
+        return self._store.range_request(req)
+
+    def get(self, key: Bytesish, *, revision: int = 0) -> Coroutine[Any, Any, KeyValue | None]:
+        if self._a.enabled:
+            try:
+                perms = self._perms()
+            except InvalidAuthTokenError:
+                return self._slow(self.get, key, revision=revision)
+            except EtcdError as e:
+                return _refuse(e)
+            if perms is not None:
+                try:
+                    k = key if type(key) is bytes else to_bytes(key)
+                except TypeError as e:
+                    return _refuse(e)
+                if not perms[0].contains_point(k):
+                    return _refuse(PermissionDeniedError())
+        return self._store.get(key, revision=revision)
+
+    async def _slow(self, fn: Callable[..., Coroutine[Any, Any, _R]], *args: Any, **kw: Any) -> _R:
+        """``fn`` after re-authenticating (the token was no longer valid)."""
+        await self._relogin()
+        return await fn(*args, **kw)
+
+    def put(
         self,
         key: Bytesish,
         value: Bytesish,
@@ -163,18 +240,38 @@ class UserView(KVBase):
         prev_kv: bool = False,
         ignore_value: bool = False,
         ignore_lease: bool = False,
-    ) -> PutResponse:
+    ) -> Coroutine[Any, Any, PutResponse]:
         a = self._a
         if a.enabled:
-            user = await self.user()
-            k = to_bytes(key)
-            a.check_write(user, k)
-            lid = lease if type(lease) is int else lease_id(lease)
-            if lid:
-                self._check_lease_keys(user, lid, True)
-            if prev_kv:
-                a.check_read(user, k)
-        return await self._store.put(
+            try:
+                perms = self._perms()
+            except InvalidAuthTokenError:
+                return self._slow(
+                    self.put,
+                    key,
+                    value,
+                    lease=lease,
+                    prev_kv=prev_kv,
+                    ignore_value=ignore_value,
+                    ignore_lease=ignore_lease,
+                )
+            except EtcdError as e:
+                return _refuse(e)
+            if perms is not None:
+                try:
+                    k = key if type(key) is bytes else to_bytes(key)
+                    if not perms[1].contains_point(k):
+                        raise PermissionDeniedError()
+                    lid = lease if type(lease) is int else lease_id(lease)
+                    if lid:
+                        self._check_lease_keys(self._seen_user, lid, True)
+                    if prev_kv and not perms[0].contains_point(k):
+                        raise PermissionDeniedError()
+                except (EtcdError, TypeError, ValueError) as e:
+                    return _refuse(e)
+        if not (lease or prev_kv or ignore_value or ignore_lease):
+            return self._store.put(key, value)
+        return self._store.put(
             key,
             value,
             lease=lease,
@@ -281,6 +378,10 @@ class UserView(KVBase):
 
     async def close(self) -> None:
         """A view owns nothing: closing it leaves the store open."""
+
+
+async def _refuse(e: Exception) -> Any:
+    raise e
 
 
 class _CheckedWatch(Watch):

@@ -189,4 +189,20 @@ def test_token_table_is_swept() -> None:
     tt = TokenTable(ttl=10)
     for i in range(100):
         tt.assign("u", float(i))
-    assert len(tt) <= 21  # older than a TTL or two are gone
+        tt.sweep(float(i))
+    assert len(tt) == 10  # each lives ten seconds
+
+
+def test_a_use_without_the_time_restarts_the_ttl_from_the_previous_sweep() -> None:
+    """The embedded views mark a token used; the sweep after turns it into an expiry one
+    TTL after the sweep before the use (never later than the exact rule)."""
+    tt = TokenTable(ttl=10)
+    t = tt.assign("u", 0.0)
+    entry = tt.entry(t)
+    assert entry is not None
+    assert not tt.sweep(9.0)
+    entry.used = True  # used at 9
+    assert not tt.sweep(18.0)  # expiry 9 + 10 = 19
+    entry.used = True  # used at 18
+    assert tt.sweep(29.0)  # expiry 18 + 10 = 28: gone
+    assert tt.lookup(t, 29.0) is None

@@ -62,6 +62,7 @@ __all__ = [
     "RoleRecord",
     "TokenTable",
     "UserRecord",
+    "allows",
 ]
 
 #: etcd's ``--auth-token-ttl`` default, seconds.
@@ -151,59 +152,86 @@ def permission_range(perm: Permission) -> tuple[bytes, bytes | None]:
     return perm.key, perm.range_end
 
 
+class _Token:
+    __slots__ = ("expiry", "used", "user")
+
+    def __init__(self, user: str, expiry: float) -> None:
+        self.user = user
+        self.expiry = expiry
+        #: Set by a caller that used the token without the time at hand (an embedded
+        #: view); :meth:`TokenTable.sweep` turns it into a new expiry.
+        self.used = False
+
+
 class TokenTable:
     """etcd's simple tokens: ``<16 random letters>.<index>`` → user, each valid for ``ttl``
-    seconds after its last use."""
+    seconds after its last use.
+
+    A use with the time at hand (:meth:`lookup`, every request over the wire) restarts the
+    TTL exactly. A use that only sets ``used`` (the embedded views' hot path) restarts it
+    from the previous :meth:`sweep`, which the store runs every :attr:`sweep_interval`
+    (etcd sweeps its tokens every second); so such a token can lapse up to one interval
+    before its exact TTL, never after.
+    """
 
     def __init__(self, ttl: float = DEFAULT_TOKEN_TTL) -> None:
         self.ttl = ttl
-        #: token → [user, expiry time]
-        self._tokens: dict[str, list[object]] = {}
+        self._tokens: dict[str, _Token] = {}
         self._index = 0
-        self._next_sweep = 0.0
+        self._last_sweep = 0.0
+
+    @property
+    def sweep_interval(self) -> float:
+        return min(1.0, self.ttl / 10)
 
     def __len__(self) -> int:
         return len(self._tokens)
 
     def assign(self, user: str, now: float) -> str:
-        self._sweep(now)
         self._index += 1
         letters = "".join(secrets.choice(_TOKEN_LETTERS) for _ in range(16))
         token = f"{letters}.{self._index}"
-        self._tokens[token] = [user, now + self.ttl]
+        self._tokens[token] = _Token(user, now + self.ttl)
         return token
+
+    def entry(self, token: str) -> _Token | None:
+        return self._tokens.get(token)
 
     def lookup(self, token: str, now: float) -> str | None:
         """The token's user, its TTL restarted; None if unknown or expired."""
         entry = self._tokens.get(token)
         if entry is None:
             return None
-        expiry = entry[1]
-        assert isinstance(expiry, float)
-        if expiry <= now:
+        if entry.used:
+            entry.used = False
+            entry.expiry = max(entry.expiry, self._last_sweep + self.ttl)
+        if entry.expiry <= now:
             del self._tokens[token]
             return None
-        entry[1] = now + self.ttl
-        user = entry[0]
-        assert isinstance(user, str)
-        return user
+        entry.expiry = now + self.ttl
+        return entry.user
+
+    def sweep(self, now: float) -> bool:
+        """Forget expired tokens; whether any was forgotten."""
+        since = self._last_sweep
+        self._last_sweep = now
+        expired = []
+        for token, e in self._tokens.items():
+            if e.used:  # used since the last sweep: at the latest TTL after it
+                e.used = False
+                e.expiry = max(e.expiry, since + self.ttl)
+            if e.expiry <= now:
+                expired.append(token)
+        for token in expired:
+            del self._tokens[token]
+        return bool(expired)
 
     def drop_user(self, user: str) -> None:
-        for token in [t for t, e in self._tokens.items() if e[0] == user]:
+        for token in [t for t, e in self._tokens.items() if e.user == user]:
             del self._tokens[token]
 
     def clear(self) -> None:
         self._tokens.clear()
-
-    def _sweep(self, now: float) -> None:
-        """Forget expired tokens (at most once per TTL, so memory stays bounded by the
-        tokens issued within about two TTLs)."""
-        if now < self._next_sweep:
-            return
-        self._next_sweep = now + self.ttl
-        expired = [t for t, e in self._tokens.items() if e[1] <= now]  # type: ignore[operator]
-        for token in expired:
-            del self._tokens[token]
 
 
 class AuthStore:
@@ -217,10 +245,31 @@ class AuthStore:
         self.tokens = TokenTable(token_ttl)
         # user → (readable, writable) ranges; cleared by every change
         self._cache: dict[str, tuple[RangeSet, RangeSet]] = {}
+        #: Moves with every change of users, roles, permissions or enablement (what a
+        #: caller that memoised a check must compare; the auth revision skips enabling).
+        self.generation = 0
 
     def _changed(self) -> None:
         self.revision += 1
+        self.generation += 1
         self._cache.clear()
+
+    def sweep_tokens(self, now: float) -> None:
+        """Forget expired tokens (the store calls this every ``tokens.sweep_interval``);
+        forgetting one moves :attr:`generation`, so memoised identities are looked up
+        again."""
+        if self.tokens.sweep(now):
+            self.generation += 1
+
+    def ranges(self, user: str | None) -> tuple[RangeSet, RangeSet] | None:
+        """``user``'s (readable, writable) ranges, None for a root user (everything);
+        raises as a key-space check would for no user or an unknown one."""
+        if not user:
+            raise UserEmptyError()
+        ranges = self._cache.get(user)
+        if ranges is None:
+            ranges = self._ranges_of(user)
+        return None if ranges is _ROOT_RANGES else ranges
 
     # --- identity -----------------------------------------------------------------------
 
@@ -288,34 +337,24 @@ class AuthStore:
             raise UserEmptyError()
 
     def check_read(self, user: str | None, key: bytes, range_end: bytes = b"") -> None:
-        self._check(user, key, range_end, 0)
+        if self.enabled:
+            ranges = self._cache.get(user) if user else None
+            if ranges is None:
+                ranges = self._ranges_of(user)
+            if ranges is not _ROOT_RANGES and not allows(ranges[0], key, range_end):
+                raise PermissionDeniedError()
 
     def check_write(self, user: str | None, key: bytes, range_end: bytes = b"") -> None:
-        self._check(user, key, range_end, 1)
+        if self.enabled:
+            ranges = self._cache.get(user) if user else None
+            if ranges is None:
+                ranges = self._ranges_of(user)
+            if ranges is not _ROOT_RANGES and not allows(ranges[1], key, range_end):
+                raise PermissionDeniedError()
 
-    def _check(self, user: str | None, key: bytes, range_end: bytes, which: int) -> None:
-        if not self.enabled:
-            return
+    def _ranges_of(self, user: str | None) -> tuple[RangeSet, RangeSet]:
         if not user:
             raise UserEmptyError()
-        ranges = self._cache.get(user)
-        if ranges is None:
-            ranges = self._ranges_of(user)
-        if ranges is _ROOT_RANGES:
-            return
-        granted = ranges[which]
-        if not range_end:
-            allowed = granted.contains_point(key)
-        elif range_end == _OPEN:
-            allowed = granted.contains_range(key, None)
-        elif range_end <= key:
-            allowed = granted.contains_point(key)  # an empty range: its start decides
-        else:
-            allowed = granted.contains_range(key, range_end)
-        if not allowed:
-            raise PermissionDeniedError()
-
-    def _ranges_of(self, user: str) -> tuple[RangeSet, RangeSet]:
         record = self.users.get(user)
         if record is None:
             raise PermissionDeniedError()
@@ -351,6 +390,7 @@ class AuthStore:
         if ROOT not in root.roles:
             raise RootRoleNotExistError()
         self.enabled = True
+        self.generation += 1
         self._cache.clear()
 
     def disable(self) -> None:
@@ -482,6 +522,16 @@ class AuthStore:
             assert keys == sorted(keys), record
         if self.enabled:
             assert self.is_admin(ROOT)
+
+
+def allows(granted: RangeSet, key: bytes, range_end: bytes) -> bool:
+    if not range_end:
+        return granted.contains_point(key)
+    if range_end == _OPEN:
+        return granted.contains_range(key, None)
+    if range_end <= key:
+        return granted.contains_point(key)  # an empty range: its start decides
+    return granted.contains_range(key, range_end)
 
 
 #: What a user with role root is checked against: nothing (everything is allowed).
