@@ -27,6 +27,9 @@ __all__ = [
     "PROTO_INTEGER_OVERFLOW",
     "PROTO_UNEXPECTED_EOF",
     "PROTO_WRONG_WIRE_TYPE",
+    "TLS_CLIENT_CERT_AUTH_IGNORED",
+    "TLS_FILES_IGNORED",
+    "TLS_FILES_REQUIRED",
     "WATCH_CANCELED",
     "WATCH_DUPLICATE_ID",
     "WATCH_EMPTY_RANGE",
@@ -164,6 +167,19 @@ GRPC_MESSAGE_TOO_LARGE = "grpc: received message larger than max ({size} vs. {li
 GRPC_UNKNOWN_METHOD = "unknown method {method} for service {service}"
 GRPC_UNKNOWN_SERVICE = "unknown service {service}"
 GRPC_NOT_IMPLEMENTED = "method {method} not implemented"
+
+# etcd's start-up texts for TLS flags (etcdmain / embed, 3.4; "peer" is really in the text).
+TLS_FILES_REQUIRED = (
+    "TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"
+)
+TLS_FILES_IGNORED = (
+    "The scheme of client url {url} is HTTP while peer key/cert files are presented. "
+    "Ignored key/cert files."
+)
+TLS_CLIENT_CERT_AUTH_IGNORED = (
+    "The scheme of client url {url} is HTTP while client cert auth (--client-cert-auth) "
+    "is enabled. Ignored client cert auth for this url."
+)
 
 
 # --- KV / lease errors (identical in etcd 3.4, 3.5, 3.6) ----------------------------------

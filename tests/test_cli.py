@@ -31,7 +31,33 @@ def _serve(*flags: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("flags", "says"),
     [
-        (["--listen-client-urls", "https://127.0.0.1:2379"], "TLS is not supported yet"),
+        (
+            ["--listen-client-urls", "https://127.0.0.1:2379"],
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url "
+            "https://127.0.0.1:2379 with HTTPS scheme",
+        ),
+        (
+            ["--listen-client-urls", "http://0.0.0.0:2379", "--allow-remote"],
+            "without TLS: plaintext on a non-loopback address",
+        ),
+        (
+            ["--listen-client-urls", "https://0.0.0.0:2379", "--cert-file", "/nonexistent"],
+            "must be provided",
+        ),
+        (
+            [
+                *("--listen-client-urls", "http://127.0.0.1:1,https://127.0.0.1:1"),
+                *("--cert-file", "c.pem", "--key-file", "k.pem"),
+            ],
+            "is given twice",
+        ),
+        (
+            [
+                *("--listen-client-urls", "https://127.0.0.1:1"),
+                *("--cert-file", "/nonexistent.pem", "--key-file", "/nonexistent.pem"),
+            ],
+            "cannot load TLS files",
+        ),
         (["--listen-client-urls", "http://127.0.0.1"], "needs a host and a port"),
         (["--listen-client-urls", "unix://x:1"], "unsupported URL scheme"),
         (["--listen-client-urls", "http://127.0.0.1:1,http://0.0.0.0:2"], "--allow-remote"),

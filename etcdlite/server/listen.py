@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl as _ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -15,17 +16,24 @@ from .._grpc import GrpcServer
 from .._grpc.server import BACKLOG, DEFAULT_MAX_CONNECTIONS
 from ..store import Store
 from .services import DEFAULT_MAX_REQUEST_BYTES, EtcdServer
+from .tls import set_alpn
 
-__all__ = ["parse_listen_url", "serve"]
+__all__ = ["Address", "parse_listen_url", "serve"]
 
 log = logging.getLogger("etcdlite.server")
 
 
+#: One more address for :func:`serve`: ``(host, port)`` (TLS as the main address) or
+#: ``(host, port, context)`` (its own TLS context; ``None``: plaintext).
+Address = tuple[str, int] | tuple[str, int, _ssl.SSLContext | None]
+
+
 def parse_listen_url(url: str) -> tuple[str, int]:
-    """``http://host:port`` → ``(host, port)``; etcd's flag format."""
+    """``http://host:port`` or ``https://host:port`` → ``(host, port)``; etcd's flag
+    format (the scheme is the caller's to check)."""
     parts = urlsplit(url if "://" in url else "http://" + url)
-    if parts.scheme not in ("http", "grpc"):
-        raise ValueError(f"unsupported URL scheme in {url!r} (TLS is not supported)")
+    if parts.scheme not in ("http", "https", "grpc"):
+        raise ValueError(f"unsupported URL scheme in {url!r}")
     if parts.hostname is None or parts.port is None:
         raise ValueError(f"URL {url!r} needs a host and a port")
     return parts.hostname, parts.port
@@ -42,8 +50,9 @@ async def serve(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     fast_path: bool | None = None,
     peer_urls: list[str] | None = None,
-    also: Sequence[tuple[str, int]] = (),
+    also: Sequence[Address] = (),
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ssl: _ssl.SSLContext | None = None,
 ) -> AsyncIterator[EtcdServer]:
     """Serve ``store`` (a new one if ``None``) over etcd's gRPC API on ``host:port``
     (port 0 picks a free one; the bound address is in ``server.advertise_client_urls``).
@@ -57,6 +66,15 @@ async def serve(
     reports (the store's member ID is the caller's to derive from them).
     ``max_connections`` bounds concurrent client connections per address (more are closed
     as they arrive, with one log line every 10 s).
+
+    ``ssl``: serve TLS with this server-side context (e.g. from
+    :func:`etcdlite.server.tls.server_context`, etcd's flags); its ALPN protocols are set
+    to ``http/1.1`` and ``h2``. Every path of the port, gRPC and HTTP, is then TLS only, and
+    a context that requires client certificates refuses a client without one during the
+    handshake, as etcd does. An ``also`` entry ``(host, port, context)`` has its own
+    (``None``: plaintext); ``(host, port)`` follows ``ssl``. A handshake must finish within
+    the connection's preface timeout (10 s) and counts against ``max_connections``
+    meanwhile.
 
     ::
 
@@ -78,7 +96,10 @@ async def serve(
     etcd.http_factory = _http_gateway
     try:
         async with AsyncExitStack() as stack:
-            for address in ((host, port), *also):
+            addresses = [(host, port, ssl), *(_address(a, ssl) for a in also)]
+            for h, p, context in addresses:
+                if context is not None:
+                    set_alpn(context)
                 server = GrpcServer(
                     mapping,
                     codec=etcd.codec(),
@@ -87,17 +108,19 @@ async def serve(
                     fast_path=fast_path,
                     max_connections=max_connections,
                     http=lambda: _http_protocol(etcd),
+                    ssl=context,
                 )
+                server.handshake_timeout = server.preface_timeout
                 etcd.grpc_servers.add(server)
                 etcd.fast_path = server.fast_path
-                await server.start(*address, backlog=BACKLOG)
+                await server.start(h, p, backlog=BACKLOG)
                 stack.push_async_callback(_stop, server)
-                etcd.ports.append(server.port or address[1])
+                etcd.ports.append(server.port or p)
             etcd.port = etcd.ports[0]
             if not advertise_client_urls:
                 etcd.advertise_client_urls = [
-                    f"http://{h}:{p}"
-                    for (h, _), p in zip(((host, port), *also), etcd.ports, strict=True)
+                    f"{'https' if c is not None else 'http'}://{h}:{p}"
+                    for (h, _, c), p in zip(addresses, etcd.ports, strict=True)
                 ]
             try:
                 yield etcd
@@ -108,6 +131,14 @@ async def serve(
     finally:
         if own_store:
             await store.close()
+
+
+def _address(
+    address: Address, default: _ssl.SSLContext | None
+) -> tuple[str, int, _ssl.SSLContext | None]:
+    if len(address) == 3:
+        return address
+    return address[0], address[1], default
 
 
 async def _stop(server: GrpcServer) -> None:
