@@ -307,6 +307,7 @@ async def run_server(args: argparse.Namespace) -> int:
                 max_request_bytes=args.max_request_bytes,
                 max_connections=args.max_connections,
                 ssl=contexts[0],
+                client_cert_auth=args.client_cert_auth,
             ) as server,
         ):
             bound = zip(addresses, server.ports, strict=True)

@@ -70,8 +70,12 @@ def peer_common_name(stream: Any = None) -> str | None:
     ``stream``: a grpclib server ``Stream`` (grpclib's path, Watch and the other streaming
     RPCs) or the lean unary path's h2 ``Stream``; ``None`` means the request the calling
     task serves. Returns ``None`` without TLS, without a client certificate, and when the
-    server does not ask for one (``--client-cert-auth`` off: no certificate is verified, so
-    none is trusted). An empty CN is ``""`` (etcd then reports "user name is empty").
+    server does not ask for one (no certificate is verified then, so none is trusted). An
+    empty CN is ``""`` (etcd then reports "user name is empty").
+
+    A server given ``--trusted-ca-file`` without ``--client-cert-auth`` verifies client
+    certificates too (as etcd 3.4 does), yet etcd takes the CN as the user only with
+    ``--client-cert-auth``: auth must check ``EtcdServer.client_cert_auth`` first.
     Like Go's ``pkix.Name``, the last CN attribute of the subject wins.
     """
     cert = peer_certificate(stream)

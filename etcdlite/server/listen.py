@@ -53,6 +53,7 @@ async def serve(
     also: Sequence[Address] = (),
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ssl: _ssl.SSLContext | None = None,
+    client_cert_auth: bool | None = None,
 ) -> AsyncIterator[EtcdServer]:
     """Serve ``store`` (a new one if ``None``) over etcd's gRPC API on ``host:port``
     (port 0 picks a free one; the bound address is in ``server.advertise_client_urls``).
@@ -74,7 +75,10 @@ async def serve(
     handshake, as etcd does. An ``also`` entry ``(host, port, context)`` has its own
     (``None``: plaintext); ``(host, port)`` follows ``ssl``. A handshake must finish within
     the connection's preface timeout (10 s) and counts against ``max_connections``
-    meanwhile.
+    meanwhile. ``client_cert_auth`` (etcd's ``--client-cert-auth``, reported as
+    ``server.client_cert_auth``: whether a certificate's CN may stand for the user, see
+    :func:`etcdlite._grpc.peer_common_name`) defaults to whether ``ssl`` requires client
+    certificates.
 
     ::
 
@@ -94,6 +98,9 @@ async def serve(
     fast = {path: (m.invoke, m.request_type) for path, m in etcd.unary_methods().items()}
     mapping = etcd.mapping()
     etcd.http_factory = _http_gateway
+    if client_cert_auth is None:
+        client_cert_auth = ssl is not None and ssl.verify_mode == _ssl.CERT_REQUIRED
+    etcd.client_cert_auth = client_cert_auth
     try:
         async with AsyncExitStack() as stack:
             addresses = [(host, port, ssl), *(_address(a, ssl) for a in also)]
