@@ -35,8 +35,9 @@ def server_context(
     """A server-side context for ``etcdlite.serve(store, ssl=...)`` from etcd's flags.
 
     ``client_cert_auth`` or ``trusted_ca_file``: require a client certificate signed by
-    ``trusted_ca_file`` (by the system's CAs without one, as Go does). Raises ``OSError``/``ssl.SSLError`` for a
-    file that cannot be read or does not hold what it should.
+    ``trusted_ca_file`` (by the system's CAs without one, as Go does). Raises
+    ``OSError``/``ssl.SSLError`` for a file that cannot be read or does not hold what it
+    should.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
