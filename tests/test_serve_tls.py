@@ -72,7 +72,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 
 def _flags(certs: Certs, mode: str) -> tuple[str, ...]:
-    flags = ("--cert-file", certs.path("server.pem"), "--key-file", certs.path("server-key.pem"))
+    flags: tuple[str, ...] = ("--cert-file", certs.path("server.pem"))
+    flags += ("--key-file", certs.path("server-key.pem"))
     if mode == "mutual":
         flags += ("--trusted-ca-file", certs.path("ca.pem"), "--client-cert-auth")
     return flags
@@ -264,7 +265,7 @@ async def test_a_served_request_sees_its_client_certificate_cn(
         ctx = None if mode == "plain" else _server_context(certs, mutual=mode == "mutual")
         seen: dict[str, str | None] = {}
 
-        async def interceptor(path: str) -> None:
+        async def interceptor(path: str, seen: dict[str, str | None] = seen) -> None:
             seen[path] = peer_common_name()
 
         async with etcdlite.serve(port=0, ssl=ctx, fast_path=fast_path) as srv:
@@ -301,7 +302,7 @@ async def test_unfinished_handshakes_hold_a_slot_only_until_their_timeout(certs:
             await asyncio.sleep(0)
         # a third connection is over the limit: closed as it arrives, no handshake
         with pytest.raises((ssl.SSLError, ConnectionError)):
-            r, w = await asyncio.open_connection(
+            await asyncio.open_connection(
                 "127.0.0.1", srv.port, ssl=certs.client_context(cert=None)
             )
         for reader, _ in silent:  # the server closes the silent ones at the timeout
@@ -395,21 +396,32 @@ def test_a_remote_plaintext_address_needs_insecure_remote() -> None:
 
 def test_fast_refusals_of_the_client(server: TlsServer, certs: Certs) -> None:
     """A TLS client against a TLS port with the wrong CA or (mutual) without a certificate,
-    and a plaintext client against a TLS port, fail well before the timeout."""
+    and a plaintext client against a TLS port, fail well before the timeout, saying why."""
 
-    async def attempt(endpoint: str, ctx: ssl.SSLContext | None) -> float:
+    async def attempt(endpoint: str, ctx: ssl.SSLContext | None, says: str) -> float:
         started = time.monotonic()
         async with Client(endpoint, timeout=10, ssl=ctx) as c:
-            with pytest.raises(EtcdError):
+            with pytest.raises(EtcdError, match=says):
                 await c.get("k")
         return time.monotonic() - started
 
     async def all_cases() -> list[float]:
         https = f"https://{server.endpoint}"
-        times = [await attempt(https, certs.client_context(ca="other-ca"))]
-        times.append(await attempt(f"http://{server.endpoint}", None))
+        times = [await attempt(https, certs.client_context(ca="other-ca"), "CERTIFICATE_VERIFY")]
+        times.append(await attempt(f"http://{server.endpoint}", None, "may serve TLS only"))
         if server.mode == "mutual":
-            times.append(await attempt(https, certs.client_context(cert=None)))
+            ctx = certs.client_context(cert=None)
+            times.append(await attempt(https, ctx, "may require a client certificate"))
         return times
 
     assert all(t < 2 for t in asyncio.run(all_cases()))
+
+
+async def test_a_tls_client_against_a_plaintext_endpoint_fails_fast(
+    endpoint: str, certs: Certs
+) -> None:
+    started = time.monotonic()
+    async with Client(f"https://{endpoint}", timeout=10, ssl=certs.client_context()) as c:
+        with pytest.raises(EtcdError, match="may not serve TLS"):
+            await c.get("k")
+    assert time.monotonic() - started < 2
