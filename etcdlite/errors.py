@@ -75,6 +75,7 @@ __all__ = [
     "UserEmptyError",
     "ValueProvidedError",
     "WatchCanceledError",
+    "WatchClusterChangedError",
     "WatchCompactedError",
     "error_from_status",
 ]
@@ -453,6 +454,31 @@ class WatchCanceledError(EtcdError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.reason,))
+
+
+class WatchClusterChangedError(EtcdError):
+    """A watch resumed after its stream broke found a different cluster behind the
+    endpoint (another cluster ID in the response header: e.g. an in-memory ``etcdlite
+    serve`` restarted, or an endpoint now pointing elsewhere). That cluster's revisions
+    say nothing about the history the watch followed, so it ends instead of going on from
+    a revision that means something else there. Re-read the state and watch again.
+
+    etcdlite's own: clientv3 (3.4-3.6) re-creates the watch from its next revision without
+    looking at the cluster ID.
+    """
+
+    code = StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, old: int = 0, new: int = 0) -> None:
+        super().__init__(
+            f"etcdlite: watch resumed on a different cluster (cluster ID {old:x}, now {new:x}):"
+            " its revisions are not this watch's history; read again and start a new watch"
+        )
+        self.old = old
+        self.new = new
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.old, self.new))
 
 
 class WatchCompactedError(CompactedError):

@@ -23,6 +23,7 @@ from etcdlite import (
     Store,
     UnavailableError,
     WatchCanceledError,
+    WatchClusterChangedError,
     WatchCompactedError,
 )
 from etcdlite.api import KVBase
@@ -166,6 +167,27 @@ async def test_a_watch_resumes_across_a_server_restart(etcdlite_server: ServerTh
         async with asyncio.timeout(5):
             ev = await anext(w)
         assert (ev.kv.value, ev.kv.version) == (b"2", 2)
+
+
+async def test_a_watch_resumed_on_a_new_cluster_ends_with_a_clear_error(
+    etcdlite_server: ServerThread,
+) -> None:
+    """An in-memory server restarted is a new cluster (new cluster ID, revisions from 1):
+    resuming from the old revision there would skip or invent history."""
+    async with Client(etcdlite_server.endpoint) as client, client.watch(b"k") as w:
+        await client.put(b"k", b"1")
+        async with asyncio.timeout(5):
+            assert (await anext(w)).kv.value == b"1"
+        old = etcdlite_server.run(lambda: etcdlite_server.store.core.cluster_id)
+        await asyncio.to_thread(etcdlite_server.reset)  # same port, a fresh store
+        assert etcdlite_server.run(lambda: etcdlite_server.store.core.cluster_id) != old
+        with pytest.raises(WatchClusterChangedError, match="different cluster"):
+            async with asyncio.timeout(5):
+                await anext(w)
+        # the client itself goes on, on the new cluster
+        await client.put(b"k", b"new")
+        kv = await client.get(b"k")
+        assert kv is not None and kv.value == b"new"
 
 
 async def test_closing_the_client_ends_its_watches() -> None:
