@@ -190,6 +190,37 @@ async def test_a_watch_resumed_on_a_new_cluster_ends_with_a_clear_error(
         assert kv is not None and kv.value == b"new"
 
 
+async def test_one_endpoint_of_the_served_store_stops_and_comes_back(
+    etcdlite_server: ServerThread,
+) -> None:
+    """The fixture's three endpoints serve one store; stopping one drops its connections
+    and refuses new ones while the others go on: an app's failover, tested on the double."""
+    first, *others = etcdlite_server.endpoints
+    assert len(others) == 2 and first == etcdlite_server.endpoint
+    async with (
+        Client(etcdlite_server.endpoints, timeout=5) as client,
+        Client(first, timeout=5) as pinned,
+    ):
+        await pinned.put(b"k", b"1")
+        w = await client.watch(b"k", start_revision=1)
+        async with asyncio.timeout(5):
+            assert (await anext(w)).kv.value == b"1"
+        await asyncio.to_thread(etcdlite_server.stop_endpoint, first)
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(*first.split(":"))
+        with pytest.raises(UnavailableError):
+            await pinned.get(b"k")  # its one endpoint is gone
+        for i in range(6):  # round robin: some land on the stopped endpoint
+            await client.put(b"k", f"{i + 2}".encode())  # never sent there: retried
+        async with asyncio.timeout(5):  # the watch moved on with no gap
+            values = [(await anext(w)).kv.value for _ in range(6)]
+        assert values == [f"{i + 2}".encode() for i in range(6)]
+        await w.cancel()
+        await asyncio.to_thread(etcdlite_server.start_endpoint, first)
+        kv = await pinned.get(b"k")  # the same store behind the same port
+        assert kv is not None and kv.value == b"7"
+
+
 async def test_closing_the_client_ends_its_watches() -> None:
     async with etcdlite.serve(port=0) as server:
         client = Client(server.endpoint)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as _ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +18,7 @@ from ..store import Store
 from .services import DEFAULT_MAX_REQUEST_BYTES, EtcdServer
 from .tls import set_alpn
 
-__all__ = ["Address", "parse_listen_url", "serve"]
+__all__ = ["Address", "Listeners", "parse_listen_url", "serve"]
 
 log = logging.getLogger("etcdlite.server")
 
@@ -101,28 +101,33 @@ async def serve(
     if client_cert_auth is None:
         client_cert_auth = ssl is not None and ssl.verify_mode == _ssl.CERT_REQUIRED
     etcd.client_cert_auth = client_cert_auth
+
+    async def listen(h: str, p: int, context: _ssl.SSLContext | None) -> GrpcServer:
+        server = GrpcServer(
+            mapping,
+            codec=etcd.codec(),
+            fast=fast,
+            interceptor=lambda: etcd.interceptor,
+            fast_path=fast_path,
+            max_connections=max_connections,
+            http=lambda: _http_protocol(etcd),
+            ssl=context,
+        )
+        server.handshake_timeout = server.preface_timeout
+        etcd.grpc_servers.add(server)
+        etcd.fast_path = server.fast_path
+        await server.start(h, p, backlog=BACKLOG)
+        return server
+
+    listeners = etcd.listeners = Listeners(listen)
     try:
         async with AsyncExitStack() as stack:
+            stack.push_async_callback(listeners.close)
             addresses = [(host, port, ssl), *(_address(a, ssl) for a in also)]
             for h, p, context in addresses:
                 if context is not None:
                     set_alpn(context)
-                server = GrpcServer(
-                    mapping,
-                    codec=etcd.codec(),
-                    fast=fast,
-                    interceptor=lambda: etcd.interceptor,
-                    fast_path=fast_path,
-                    max_connections=max_connections,
-                    http=lambda: _http_protocol(etcd),
-                    ssl=context,
-                )
-                server.handshake_timeout = server.preface_timeout
-                etcd.grpc_servers.add(server)
-                etcd.fast_path = server.fast_path
-                await server.start(h, p, backlog=BACKLOG)
-                stack.push_async_callback(_stop, server)
-                etcd.ports.append(server.port or p)
+                etcd.ports.append(await listeners.add(h, p, context))
             etcd.port = etcd.ports[0]
             if not advertise_client_urls:
                 etcd.advertise_client_urls = [
@@ -138,6 +143,53 @@ async def serve(
     finally:
         if own_store:
             await store.close()
+
+
+class Listeners:
+    """The addresses one :func:`serve` listens on (``server.listeners``): each can stop
+    listening, closing its connections, and listen again on the same port, while the
+    store and the other addresses go on (a member's client port going away and back, for
+    failover tests)."""
+
+    def __init__(
+        self, listen: Callable[[str, int, _ssl.SSLContext | None], Awaitable[GrpcServer]]
+    ) -> None:
+        self._listen = listen
+        #: Per bound port: its address and its listening server (``None`` while stopped).
+        self._by_port: dict[int, tuple[str, _ssl.SSLContext | None, GrpcServer | None]] = {}
+
+    async def add(self, host: str, port: int, context: _ssl.SSLContext | None) -> int:
+        """Listen on ``host:port`` (0: a free port); the bound port."""
+        server = await self._listen(host, port, context)
+        bound = server.port or port
+        self._by_port[bound] = (host, context, server)
+        return bound
+
+    def _entry(self, port: int) -> tuple[str, _ssl.SSLContext | None, GrpcServer | None]:
+        try:
+            return self._by_port[port]
+        except KeyError:
+            raise ValueError(f"not a port of this server: {port}") from None
+
+    async def stop(self, port: int) -> None:
+        """Stop listening on ``port`` and close its connections (a no-op if stopped)."""
+        host, context, server = self._entry(port)
+        if server is not None:
+            self._by_port[port] = (host, context, None)
+            await _stop(server)
+
+    async def start(self, port: int) -> None:
+        """Listen on ``port`` again (a no-op if listening)."""
+        host, context, server = self._entry(port)
+        if server is None:
+            self._by_port[port] = (host, context, await self._listen(host, port, context))
+
+    def listening(self, port: int) -> bool:
+        return self._entry(port)[2] is not None
+
+    async def close(self) -> None:
+        for port in list(self._by_port):
+            await self.stop(port)
 
 
 def _address(
