@@ -23,6 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
 import pytest
 import trustme
 
@@ -425,3 +429,35 @@ async def test_a_tls_client_against_a_plaintext_endpoint_fails_fast(
         with pytest.raises(EtcdError, match="may not serve TLS"):
             await c.get("k")
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.serve
+async def test_the_preface_timeout_and_the_frame_guard_apply_over_tls(certs: Certs) -> None:
+    """What a decrypted connection sends meets the same rules as plaintext: silence after
+    the handshake is closed at the preface timeout; an oversized frame gets GOAWAY
+    FRAME_SIZE_ERROR from its header."""
+    ctx = _server_context(certs, mutual=False)
+    client_ctx = certs.client_context(cert=None)
+    client_ctx.set_alpn_protocols(["h2"])
+    async with etcdlite.serve(port=0, ssl=ctx) as srv:
+        (grpc_server,) = list(srv.grpc_servers)
+        grpc_server.preface_timeout = 0.3
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port, ssl=client_ctx)
+        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed: nothing was sent
+        writer.close()
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port, ssl=client_ctx)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        oversized = (1 << 20).to_bytes(3, "big") + bytes([0, 0]) + (1).to_bytes(4, "big")
+        writer.write(conn.data_to_send() + oversized + bytes(1024))
+        goaway = None
+        async with asyncio.timeout(5):
+            while goaway is None and (data := await reader.read(65536)):
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.ConnectionTerminated):
+                        goaway = event
+        writer.close()
+        assert goaway is not None
+        assert goaway.error_code == h2.errors.ErrorCodes.FRAME_SIZE_ERROR
