@@ -139,14 +139,13 @@ class _Counted(asyncio.Protocol):
                 server_side=True,
                 ssl_handshake_timeout=self._server.handshake_timeout,
             )
-        except (OSError, _ssl.SSLError, ConnectionError, TimeoutError) as e:
-            # start_tls closed the connection; etcd logs the same line for each
-            _log_rejected(peer, e)
-            self._uncount()
-            return
-        except asyncio.CancelledError:  # the server is closing
+        except asyncio.CancelledError:  # the server is closing (start_tls closed it)
             self._uncount()
             raise
+        except Exception as e:  # SSLError, a timeout, a reset: start_tls closed it
+            _log_rejected(peer, e)  # etcd logs the same line for each
+            self._uncount()
+            return
         if transport is None or transport.is_closing():  # pragma: no cover - lost at once
             self._uncount()
             return
