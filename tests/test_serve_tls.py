@@ -461,3 +461,26 @@ async def test_the_preface_timeout_and_the_frame_guard_apply_over_tls(certs: Cer
         writer.close()
         assert goaway is not None
         assert goaway.error_code == h2.errors.ErrorCodes.FRAME_SIZE_ERROR
+
+
+@pytest.mark.serve
+async def test_tls_12_at_least_and_alpn_prefers_http1_when_offered_both(certs: Certs) -> None:
+    ctx = _server_context(certs, mutual=False)
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    async with etcdlite.serve(port=0, ssl=ctx) as srv:
+        for offered, chosen in ((["h2"], "h2"), (["h2", "http/1.1"], "http/1.1"), (None, None)):
+            client_ctx = certs.client_context(cert=None)
+            if offered:
+                client_ctx.set_alpn_protocols(offered)
+            _, writer = await asyncio.open_connection("127.0.0.1", srv.port, ssl=client_ctx)
+            assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == chosen
+            writer.close()
+        # no ALPN at all: the sniff still routes the decrypted bytes (HTTP/1.1 here)
+        status, body = await asyncio.to_thread(
+            _https,
+            TlsServer("serve", "server", f"127.0.0.1:{srv.port}"),
+            certs.client_context(cert=None),
+            "GET",
+            "/health",
+        )
+        assert (status, body) == (200, b'{"health":"true"}')
