@@ -33,7 +33,7 @@ import trustme
 import etcdlite
 from etcdlite import Client
 from etcdlite._grpc import peer_common_name
-from etcdlite.errors import EtcdError
+from etcdlite.errors import DeadlineExceededError, EtcdError
 from etcdlite.server.tls import server_context
 
 from .helpers import IN_CI
@@ -484,3 +484,18 @@ async def test_tls_12_at_least_and_alpn_prefers_http1_when_offered_both(certs: C
             "/health",
         )
         assert (status, body) == (200, b'{"health":"true"}')
+
+
+@pytest.mark.serve
+async def test_several_endpoints_refusing_name_the_likely_cause_at_the_deadline(
+    certs: Certs,
+) -> None:
+    """With several endpoints a lost connection is retried elsewhere (a member may just be
+    down), so a plaintext Client against TLS members waits out its timeout; the error then
+    says what the endpoints most likely need."""
+    ctx = _server_context(certs, mutual=False)
+    async with etcdlite.serve(port=0, ssl=ctx, also=[("127.0.0.1", 0)]) as srv:
+        endpoints = [f"http://127.0.0.1:{p}" for p in srv.ports]
+        async with Client(endpoints, timeout=1) as c:
+            with pytest.raises(DeadlineExceededError, match="may serve TLS only"):
+                await c.get("k")

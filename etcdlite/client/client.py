@@ -427,11 +427,11 @@ class Client(KVBase):
                         raise UnavailableError(f"etcdlite: {ep}: TLS: {e}") from e
                     except OSError as e:
                         self.policy.failed(ep)
+                        hint = _first_failure_hint(self.ssl is not None, connecting=True)
+                        failure = UnavailableError(f"etcdlite: {ep}: {e or type(e).__name__}{hint}")
                         if not self.policy.should_retry(method, Failure.NOT_SENT):
-                            hint = _first_failure_hint(self.ssl is not None, connecting=True)
-                            text = str(e) or type(e).__name__
-                            raise UnavailableError(f"etcdlite: {ep}: {text}{hint}") from e
-                        last = e
+                            raise failure from e
+                        last = failure  # the deadline's error names it
                         continue  # never sent: any RPC may go elsewhere
                     try:
                         result = await fn(conn)
@@ -446,12 +446,13 @@ class Client(KVBase):
                     except (OSError, StreamTerminatedError) as e:
                         undo_lost_connection_cancel(task, cancelling)
                         self.policy.failed(ep)
+                        hint = ""
+                        if not conn.answered:
+                            hint = _first_failure_hint(self.ssl is not None, False)
+                        failure = UnavailableError(f"etcdlite: {ep}: {e}{hint}")
                         if not self.policy.should_retry(method, Failure.UNAVAILABLE):
-                            hint = ""
-                            if not conn.answered:
-                                hint = _first_failure_hint(self.ssl is not None, False)
-                            raise UnavailableError(f"etcdlite: {ep}: {e}{hint}") from e
-                        last = e
+                            raise failure from e
+                        last = failure
                         continue
                     self.policy.succeeded(ep)
                     conn.answered = True
