@@ -33,6 +33,7 @@ from .errors import (
     UnavailableError,
     ValueProvidedError,
     WatchCanceledError,
+    WatchClusterChangedError,
     WatchCompactedError,
 )
 from .lease import Lease, LeaseTimeToLive
@@ -162,6 +163,7 @@ __all__ = [
     "ValueProvidedError",
     "Watch",
     "WatchCanceledError",
+    "WatchClusterChangedError",
     "WatchCompactedError",
     "WatchResponse",
     "connect",

@@ -42,6 +42,7 @@ from ..errors import (
 )
 from .frames import data_frames, send_data
 from .messages import read_message
+from .peer import current_stream
 
 __all__ = ["FastMethod", "Interceptor", "UnaryHandler"]
 
@@ -136,6 +137,7 @@ class UnaryHandler(Handler):
         timeout: float | None,
         release_stream: Callable[[], Any],
     ) -> None:
+        current_stream.set(stream)  # this request's task: for peer_common_name()
         try:
             try:
                 if timeout is None:

@@ -78,6 +78,12 @@ class EtcdServer:
         #: (pause, fail the next N requests of a kind).
         self.interceptor: Interceptor | None = None
         self.watch_streams: set[ServerWatchStream] = set()
+        #: The addresses :func:`~etcdlite.server.serve` listens on, each stoppable
+        #: (:class:`~etcdlite.server.listen.Listeners`; ``None`` outside ``serve``).
+        self.listeners: Any = None
+        #: etcd's ``--client-cert-auth``: a request without a token may be made as the CN
+        #: of its connection's client certificate (:func:`etcdlite._grpc.peer_common_name`).
+        self.client_cert_auth = False
         #: The grpclib servers serving this (the lean path's request count is theirs).
         self.grpc_servers: weakref.WeakSet[Any] = weakref.WeakSet()
         #: The port actually bound by :func:`serve` (useful with port 0); ``ports`` has
