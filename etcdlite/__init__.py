@@ -44,6 +44,7 @@ from .errors import (
     UserNotFoundError,
     ValueProvidedError,
     WatchCanceledError,
+    WatchClusterChangedError,
     WatchCompactedError,
 )
 from .lease import Lease, LeaseTimeToLive
@@ -190,6 +191,7 @@ __all__ = [
     "ValueProvidedError",
     "Watch",
     "WatchCanceledError",
+    "WatchClusterChangedError",
     "WatchCompactedError",
     "WatchResponse",
     "connect",

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -25,8 +26,10 @@ from typing import Any
 
 from ._grpc.server import DEFAULT_MAX_CONNECTIONS
 from .core.quota import DEFAULT_QUOTA_BYTES
+from .errors import TLS_CLIENT_CERT_AUTH_IGNORED, TLS_FILES_IGNORED, TLS_FILES_REQUIRED
 from .identity import DEFAULT_CLUSTER_TOKEN, DEFAULT_PEER_URL, member_id
 from .server import DEFAULT_MAX_REQUEST_BYTES, parse_listen_url, serve
+from .server.tls import server_context
 from .store import Store
 
 __all__ = ["main"]
@@ -108,10 +111,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="periodic: a duration (e.g. 1h; a bare number means hours, as in etcd); "
         "revision: a number of revisions",
     )
+    s.add_argument("--cert-file", default="", help="path to the client server TLS cert file")
+    s.add_argument("--key-file", default="", help="path to the client server TLS key file")
+    s.add_argument(
+        "--trusted-ca-file",
+        default="",
+        help="path to the client server TLS trusted CA cert file (checks client certificates)",
+    )
+    s.add_argument(
+        "--client-cert-auth",
+        action="store_true",
+        help="require a client certificate signed by --trusted-ca-file on every connection",
+    )
     s.add_argument(
         "--allow-remote",
         action="store_true",
-        help="permit a non-loopback listen address (etcdlite has no TLS and no auth)",
+        help="permit a non-loopback listen address (https://, or with --insecure-remote)",
+    )
+    s.add_argument(
+        "--insecure-remote",
+        action="store_true",
+        help="permit a non-loopback http:// (plaintext) listen address: anyone who can "
+        "reach it can read and write everything",
     )
     s.add_argument("--log-level", default="INFO")
     snap = sub.add_parser("snapshot", help="restore or inspect a snapshot file")
@@ -163,29 +184,66 @@ class UsageError(Exception):
     """A flag or address that cannot be used: one line to stderr, exit code 2."""
 
 
-def _listen_addresses(urls: str, allow_remote: bool) -> list[tuple[str, int]]:
-    addresses = []
-    for url in (u.strip() for u in urls.split(",")):
+def _listen_addresses(args: argparse.Namespace) -> list[tuple[str, int, bool]]:
+    """``(host, port, tls)`` per ``--listen-client-urls`` entry, with etcd's checks of the
+    scheme against the TLS flags and etcdlite's own rule for non-loopback addresses."""
+    addresses: list[tuple[str, int, bool]] = []
+    for url in (u.strip() for u in args.listen_client_urls.split(",")):
         if not url:
             continue
-        if url.startswith("https://"):
-            raise UsageError(
-                f"TLS is not supported yet: cannot listen on {url} "
-                "(use http://, or real etcd with --cert-file/--key-file)"
-            )
         try:
             host, port = parse_listen_url(url)
         except ValueError as e:
             raise UsageError(f"--listen-client-urls: {e}") from None
-        if not _is_loopback(host) and not allow_remote:
+        tls = url.startswith("https://")
+        if tls and not (args.cert_file and args.key_file):
+            raise UsageError(TLS_FILES_REQUIRED.format(url=url))
+        if not _is_loopback(host):
+            if not args.allow_remote:
+                raise UsageError(
+                    f"refusing to listen on {url} without --allow-remote: a non-loopback "
+                    "address serves everyone who can reach it"
+                )
+            if not tls and not args.insecure_remote:
+                raise UsageError(
+                    f"refusing to listen on {url} without TLS: plaintext on a non-loopback "
+                    "address lets anyone on the network read and write everything; use "
+                    "https:// with --cert-file/--key-file (and --client-cert-auth), or "
+                    "--insecure-remote to accept that"
+                )
+        if any((h, p) == (host, port) for h, p, _ in addresses):
             raise UsageError(
-                f"refusing to listen on {url} without --allow-remote: etcdlite serve has "
-                "no TLS and no auth, so anyone who can reach it can read and write everything"
+                f"--listen-client-urls: {host}:{port} is given twice (etcdlite serves http "
+                "and https on separate ports)"
             )
-        addresses.append((host, port))
+        addresses.append((host, port, tls))
     if not addresses:
         raise UsageError("--listen-client-urls: no URL given")
+    if (args.cert_file or args.client_cert_auth) and not all(t for *_, t in addresses):
+        for url in (u.strip() for u in args.listen_client_urls.split(",")):
+            if url and not url.startswith("https://"):
+                if args.cert_file:
+                    log.warning(TLS_FILES_IGNORED.format(url=url))
+                if args.client_cert_auth:
+                    log.warning(TLS_CLIENT_CERT_AUTH_IGNORED.format(url=url))
     return addresses
+
+
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The server's TLS context from etcd's flags (``None`` without cert files)."""
+    if not (args.cert_file and args.key_file):
+        return None
+    try:
+        return server_context(
+            args.cert_file,
+            args.key_file,
+            trusted_ca_file=args.trusted_ca_file or None,
+            client_cert_auth=args.client_cert_auth,
+        )
+    except (OSError, ssl.SSLError) as e:
+        raise UsageError(
+            f"cannot load TLS files (--cert-file, --key-file, --trusted-ca-file): {e}"
+        ) from None
 
 
 def _store_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -226,7 +284,8 @@ def _store_options(args: argparse.Namespace) -> dict[str, Any]:
 
 async def run_server(args: argparse.Namespace) -> int:
     try:
-        addresses = _listen_addresses(args.listen_client_urls, args.allow_remote)
+        listen = _listen_addresses(args)
+        context = _tls_context(args)
         options = _store_options(args)
     except UsageError as e:
         print(f"etcdlite: {e}", file=sys.stderr)
@@ -248,7 +307,10 @@ async def run_server(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    (host, port), *also = addresses
+    addresses = [(h, p) for h, p, _ in listen]
+    contexts = [context if tls else None for *_, tls in listen]
+    (host, port), *rest = addresses
+    also = [(h, p, c) for (h, p), c in zip(rest, contexts[1:], strict=True)]
     try:
         async with (
             store,
@@ -262,6 +324,8 @@ async def run_server(args: argparse.Namespace) -> int:
                 peer_urls=[u for u in args.initial_advertise_peer_urls.split(",") if u],
                 max_request_bytes=args.max_request_bytes,
                 max_connections=args.max_connections,
+                ssl=contexts[0],
+                client_cert_auth=args.client_cert_auth,
             ) as server,
         ):
             bound = zip(addresses, server.ports, strict=True)

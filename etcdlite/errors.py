@@ -17,6 +17,7 @@ from typing import ClassVar
 
 __all__ = [
     "ELECTION_SESSION_EXPIRED",
+    "GATEWAY_COMMON_NAME",
     "GO_CODE_NAMES",
     "GRPC_MESSAGE_TOO_LARGE",
     "GRPC_NOT_IMPLEMENTED",
@@ -28,6 +29,9 @@ __all__ = [
     "PROTO_INTEGER_OVERFLOW",
     "PROTO_UNEXPECTED_EOF",
     "PROTO_WRONG_WIRE_TYPE",
+    "TLS_CLIENT_CERT_AUTH_IGNORED",
+    "TLS_FILES_IGNORED",
+    "TLS_FILES_REQUIRED",
     "WATCH_CANCELED",
     "WATCH_DUPLICATE_ID",
     "WATCH_EMPTY_RANGE",
@@ -88,6 +92,7 @@ __all__ = [
     "UserNotFoundError",
     "ValueProvidedError",
     "WatchCanceledError",
+    "WatchClusterChangedError",
     "WatchCompactedError",
     "error_from_go_status_text",
     "error_from_status",
@@ -143,6 +148,13 @@ class EtcdError(Exception):
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.message, self.code))
 
+
+#: etcd's answer (HTTP 400, text) to a gateway request made with a client certificate that
+#: has a CN, when auth and ``--client-cert-auth`` are on.
+GATEWAY_COMMON_NAME = (
+    "CommonName of client sending a request against gateway will be ignored and not used "
+    "as expected\n"
+)
 
 #: grpc-go's names of the status codes (``codes.Code.String()``).
 GO_CODE_NAMES = (
@@ -220,6 +232,19 @@ GRPC_MESSAGE_TOO_LARGE = "grpc: received message larger than max ({size} vs. {li
 GRPC_UNKNOWN_METHOD = "unknown method {method} for service {service}"
 GRPC_UNKNOWN_SERVICE = "unknown service {service}"
 GRPC_NOT_IMPLEMENTED = "method {method} not implemented"
+
+# etcd's start-up texts for TLS flags (etcdmain / embed, 3.4; "peer" is really in the text).
+TLS_FILES_REQUIRED = (
+    "TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"
+)
+TLS_FILES_IGNORED = (
+    "The scheme of client url {url} is HTTP while peer key/cert files are presented. "
+    "Ignored key/cert files."
+)
+TLS_CLIENT_CERT_AUTH_IGNORED = (
+    "The scheme of client url {url} is HTTP while client cert auth (--client-cert-auth) "
+    "is enabled. Ignored client cert auth for this url."
+)
 
 
 # --- KV / lease errors (identical in etcd 3.4, 3.5, 3.6) ----------------------------------
@@ -582,6 +607,31 @@ class WatchCanceledError(EtcdError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.reason,))
+
+
+class WatchClusterChangedError(EtcdError):
+    """A watch resumed after its stream broke found a different cluster behind the
+    endpoint (another cluster ID in the response header: e.g. an in-memory ``etcdlite
+    serve`` restarted, or an endpoint now pointing elsewhere). That cluster's revisions
+    say nothing about the history the watch followed, so it ends instead of going on from
+    a revision that means something else there. Re-read the state and watch again.
+
+    etcdlite's own: clientv3 (3.4-3.6) re-creates the watch from its next revision without
+    looking at the cluster ID.
+    """
+
+    code = StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, old: int = 0, new: int = 0) -> None:
+        super().__init__(
+            f"etcdlite: watch resumed on a different cluster (cluster ID {old:x}, now {new:x}):"
+            " its revisions are not this watch's history; read again and start a new watch"
+        )
+        self.old = old
+        self.new = new
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.old, self.new))
 
 
 class WatchCompactedError(CompactedError):

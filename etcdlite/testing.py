@@ -5,12 +5,15 @@ these fixtures are available in any project that has etcdlite installed:
 
 * ``etcdlite_clock``: a :class:`~etcdlite.ManualClock` (``await clock.advance(s)``);
 * ``etcdlite_store``: an embedded :class:`~etcdlite.Store` on that clock (one per test);
-* ``etcdlite_server``: a :class:`ServerThread`: ``etcdlite serve`` on a free loopback port in
+* ``etcdlite_server``: a :class:`ServerThread`: ``etcdlite serve`` on free loopback ports in
   its own thread and event loop, so synchronous clients (python-etcd3, etcdctl via
   ``subprocess.run``) work from the test too. Its store is fresh for every test; its
-  endpoint is ``etcdlite_server.endpoint`` (``"127.0.0.1:PORT"``). Its clock is a
-  ManualClock: ``etcdlite_server.advance(seconds)`` moves lease time. Every control method
-  is thread-safe and synchronous.
+  endpoint is ``etcdlite_server.endpoint`` (``"127.0.0.1:PORT"``), and
+  ``etcdlite_server.endpoints`` lists three ports serving that one store, like the client
+  URLs of a three-member cluster: ``stop_endpoint(ep)`` closes one (its connections drop,
+  new ones are refused) and ``start_endpoint(ep)`` brings it back, for testing an app's
+  failover. Its clock is a ManualClock: ``etcdlite_server.advance(seconds)`` moves lease
+  time. Every control method is thread-safe and synchronous.
 
 State is never shared implicitly: each fixture owns its store.
 """
@@ -46,16 +49,21 @@ class ServerThread:
 
     ``manual_clock=True`` (the default) runs the store on a :class:`ManualClock`: leases only
     expire when the test calls :meth:`advance`. With ``False`` it uses real time.
+    ``ports``: how many loopback ports serve the store (:attr:`endpoints`; the first is
+    ``port``, or a free one).
     """
 
     def __init__(
         self,
         *,
         port: int = 0,
+        ports: int = 1,
         manual_clock: bool = True,
         store_options: dict[str, Any] | None = None,
     ) -> None:
         self.port = port or _free_port()
+        #: Every served port, the first being :attr:`port`.
+        self.ports = [self.port, *(_free_port() for _ in range(ports - 1))]
         self.manual_clock = manual_clock
         self.store_options = dict(store_options or {})
         self.clock: ManualClock | LoopClock = ManualClock() if manual_clock else LoopClock()
@@ -74,6 +82,11 @@ class ServerThread:
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def endpoints(self) -> list[str]:
+        """``host:port`` of every served port (one store behind all of them)."""
+        return [f"127.0.0.1:{p}" for p in self.ports]
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -102,7 +115,8 @@ class ServerThread:
         async def serving() -> None:
             self._stop = asyncio.Event()
             try:
-                async with serve(self.store, port=self.port) as server:
+                also = [("127.0.0.1", p) for p in self.ports[1:]]
+                async with serve(self.store, port=self.port, also=also) as server:
                     self.server = server
                     started.set_result(None)
                     await self._stop.wait()
@@ -127,6 +141,28 @@ class ServerThread:
                 self._serving.result(10)
             self._stop = None
             self._serving = None
+
+    def stop_endpoint(self, endpoint: str) -> None:
+        """Stop serving on one of :attr:`endpoints`: its connections close and new ones
+        are refused, while the store and the other endpoints go on (a member going away,
+        as a client sees it). :meth:`start_endpoint` brings it back; so do
+        :meth:`restart` and :meth:`reset` (every endpoint)."""
+        self.call(self._listeners().stop(self._port_of(endpoint)))
+
+    def start_endpoint(self, endpoint: str) -> None:
+        """Serve on a stopped endpoint again (same port, same store)."""
+        self.call(self._listeners().start(self._port_of(endpoint)))
+
+    def _port_of(self, endpoint: str) -> int:
+        port = int(endpoint.rsplit(":", 1)[-1])
+        if port not in self.ports:
+            raise ValueError(f"not an endpoint of this server: {endpoint}")
+        return port
+
+    def _listeners(self) -> Any:
+        if self.server is None:
+            raise RuntimeError("the server is not serving")
+        return self.server.listeners
 
     def restart(self) -> None:
         """Stop and serve again on the same port with the same data (a member restart)."""
@@ -265,12 +301,14 @@ else:
 
     @pytest.fixture(scope="session")
     def _etcdlite_server_session() -> Iterator[ServerThread]:
-        with ServerThread() as server:
+        with ServerThread(ports=3) as server:
             yield server
 
     @pytest.fixture
     def etcdlite_server(_etcdlite_server_session: ServerThread) -> ServerThread:
-        """``etcdlite serve`` in a thread on a free loopback port, empty for each test."""
+        """``etcdlite serve`` in a thread on three free loopback ports (``endpoint`` is
+        the first, ``endpoints`` all; ``stop_endpoint``/``start_endpoint`` control one),
+        empty and with every port serving for each test."""
         server = _etcdlite_server_session
         if server.used:
             server.reset()

@@ -115,17 +115,19 @@ def etcd_version() -> tuple[int, ...] | None:
 
 
 @contextmanager
-def running_etcd(*extra_args: str) -> Iterator[str]:
+def running_etcd(*extra_args: str, scheme: str = "http") -> Iterator[str]:
     """Run etcd on 127.0.0.1 only; yields its ``host:port``; always stops it.
 
     Ready once etcd logs that it serves clients (it has elected itself leader by then).
+    ``scheme="https"`` listens for clients over TLS (``extra_args`` then carry the cert
+    flags).
     """
     binary = etcd_binary()
     if binary is None:
         raise EtcdMissing("etcd is not installed (apt-get install -y etcd-server etcd-client)")
     client_port, peer_port = free_port(), free_port()
     data_dir = tempfile.mkdtemp(prefix="etcdlite-oracle-")
-    client_url = f"http://127.0.0.1:{client_port}"
+    client_url = f"{scheme}://127.0.0.1:{client_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
     log_path = os.path.join(data_dir, "etcd.log")
     with open(log_path, "wb") as log:
@@ -172,9 +174,10 @@ class CliServer:
 
 
 @contextmanager
-def running_cli(*extra_args: str) -> Iterator[CliServer]:
-    """``python -m etcdlite serve --listen-client-urls http://127.0.0.1:PORT`` as a child;
-    yields once it logged that it is ready; always stops it (the test may stop it first)."""
+def running_cli(*extra_args: str, scheme: str = "http") -> Iterator[CliServer]:
+    """``python -m etcdlite serve --listen-client-urls http://127.0.0.1:PORT`` as a child
+    (``scheme="https"``: https://); yields once it logged that it is ready; always stops it
+    (the test may stop it first)."""
     port = free_port()
     fd, log_path = tempfile.mkstemp(prefix="etcdlite-cli-", suffix=".log")
     try:
@@ -186,7 +189,7 @@ def running_cli(*extra_args: str) -> Iterator[CliServer]:
                     "etcdlite",
                     "serve",
                     "--listen-client-urls",
-                    f"http://127.0.0.1:{port}",
+                    f"{scheme}://127.0.0.1:{port}",
                     *extra_args,
                 ],
                 stdout=log,

@@ -31,7 +31,33 @@ def _serve(*flags: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("flags", "says"),
     [
-        (["--listen-client-urls", "https://127.0.0.1:2379"], "TLS is not supported yet"),
+        (
+            ["--listen-client-urls", "https://127.0.0.1:2379"],
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url "
+            "https://127.0.0.1:2379 with HTTPS scheme",
+        ),
+        (
+            ["--listen-client-urls", "http://0.0.0.0:2379", "--allow-remote"],
+            "without TLS: plaintext on a non-loopback address",
+        ),
+        (
+            ["--listen-client-urls", "https://0.0.0.0:2379", "--cert-file", "/nonexistent"],
+            "must be provided",
+        ),
+        (
+            [
+                *("--listen-client-urls", "http://127.0.0.1:1,https://127.0.0.1:1"),
+                *("--cert-file", "c.pem", "--key-file", "k.pem"),
+            ],
+            "is given twice",
+        ),
+        (
+            [
+                *("--listen-client-urls", "https://127.0.0.1:1"),
+                *("--cert-file", "/nonexistent.pem", "--key-file", "/nonexistent.pem"),
+            ],
+            "cannot load TLS files",
+        ),
         (["--listen-client-urls", "http://127.0.0.1"], "needs a host and a port"),
         (["--listen-client-urls", "unix://x:1"], "unsupported URL scheme"),
         (["--listen-client-urls", "http://127.0.0.1:1,http://0.0.0.0:2"], "--allow-remote"),
@@ -110,3 +136,29 @@ def test_cli_reports_name_peer_urls_and_etcds_member_id() -> None:
 
         (member,) = asyncio.run(members()).members
         assert (member.name, member.peer_ur_ls, member.id) == ("probe", [peer], member_id([peer]))
+
+
+@pytest.mark.parametrize(
+    ("urls", "flags", "refused"),
+    [
+        ("http://0.0.0.0:2379", [], "--allow-remote"),
+        ("http://0.0.0.0:2379", ["--allow-remote"], "--insecure-remote"),
+        ("http://0.0.0.0:2379", ["--allow-remote", "--insecure-remote"], None),
+        ("https://0.0.0.0:2379", ["--allow-remote"], None),
+        ("https://0.0.0.0:2379", [], "--allow-remote"),
+        ("http://127.0.0.1:2379", [], None),
+    ],
+)
+def test_the_remote_address_rule(urls: str, flags: list[str], refused: str | None) -> None:
+    """Checked before binding (nothing listens here): a non-loopback address needs
+    --allow-remote, and plaintext there also --insecure-remote."""
+    from etcdlite.__main__ import UsageError, _listen_addresses, build_parser
+
+    tls = ["--cert-file", "c.pem", "--key-file", "k.pem"] if urls.startswith("https") else []
+    args = build_parser().parse_args(["serve", "--listen-client-urls", urls, *tls, *flags])
+    if refused is None:
+        (address,) = _listen_addresses(args)
+        assert address[2] == urls.startswith("https")
+    else:
+        with pytest.raises(UsageError, match=refused):
+            _listen_addresses(args)

@@ -23,6 +23,7 @@ from etcdlite import (
     Store,
     UnavailableError,
     WatchCanceledError,
+    WatchClusterChangedError,
     WatchCompactedError,
 )
 from etcdlite.api import KVBase
@@ -166,6 +167,58 @@ async def test_a_watch_resumes_across_a_server_restart(etcdlite_server: ServerTh
         async with asyncio.timeout(5):
             ev = await anext(w)
         assert (ev.kv.value, ev.kv.version) == (b"2", 2)
+
+
+async def test_a_watch_resumed_on_a_new_cluster_ends_with_a_clear_error(
+    etcdlite_server: ServerThread,
+) -> None:
+    """An in-memory server restarted is a new cluster (new cluster ID, revisions from 1):
+    resuming from the old revision there would skip or invent history."""
+    async with Client(etcdlite_server.endpoint) as client, client.watch(b"k") as w:
+        await client.put(b"k", b"1")
+        async with asyncio.timeout(5):
+            assert (await anext(w)).kv.value == b"1"
+        old = etcdlite_server.run(lambda: etcdlite_server.store.core.cluster_id)
+        await asyncio.to_thread(etcdlite_server.reset)  # same port, a fresh store
+        assert etcdlite_server.run(lambda: etcdlite_server.store.core.cluster_id) != old
+        with pytest.raises(WatchClusterChangedError, match="different cluster"):
+            async with asyncio.timeout(5):
+                await anext(w)
+        # the client itself goes on, on the new cluster
+        await client.put(b"k", b"new")
+        kv = await client.get(b"k")
+        assert kv is not None and kv.value == b"new"
+
+
+async def test_one_endpoint_of_the_served_store_stops_and_comes_back(
+    etcdlite_server: ServerThread,
+) -> None:
+    """The fixture's three endpoints serve one store; stopping one drops its connections
+    and refuses new ones while the others go on: an app's failover, tested on the double."""
+    first, *others = etcdlite_server.endpoints
+    assert len(others) == 2 and first == etcdlite_server.endpoint
+    async with (
+        Client(etcdlite_server.endpoints, timeout=5) as client,
+        Client(first, timeout=5) as pinned,
+    ):
+        await pinned.put(b"k", b"1")
+        w = await client.watch(b"k", start_revision=1)
+        async with asyncio.timeout(5):
+            assert (await anext(w)).kv.value == b"1"
+        await asyncio.to_thread(etcdlite_server.stop_endpoint, first)
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(*first.split(":"))
+        with pytest.raises(UnavailableError):
+            await pinned.get(b"k")  # its one endpoint is gone
+        for i in range(6):  # round robin: some land on the stopped endpoint
+            await client.put(b"k", f"{i + 2}".encode())  # never sent there: retried
+        async with asyncio.timeout(5):  # the watch moved on with no gap
+            values = [(await anext(w)).kv.value for _ in range(6)]
+        assert values == [f"{i + 2}".encode() for i in range(6)]
+        await w.cancel()
+        await asyncio.to_thread(etcdlite_server.start_endpoint, first)
+        kv = await pinned.get(b"k")  # the same store behind the same port
+        assert kv is not None and kv.value == b"7"
 
 
 async def test_closing_the_client_ends_its_watches() -> None:

@@ -5,6 +5,8 @@
 * :mod:`.server`: :class:`GrpcServer`, grpclib's server subclassed once.
 * :mod:`.unary`: etcd's unary RPCs answered with one write.
 * :mod:`.frames`: DATA frames written with h2's flow-control windows kept in step.
+* :mod:`.peer`: :func:`peer_common_name`, the CN of a request's verified client
+  certificate (the hook for etcd's certificate-based auth).
 * :mod:`.transport`: writes corked per event-loop turn, repeated HPACK blocks coded once
   (server and Client).
 
@@ -18,6 +20,7 @@ from .channel import open_channel
 from .compat import fast_path_enabled
 from .frames import send_messages
 from .messages import recv_message
+from .peer import peer_certificate, peer_common_name
 from .server import GrpcServer
 from .unary import FastMethod, Interceptor
 
@@ -27,6 +30,8 @@ __all__ = [
     "Interceptor",
     "fast_path_enabled",
     "open_channel",
+    "peer_certificate",
+    "peer_common_name",
     "recv_message",
     "send_messages",
 ]

@@ -1,4 +1,4 @@
-"""Who sent the request being served: its auth token and the connection's TLS peer.
+"""Who sent the request being served: its auth token and its stream (for the TLS peer).
 
 Every request path sets :data:`CALLER` in the task serving the request before the method
 runs (the fast unary path, grpclib's generic path, the stream handlers and the HTTP
@@ -17,15 +17,16 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
-__all__ = ["CALLER", "Caller", "common_name", "token_of"]
+__all__ = ["CALLER", "Caller", "token_of"]
 
 
 class Caller(NamedTuple):
     #: The token the request carries, if any.
     token: str | None
-    #: The connection's peer (grpclib's ``Peer``: ``cert()`` is the verified client
-    #: certificate on a TLS connection), or None in process.
-    peer: Any = None
+    #: The request's stream (a grpclib server ``Stream`` or the lean path's h2 stream:
+    #: :func:`~.peer.peer_common_name` reads its connection's client certificate), or
+    #: None in process (the HTTP gateway: its caller is never a certificate).
+    stream: Any = None
 
 
 #: The caller of the request the current task serves.
@@ -38,17 +39,3 @@ def token_of(metadata: Mapping[str, Any]) -> str | None:
     if token is None:
         token = metadata.get("authorization")
     return token if isinstance(token, str) else None
-
-
-def common_name(peer: Any) -> str | None:
-    """The common name of the peer's verified TLS client certificate (None without one)."""
-    if peer is None:
-        return None
-    cert = peer.cert()
-    if not cert:
-        return None
-    for rdn in cert.get("subject", ()):
-        for name, value in rdn:
-            if name == "commonName":
-                return str(value)
-    return None

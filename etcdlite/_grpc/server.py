@@ -1,5 +1,14 @@
 """grpclib's ``Server``, subclassed once: etcd's answers to unknown methods, the lean unary
-path and corked writes per connection, and the connections it made (to close on stop).
+path and corked writes per connection, TLS, and the connections it made (to close on stop).
+
+TLS is terminated here, per accepted TCP connection, with asyncio's public ``start_tls``
+rather than by handing grpclib's ``start`` an ``ssl`` context: that way a connection is
+counted against ``max_connections`` from the moment it is accepted, through its handshake
+(bounded by ``handshake_timeout``), and a failed handshake gives its slot back at once.
+With ``ssl`` passed to ``create_server`` asyncio would only tell the protocol about
+connections whose handshake succeeded, so a flood of handshakes that never finish would go
+uncounted. What the handshake decrypts goes through the same sniff as a plaintext
+connection (:class:`_Sniff`), then the same guard, preface timeout and protocols.
 
 Overridden grpclib internals, all listed in :mod:`.compat`: ``Server._protocol_factory``
 (each connection's protocol and handler), ``Server._mapping`` (looked up with ``get`` per
@@ -9,7 +18,9 @@ request), ``Server._server`` (the bound sockets).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import ssl as _ssl
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -24,6 +35,7 @@ from grpclib.server import Server, Stream
 from ..errors import GRPC_UNKNOWN_METHOD, GRPC_UNKNOWN_SERVICE
 from .compat import fast_path_enabled, missing_attributes, warn_off
 from .guard import Limits
+from .peer import track_request
 from .transport import ServerProtocol
 from .unary import FastMethod, Interceptor, UnaryHandler
 
@@ -41,7 +53,13 @@ class _Servable:
 class _MethodTable(dict[str, Handler]):
     """grpclib's method table, answering an unknown method or service like grpc-go
     (grpclib's own answer, "Method not found" without a content-type, reads as Unknown in
-    grpc-go clients)."""
+    grpc-go clients). Every handler records its stream as the request's own
+    (:func:`~.peer.track_request`), so :func:`~.peer.peer_common_name` finds it."""
+
+    def __init__(self, mapping: dict[str, Handler]) -> None:
+        super().__init__(
+            (path, h._replace(func=track_request(h.func))) for path, h in mapping.items()
+        )
 
     def get(self, path: str, default: Any = None) -> Handler | None:  # type: ignore[override]
         handler = super().get(path)
@@ -75,29 +93,90 @@ class _Refused(asyncio.Protocol):
 
 
 class _Counted(asyncio.Protocol):
-    """A connection's protocol, counted in its server's ``connections`` while open."""
+    """A connection's protocol, counted in its server's ``connections`` while open.
 
-    __slots__ = ("_server", "inner")
+    On a TLS server it first runs the handshake (counted too: see the module docstring);
+    the inner protocol sees only the decrypted stream, from ``connection_made`` on."""
+
+    __slots__ = ("_counted", "_early", "_server", "_started", "inner")
 
     def __init__(self, server: GrpcServer, inner: asyncio.Protocol) -> None:
         self._server = server
         self.inner = inner
+        self._counted = False
+        self._started = False  # whether inner.connection_made was called
+        # TLS: what the SSL layer decrypted before start_tls returned (it reads on as soon
+        # as the handshake completes, and a TLS 1.3 client sends its first bytes with it)
+        self._early: list[bytes] = []
         if isinstance(inner, _Sniff):
             inner.owner = self
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._server.connections += 1
+        self._counted = True
+        context = self._server.ssl
+        if context is None:
+            self._started = True
+            self.inner.connection_made(transport)
+            return
+        raw = transport
+        assert isinstance(raw, asyncio.Transport)
+        raw.pause_reading()  # not a byte to this protocol before start_tls takes over
+        task = asyncio.get_running_loop().create_task(self._handshake(raw, context))
+        self._server._handshakes.add(task)
+        task.add_done_callback(self._server._handshakes.discard)
+
+    async def _handshake(self, raw: asyncio.Transport, context: _ssl.SSLContext) -> None:
+        if raw.is_closing():  # closed between accept and this task
+            return
+        peer = raw.get_extra_info("peername")
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(
+                raw,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self._server.handshake_timeout,
+            )
+        except asyncio.CancelledError:  # the server is closing (start_tls closed it)
+            self._uncount()
+            raise
+        except Exception as e:  # SSLError, a timeout, a reset: start_tls closed it
+            _log_rejected(peer, e)  # etcd logs the same line for each
+            self._uncount()
+            return
+        if transport is None or transport.is_closing():  # pragma: no cover - lost at once
+            self._uncount()
+            return
+        self._started = True
         self.inner.connection_made(transport)
+        early, self._early = self._early, []
+        for data in early:
+            if transport.is_closing():
+                break
+            self.inner.data_received(data)
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._server.connections -= 1
+            self._server._connection_closed.set()
 
     def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
+        if self._started:
+            self.inner.data_received(data)
+        else:
+            self._early.append(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._server.connections -= 1
-        self._server._connection_closed.set()
-        self.inner.connection_lost(exc)
+        self._uncount()
+        if self._started:
+            self.inner.connection_lost(exc)
 
     def eof_received(self) -> bool | None:
+        if not self._started:
+            return None  # closes the transport: the handshake never finished
         return self.inner.eof_received()
 
     def pause_writing(self) -> None:
@@ -121,8 +200,16 @@ class GrpcServer(Server):
         fast_path: bool | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         http: Callable[[], asyncio.Protocol] | None = None,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl``: serve TLS with this server-side context (its ALPN protocols are the
+        caller's to set; see :mod:`etcdlite.server.tls`)."""
         super().__init__([_Servable(mapping)], codec=codec)
+        #: The TLS context every accepted connection is wrapped in (``None``: plaintext).
+        self.ssl = ssl
+        #: Seconds a TLS client has to finish its handshake before the connection closes.
+        self.handshake_timeout = 10.0
+        self._handshakes: set[asyncio.Task[None]] = set()
         #: Makes the protocol of a connection that opens with an HTTP/1.x request line
         #: (``None``: every connection is HTTP/2).
         self._http_factory = http
@@ -219,6 +306,8 @@ class GrpcServer(Server):
     def close_connections(self, reason: str = "Server stopped") -> None:
         """Close every accepted connection (Python 3.11's ``asyncio.Server.close()`` leaves
         them open, and a stopped server must stop answering)."""
+        for task in list(self._handshakes):
+            task.cancel()
         for proto in list(self.protocols):
             if hasattr(proto, "processor"):
                 proto.processor.close(reason)
@@ -226,6 +315,15 @@ class GrpcServer(Server):
             close = getattr(http, "close", None)
             if close is not None:
                 close()
+
+
+def _log_rejected(peer: Any, error: BaseException) -> None:
+    """etcd's line for a connection whose TLS handshake failed (``embed: rejected
+    connection from "127.0.0.1:33888" (error "...", ServerName "")``)."""
+    address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
+    reason = getattr(error, "reason", None) or str(error) or type(error).__name__
+    with contextlib.suppress(Exception):
+        log.warning('rejected connection from "%s" (error "%s")', address, reason)
 
 
 #: The HTTP/2 client preface's first bytes; no HTTP/1.x method starts with them.

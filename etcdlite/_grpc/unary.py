@@ -79,7 +79,6 @@ class UnaryHandler(Handler):
         self.fast_requests = 0
         #: Streams released so far (the concurrent-stream bound reads it).
         self.closed_streams = 0
-        self._peer: Any = None  # the connection's peer, made once per connection
 
     def accept(
         self, stream: H2Stream, headers: list[tuple[str, str]], release_stream: Callable[[], Any]
@@ -119,11 +118,8 @@ class UnaryHandler(Handler):
                 timeout = deadline.time_remaining()
         self.__gc_step__()
         self.fast_requests += 1
-        peer = self._peer
-        if peer is None:
-            peer = self._peer = stream.connection.get_peer()
         token = fields.get("token")
-        caller = Caller(fields.get("authorization") if token is None else token, peer)
+        caller = Caller(fields.get("authorization") if token is None else token, stream)
         self._tasks[stream] = self.loop.create_task(
             self._handle(stream, path, method, timeout, release_stream, caller)
         )
@@ -144,7 +140,7 @@ class UnaryHandler(Handler):
         release_stream: Callable[[], Any],
         caller: Caller,
     ) -> None:
-        CALLER.set(caller)  # this task's context: the request's own
+        CALLER.set(caller)  # this request's task: its token and stream, for auth
         try:
             try:
                 if timeout is None:

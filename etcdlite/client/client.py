@@ -92,6 +92,25 @@ def _deadline_hit(deadline: asyncio.Timeout, error: BaseException) -> bool:
     return True
 
 
+def _first_failure_hint(tls: bool, connecting: bool) -> str:
+    """Why a connection that never answered most likely failed, for the error text: a
+    TLS/plaintext or client-certificate mismatch fails at once and will not go away by
+    retrying (the usual cause of an endpoint that never answers)."""
+    if connecting:
+        return (
+            " (TLS handshake failed: the endpoint may not serve TLS; use http:// without ssl=)"
+            if tls
+            else ""
+        )
+    if tls:
+        return (
+            " (the server closed the connection after the TLS handshake: it may require a "
+            "client certificate that the ssl= context does not present, or refuse the one "
+            "it does)"
+        )
+    return " (the server closed the connection: it may serve TLS only; use https:// or ssl=)"
+
+
 class _Conn:
     """One endpoint's channel and stubs.
 
@@ -101,6 +120,9 @@ class _Conn:
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
+        #: Whether a call on this connection ever succeeded (a failure before the first
+        #: one is most likely a TLS mismatch: see :func:`_first_failure_hint`).
+        self.answered = False
         self.kv = pb.KvStub(channel)
         self.lease = pb.LeaseStub(channel)
         self.auth = pb.AuthStub(channel)
@@ -408,9 +430,11 @@ class Client(KVBase):
                         raise UnavailableError(f"etcdlite: {ep}: TLS: {e}") from e
                     except OSError as e:
                         self.policy.failed(ep)
+                        hint = _first_failure_hint(self.ssl is not None, connecting=True)
+                        failure = UnavailableError(f"etcdlite: {ep}: {e or type(e).__name__}{hint}")
                         if not self.policy.should_retry(method, Failure.NOT_SENT):
-                            raise UnavailableError(f"etcdlite: {ep}: {e}") from e
-                        last = e
+                            raise failure from e
+                        last = failure  # the deadline's error names it
                         continue  # never sent: any RPC may go elsewhere
                     try:
                         result = await fn(conn)
@@ -425,11 +449,16 @@ class Client(KVBase):
                     except (OSError, StreamTerminatedError) as e:
                         undo_lost_connection_cancel(task, cancelling)
                         self.policy.failed(ep)
+                        hint = ""
+                        if not conn.answered:
+                            hint = _first_failure_hint(self.ssl is not None, False)
+                        failure = UnavailableError(f"etcdlite: {ep}: {e}{hint}")
                         if not self.policy.should_retry(method, Failure.UNAVAILABLE):
-                            raise UnavailableError(f"etcdlite: {ep}: {e}") from e
-                        last = e
+                            raise failure from e
+                        last = failure
                         continue
                     self.policy.succeeded(ep)
+                    conn.answered = True
                     return result
         except (TimeoutError, asyncio.CancelledError) as e:
             if not _deadline_hit(deadline, e):

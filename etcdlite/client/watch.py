@@ -9,7 +9,10 @@ to open the channel, the endpoint's name, a task spawner), so nothing here reach
 Client. A stream that breaks with UNAVAILABLE or a lost connection is reopened (retrying with a
 short backoff, as Go's client does) and every live watch is re-created from the revision
 after the last one it delivered, so iteration continues with no gap and no duplicate. If
-compaction overtook that revision meanwhile, the watch ends with ``WatchCompactedError``.
+compaction overtook that revision meanwhile, the watch ends with ``WatchCompactedError``;
+if the re-created watch's header names another cluster than before (an in-memory server
+restarted: its revisions are another history), it ends with ``WatchClusterChangedError``
+(clientv3 does not check; see that error).
 Any other failure, or closing the Client, ends the watches.
 """
 
@@ -29,6 +32,7 @@ from ..errors import (
     EtcdError,
     UnavailableError,
     WatchCanceledError,
+    WatchClusterChangedError,
     WatchCompactedError,
     error_from_go_status_text,
     error_from_status,
@@ -57,6 +61,8 @@ class ClientWatch(Watch):
         self._fragments: list[Event] = []
         #: Where a re-created watch resumes: the revision after the last one delivered.
         self._next_rev = 0
+        #: The cluster the watch was created on (0: not known yet).
+        self._cluster_id = 0
 
     async def _create(self) -> None:
         await self._watches.create(self)
@@ -179,6 +185,14 @@ class WatchStream:
             fut, w = self._pending, self._pending_watch
             if fut is not None and not fut.done():
                 if not resp.canceled and w is not None:
+                    cluster = resp.header.cluster_id
+                    if w._cluster_id and cluster and cluster != w._cluster_id:
+                        # resumed on another cluster: end it, and drop it on the server
+                        fut.set_result(resp)
+                        w._end(WatchClusterChangedError(w._cluster_id, cluster))
+                        self._owner.spawn(self._cancel_id(resp.watch_id))
+                        return
+                    w._cluster_id = w._cluster_id or cluster
                     # Register now: its events may follow before create() resumes.
                     w.id = resp.watch_id
                     if not w._is_created:
@@ -248,6 +262,12 @@ class WatchStream:
         with contextlib.suppress(EtcdError):
             await self.send(
                 pb.WatchRequest(cancel_request=pb.WatchCancelRequest(watch_id=watch.id))
+            )
+
+    async def _cancel_id(self, watch_id: int) -> None:
+        with contextlib.suppress(EtcdError):
+            await self.send(
+                pb.WatchRequest(cancel_request=pb.WatchCancelRequest(watch_id=watch_id))
             )
 
     async def close(self) -> None:

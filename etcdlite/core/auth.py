@@ -264,7 +264,7 @@ class AuthStore:
     def ranges(self, user: str | None) -> tuple[RangeSet, RangeSet] | None:
         """``user``'s (readable, writable) ranges, None for a root user (everything);
         raises as a key-space check would for no user or an unknown one."""
-        if not user:
+        if user is None:
             raise UserEmptyError()
         ranges = self._cache.get(user)
         if ranges is None:
@@ -276,8 +276,9 @@ class AuthStore:
     def identify(self, token: str | None, common_name: str | None, now: float) -> str | None:
         """The user a request acts as: the token's user if it carries a token (an unknown
         or expired one is ``invalid auth token``, and the certificate does not rescue it),
-        else the verified client certificate's common name (None without one). With auth
-        disabled the request's credentials are ignored (as etcd from 3.4.28 on)."""
+        else the verified client certificate's common name (None without one; ``""`` for a
+        certificate without a CN, which etcd treats as an unknown user, not as no user). With
+        auth disabled the request's credentials are ignored (as etcd from 3.4.28 on)."""
         if not self.enabled:
             return None
         if token is not None:
@@ -285,7 +286,7 @@ class AuthStore:
             if user is None:
                 raise InvalidAuthTokenError()
             return user
-        return common_name or None
+        return common_name
 
     def password_hash(self, name: str) -> bytes:
         """The hash Authenticate checks a password against: AuthNotEnabled with auth off,
@@ -330,15 +331,15 @@ class AuthStore:
             raise PermissionDeniedError()
 
     def check_authenticated(self, user: str | None) -> None:
-        """Any authenticated user (etcd's ``requireAuthInfo``): Status, MemberList, lease
+        """Any authenticated caller (etcd's ``requireAuthInfo``): Status, MemberList, lease
         grant and revoke, alarm listing in the releases that closed 3.4's anonymous
         access."""
-        if self.enabled and not user:
+        if self.enabled and user is None:
             raise UserEmptyError()
 
     def check_read(self, user: str | None, key: bytes, range_end: bytes = b"") -> None:
         if self.enabled:
-            ranges = self._cache.get(user) if user else None
+            ranges = self._cache.get(user) if user is not None else None
             if ranges is None:
                 ranges = self._ranges_of(user)
             if ranges is not _ROOT_RANGES and not allows(ranges[0], key, range_end):
@@ -346,14 +347,14 @@ class AuthStore:
 
     def check_write(self, user: str | None, key: bytes, range_end: bytes = b"") -> None:
         if self.enabled:
-            ranges = self._cache.get(user) if user else None
+            ranges = self._cache.get(user) if user is not None else None
             if ranges is None:
                 ranges = self._ranges_of(user)
             if ranges is not _ROOT_RANGES and not allows(ranges[1], key, range_end):
                 raise PermissionDeniedError()
 
     def _ranges_of(self, user: str | None) -> tuple[RangeSet, RangeSet]:
-        if not user:
+        if user is None:  # no token and no certificate ("" is a certificate without a CN)
             raise UserEmptyError()
         record = self.users.get(user)
         if record is None:

@@ -5,7 +5,8 @@
 * :mod:`.methods`: the one unary wrapper (errors to gRPC statuses) and the method table;
 * :mod:`.watch_stream`: one Watch stream, many watchers, one writer;
 * :mod:`.recipes`: the v3lock and v3election services;
-* :mod:`.listen`: :func:`serve`, the services on TCP ports.
+* :mod:`.listen`: :func:`serve`, the services on TCP ports;
+* :mod:`.tls`: :func:`server_context`, the TLS context from etcd's flags.
 
 HTTP/2 and grpclib internals stay in :mod:`etcdlite._grpc`.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from .listen import parse_listen_url, serve
 from .services import DEFAULT_MAX_REQUEST_BYTES, EMULATED_VERSION, EtcdServer
+from .tls import server_context
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
@@ -21,4 +23,5 @@ __all__ = [
     "EtcdServer",
     "parse_listen_url",
     "serve",
+    "server_context",
 ]

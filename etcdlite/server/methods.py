@@ -51,7 +51,7 @@ NEWER_THAN_EMULATED = frozenset(
 def set_caller(stream: Stream[Any, Any]) -> None:
     """Record who sent the request ``stream`` carries (grpclib's path, and the streaming
     RPCs on every path) for the services' auth checks."""
-    CALLER.set(Caller(token_of(stream.metadata or {}), stream.peer))
+    CALLER.set(Caller(token_of(stream.metadata or {}), stream))
 
 
 def grpc_error(e: EtcdError, code: StatusCode | None = None) -> GRPCError:

@@ -20,7 +20,8 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from .._grpc import Interceptor, recv_message
-from .._grpc.caller import CALLER, common_name
+from .._grpc.caller import CALLER
+from .._grpc.peer import peer_common_name
 from ..core.hashkv import crc32c, hash_entries
 from ..core.quota import AlarmType
 from ..errors import (
@@ -77,13 +78,16 @@ class EtcdServer:
         self.advertise_client_urls = advertise_client_urls or []
         self.peer_urls = peer_urls or ["http://localhost:2380"]
         self.max_request_bytes = max_request_bytes
-        #: etcd's ``--client-cert-auth``: with auth enabled, a request without a token acts
-        #: as the common name of its verified TLS client certificate.
-        self.client_cert_auth = False
         #: Awaited before every request with the method path: a hook for fault injection
         #: (pause, fail the next N requests of a kind).
         self.interceptor: Interceptor | None = None
         self.watch_streams: set[ServerWatchStream] = set()
+        #: The addresses :func:`~etcdlite.server.serve` listens on, each stoppable
+        #: (:class:`~etcdlite.server.listen.Listeners`; ``None`` outside ``serve``).
+        self.listeners: Any = None
+        #: etcd's ``--client-cert-auth``: a request without a token may be made as the CN
+        #: of its connection's client certificate (:func:`etcdlite._grpc.peer_common_name`).
+        self.client_cert_auth = False
         #: The grpclib servers serving this (the lean path's request count is theirs).
         self.grpc_servers: weakref.WeakSet[Any] = weakref.WeakSet()
         #: The port actually bound by :func:`serve` (useful with port 0); ``ports`` has
@@ -392,8 +396,8 @@ class EtcdServer:
         a = store.auth_store
         if not a.enabled:
             return store
-        token, peer = CALLER.get()
-        cn = common_name(peer) if token is None and self.client_cert_auth else None
+        token, stream = CALLER.get()
+        cn = peer_common_name(stream) if token is None and self.client_cert_auth else None
         return store.as_user(a.identify(token, cn, store.clock.time()))
 
     def view(self) -> UserView:

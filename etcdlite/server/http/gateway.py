@@ -51,7 +51,7 @@ from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
 
 from ..._grpc.caller import CALLER, Caller, token_of
-from ...errors import GRPC_MESSAGE_TOO_LARGE, GRPC_NOT_IMPLEMENTED
+from ...errors import GATEWAY_COMMON_NAME, GRPC_MESSAGE_TOO_LARGE, GRPC_NOT_IMPLEMENTED
 from ..services import EMULATED_VERSION, GRPC_OVERHEAD
 from .jsonpb import (
     JsonError,
@@ -201,8 +201,11 @@ class HttpGateway:
         target: str,
         headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
         body: Body = b"",
+        *,
+        common_name: str | None = None,
     ) -> HttpResponse:
-        """The answer to one request (``target``: path and query)."""
+        """The answer to one request (``target``: path and query); ``common_name`` is the
+        CN of the connection's verified client certificate, if any."""
         url = urlsplit(target)
         path = url.path
         if method == "OPTIONS":
@@ -210,6 +213,10 @@ class HttpGateway:
         if path.startswith("/v3beta/"):
             path = "/v3/" + path[len("/v3beta/") :]
         if path.startswith("/v3/"):
+            if common_name and self.etcd.client_cert_auth and self.etcd.store.auth_store.enabled:
+                # etcd refuses outright a gateway request whose certificate names a user
+                # (the gateway would act as its own certificate, not the client's)
+                return HttpResponse(400, _GATEWAY_CN_HEADERS, GATEWAY_COMMON_NAME.encode())
             return await self._gateway(method, path[4:], _header_dict(headers), body)
         if path == "/health":
             if method != "GET":
@@ -505,6 +512,12 @@ class _GatewayStream:
 
 async def _read_all(body: AsyncIterable[bytes]) -> bytes:
     return b"".join([chunk async for chunk in body])
+
+
+_GATEWAY_CN_HEADERS = [
+    ("Content-Type", "text/plain; charset=utf-8"),
+    ("X-Content-Type-Options", "nosniff"),
+]
 
 
 def _header_dict(headers: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, str]:
