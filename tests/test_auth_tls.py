@@ -73,7 +73,9 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("authcerts")
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    leaves = [("server", ("127.0.0.1", "localhost"), "etcd-server")]
+    leaves: list[tuple[str, tuple[str, ...], str | None]] = [
+        ("server", ("127.0.0.1", "localhost"), "etcd-server")
+    ]
     leaves += [(u, (f"{u}@example.org",), u) for u in USERS]
     leaves.append(("nocn", ("nocn@example.org",), None))
     for name, idents, cn in leaves:
