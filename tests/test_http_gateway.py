@@ -649,6 +649,7 @@ async def test_auth_revision_metric_moves_with_auth_changes() -> None:
 
         async def revision() -> float:
             r = await gw.handle("GET", "/metrics")
+            assert isinstance(r.body, bytes)
             return metric(r.body.decode(), "etcd_debugging_auth_revision")
 
         first = await revision()
