@@ -15,9 +15,11 @@ os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
 import importlib
 import sys
+import threading
 from types import ModuleType
+from typing import Any
 
-__all__ = ["ETCD3_ERROR", "aetcd", "etcd3"]
+__all__ = ["ETCD3_ERROR", "aetcd", "close_etcd3", "etcd3"]
 
 
 def _import_aetcd() -> ModuleType:
@@ -57,3 +59,32 @@ except TypeError as e:  # protobuf's C runtime was imported first (see above)
     ETCD3_ERROR = str(e).splitlines()[0]
 else:
     ETCD3_ERROR = ""
+
+
+def close_etcd3(client: Any) -> None:
+    """Close a python-etcd3 client and join its watch thread.
+
+    That thread re-dials in an endless loop and, once the channel is closed, dies with
+    ``ValueError: Cannot invoke RPC: Channel closed!`` (a python-etcd3 0.12 quirk, the same
+    against etcd and etcdlite): swallow exactly that, while joining it.
+    """
+    thread = client.watcher._callback_thread
+    if thread is None:
+        client.close()
+        return
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if not (
+            args.thread is thread
+            and args.exc_type is ValueError
+            and "Channel closed" in str(args.exc_value)
+        ):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        client.close()
+        thread.join(5)
+    finally:
+        threading.excepthook = previous

@@ -31,17 +31,20 @@ os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 import base64
 import http.client
 import json
+import queue
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
-from .conftest import CLI, ETCD
+from .conftest import CLI, ETCD, SERVE
 from .helpers import IN_CI, LIMIT, need_etcdctl
 from .launch import Etcdctl, EtcdMissing, running_cli, running_etcd, server_thread
+from .pyclients import ETCD3_ERROR, aetcd, close_etcd3, etcd3
 
 ROOT = "root:rootpw"
 ALICE = "alice:alicepw"
@@ -693,3 +696,110 @@ def test_etcdctl_closed_holes(server: Server, tmp_path: Path) -> None:
     _ok(server, "/v3/kv/put", {"key": _b64("/secret"), "value": _b64("s"), "lease": 0x1000}, root)
     got = _normalise_ids(transcript(server, tmp_path, CLOSED_HOLES))
     assert got == (CLOSED_HOLES_ETCD_34 if server.is_etcd else CLOSED_HOLES_ETCDLITE)
+
+
+# --- python-etcd3 and aetcd -----------------------------------------------------------------
+
+DENIED = "etcdserver: permission denied"
+AUTH_FAILED = "etcdserver: authentication failed, invalid user ID or password"
+USER_EMPTY = "etcdserver: user name is empty"
+
+
+def _rpc_error(e: BaseException) -> tuple[Any, str]:
+    assert isinstance(e, grpc.RpcError), repr(e)
+    return e.code(), e.details()
+
+
+@pytest.mark.parametrize("server", [SERVE, ETCD], indirect=True)
+def test_python_etcd3_user_password(server: Server) -> None:
+    """python-etcd3 logs in once (its constructor) and sends the token as ``token``
+    metadata; it maps neither PermissionDenied nor InvalidArgument, so its users see
+    grpc's RpcError with etcd's code and text.
+
+    python-etcd3 0.12 also attaches the token as call credentials, which grpcio ≥ 1.45
+    refuses to send over a plaintext channel (kragniz/python-etcd3#1876, #2713): every call
+    fails in the client, whatever the server. The usual workaround drops the call
+    credentials; the ``token`` metadata still goes with every call and stream."""
+    if etcd3 is None:
+        pytest.fail(f"python-etcd3 cannot be imported: {ETCD3_ERROR}")
+    enable_auth(server)
+    alice = etcd3.client(server.host, server.port, user="alice", password="alicepw", timeout=LIMIT)
+    try:
+        with pytest.raises(grpc.RpcError) as e:
+            alice.put("/app/k", "v")
+        code, details = _rpc_error(e.value)
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "security level" in details
+        alice.call_credentials = None
+        alice.watcher._credentials = None
+        alice.put("/app/k", "v")
+        assert alice.get("/app/k")[0] == b"v"
+        assert [v for v, _ in alice.get_prefix("/app/")] == [b"v"]
+        calls: list[Callable[[], Any]] = [
+            lambda: alice.put("/other", "v"),
+            lambda: alice.get("/other"),
+            lambda: alice.get_prefix("/ap"),
+            lambda: alice.delete("/other"),
+        ]
+        for denied in calls:
+            with pytest.raises(grpc.RpcError) as e:
+                denied()
+            assert _rpc_error(e.value) == (grpc.StatusCode.PERMISSION_DENIED, DENIED)
+        # the watch stream carries the token too: a granted key's events arrive
+        got: queue.Queue[Any] = queue.Queue()
+        watch_id = alice.add_watch_callback("/app/w", got.put)
+        try:
+            alice.put("/app/w", "1")
+            response = got.get(timeout=LIMIT)  # a WatchResponse (or the error that ended it)
+            assert [(ev.key, ev.value) for ev in response.events] == [(b"/app/w", b"1")]
+        finally:
+            alice.cancel_watch(watch_id)
+    finally:
+        close_etcd3(alice)
+
+    with pytest.raises(grpc.RpcError) as e:
+        etcd3.client(server.host, server.port, user="alice", password="wrong", timeout=LIMIT)
+    assert _rpc_error(e.value) == (grpc.StatusCode.INVALID_ARGUMENT, AUTH_FAILED)
+
+    anonymous = etcd3.client(server.host, server.port, timeout=LIMIT)
+    try:
+        with pytest.raises(grpc.RpcError) as e:
+            anonymous.get("/app/k")
+        assert _rpc_error(e.value) == (grpc.StatusCode.INVALID_ARGUMENT, USER_EMPTY)
+    finally:
+        close_etcd3(anonymous)
+
+
+@pytest.mark.parametrize("server", [SERVE, ETCD], indirect=True)
+async def test_aetcd_username_password(server: Server) -> None:
+    """aetcd logs in when it connects; PermissionDenied is its base ``ClientError``, a
+    wrong password its ``InvalidArgumentError``, each with etcd's text."""
+    enable_auth(server)
+    errors = aetcd.exceptions
+    async with aetcd.Client(
+        server.host, server.port, username="alice", password="alicepw", timeout=LIMIT
+    ) as alice:
+        await alice.put(b"/app/k", b"v")
+        got = await alice.get(b"/app/k")
+        assert got is not None and got.value == b"v"
+        assert [kv.value for kv in await alice.get_prefix(b"/app/")] == [b"v"]
+        for denied in (
+            alice.put(b"/other", b"v"),
+            alice.get(b"/other"),
+            alice.get_prefix(b"/ap"),
+            alice.delete(b"/other"),
+        ):
+            with pytest.raises(errors.ClientError) as e:
+                await denied
+            assert type(e.value) is errors.ClientError and str(e.value) == DENIED
+
+    with pytest.raises(errors.InvalidArgumentError) as e:
+        async with aetcd.Client(
+            server.host, server.port, username="alice", password="wrong", timeout=LIMIT
+        ):
+            pass
+    assert str(e.value) == AUTH_FAILED
+
+    async with aetcd.Client(server.host, server.port, timeout=LIMIT) as anonymous:
+        with pytest.raises(errors.InvalidArgumentError) as e:
+            await anonymous.get(b"/app/k")
+        assert str(e.value) == USER_EMPTY
