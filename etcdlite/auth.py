@@ -188,10 +188,15 @@ class StoreAuth(AuthAPI):
         self._core.disable()
 
     async def authenticate(self, name: str, password: str) -> str:
+        hashed = await self.verify_password(name, password)
+        return self._core.assign_token(name, hashed, self._store.clock.time())
+
+    async def verify_password(self, name: str, password: str) -> bytes:
+        """The first half of :meth:`authenticate` (etcd's ``CheckPassword``): the stored
+        hash ``password`` matched, or Authenticate's error; no token is issued."""
         await self._store.admit("auth")
-        core = self._core
         try:
-            hashed: bytes | None = core.password_hash(name)
+            hashed: bytes | None = self._core.password_hash(name)
         except NoPasswordUserError:
             raise
         except AuthFailedError:
@@ -199,7 +204,7 @@ class StoreAuth(AuthAPI):
         if not await check_password(password, hashed):
             raise AuthFailedError()
         assert hashed is not None
-        return core.assign_token(name, hashed, self._store.clock.time())
+        return hashed
 
     async def user_add(self, name: str, password: str = "", *, no_password: bool = False) -> None:
         await self._admin()

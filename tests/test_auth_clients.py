@@ -872,6 +872,15 @@ def test_gateway_auth(server: Server) -> None:
         400, 3, AUTH_FAILED
     )
     assert post("/v3/auth/authenticate", {}) == _error(400, 3, AUTH_FAILED)
+    # Authenticate needs no token, but one it carries must be valid (after the password)
+    login = {"name": "root", "password": "rootpw"}
+    assert post("/v3/auth/authenticate", {**login, "password": "x"}, "bogus") == _error(
+        400, 3, AUTH_FAILED
+    )
+    assert post("/v3/auth/authenticate", login, "bogus") == _error(
+        401, 16, "etcdserver: invalid auth token"
+    )
+    assert post("/v3/auth/authenticate", login, root)[0] == 200
     assert post("/v3/kv/put", {"key": _b64("foo"), "value": _b64("bar")}, root) == (200, {})
 
     # the token travels as Authorization (raw) or Grpc-Metadata-Token

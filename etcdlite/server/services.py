@@ -21,6 +21,7 @@ from grpclib.server import Stream
 
 from .._grpc import Interceptor, recv_message
 from .._grpc.caller import CALLER, common_name
+from ..auth import StoreAuth
 from ..core.hashkv import crc32c, hash_entries
 from ..core.quota import AlarmType
 from ..errors import (
@@ -667,7 +668,16 @@ class EtcdServer:
             kv._check_maintenance(kv.name)
 
     async def authenticate(self, m: pb.AuthenticateRequest) -> pb.AuthenticateResponse:
-        # Never needs a token (a stale one is ignored here).
+        # Needs no token, but a token it carries must be valid: etcd checks the password
+        # first, then its Authenticate raft entry reads the request's token as every raft
+        # request does, so a wrong password is "authentication failed" and a right one with
+        # a stale token "invalid auth token" (clientv3 drops its token before logging in
+        # again). With auth disabled tokens are ignored, as everywhere.
+        try:
+            self.kv()
+        except InvalidAuthTokenError:
+            await StoreAuth(self.store).verify_password(m.name, m.password)
+            raise
         token = await self.store.auth.authenticate(m.name, m.password)
         return pb.AuthenticateResponse(header=self.header(), token=token)
 
