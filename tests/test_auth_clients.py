@@ -981,6 +981,10 @@ def test_gateway_closed_holes(server: Server) -> None:
       with READ on ``/app/`` only, got every later key's events (fixed in v3.5.33, v3.6.14).
     * A token sent while auth is disabled was still parsed, and a stale one refused (from
       v3.4.28, v3.5.10 it is ignored).
+
+    And the Txn holes closed in etcd's April 2026 releases (etcd-io/etcd#21677, #21689):
+    operations of a nested txn were not checked at all, and a put inside a txn needed no
+    READ for its ``prev_kv`` nor WRITE on the keys already on its lease.
     """
     root = enable_auth(server)
     alice = str(
@@ -1006,6 +1010,37 @@ def test_gateway_closed_holes(server: Server) -> None:
             )
             assert "watch_id" not in first  # watch 0's /app/x: nothing of /secret came
             assert [e["kv"]["key"] for e in first["events"]] == [_b64("/app/x")]
+
+    # alice may also write (not read) /logs/; root keeps a secret there and one on a lease
+    perm = {"permType": "WRITE", "key": _b64("/logs/"), "range_end": _b64("/logs0")}
+    _ok(server, "/v3/auth/role/grant", {"name": "app", "perm": perm}, root)
+    _ok(server, "/v3/kv/put", {"key": _b64("/logs/1"), "value": _b64("s1")}, root)
+    _ok(server, "/v3/lease/grant", {"ID": 77, "TTL": 100}, root)
+    _ok(server, "/v3/kv/put", {"key": _b64("/zzz"), "value": _b64("s2"), "lease": 77}, root)
+
+    def txn(*ops: dict[str, Any]) -> tuple[int, Any]:
+        return gateway(server, "/v3/kv/txn", {"success": list(ops)}, {"Authorization": alice})
+
+    put_prev = {"request_put": {"key": _b64("/logs/1"), "value": _b64("x"), "prev_kv": True}}
+    nested_put = {"request_txn": {"success": [{"request_put": {"key": _b64("/other")}}]}}
+    nested_range = {"request_txn": {"success": [{"request_range": {"key": _b64("/zzz")}}]}}
+    on_lease = {"request_put": {"key": _b64("/app/l"), "lease": 77}}
+    assert gateway(server, "/v3/kv/put", put_prev["request_put"], {"Authorization": alice}) == (
+        _error(403, 7, DENIED)  # outside a txn, 3.4 checks prev_kv too
+    )
+    if server.is_etcd:
+        status, doc = txn(put_prev)
+        assert status == 200
+        assert doc["responses"][0]["response_put"]["prev_kv"]["value"] == _b64("s1")
+        assert txn(nested_put)[0] == 200  # written
+        status, doc = txn(nested_range)
+        assert status == 200
+        [inner] = doc["responses"][0]["response_txn"]["responses"]
+        assert inner["response_range"]["kvs"][0]["value"] == _b64("s2")
+        assert txn(on_lease)[0] == 200
+    else:
+        for ops in (put_prev, nested_put, nested_range, on_lease):
+            assert txn(ops) == _error(403, 7, DENIED), ops
 
     _ok(server, "/v3/auth/disable", {}, root)
     status, doc = gateway(server, "/v3/kv/range", {"key": _b64("/secret")}, {"Authorization": root})
