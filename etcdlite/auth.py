@@ -49,14 +49,18 @@ async def hash_password(password: str, cost: int = DEFAULT_BCRYPT_COST) -> bytes
     return await asyncio.to_thread(bcrypt.hashpw, password.encode(), bcrypt.gensalt(cost))
 
 
-async def check_password(password: str, hashed: bytes | None) -> bool:
+async def check_password(
+    password: str, hashed: bytes | None, decoy_cost: int = DEFAULT_BCRYPT_COST
+) -> bool:
     """Whether ``password`` matches ``hashed`` (bcrypt's constant-time check, off the loop);
-    ``hashed=None`` (no such user) runs the same check against a decoy and fails."""
+    ``hashed=None`` (no such user) runs the same check against a decoy hashed at
+    ``decoy_cost`` (the store's ``bcrypt_cost``: a cheaper or dearer decoy would tell an
+    unknown user from a wrong password by the time taken) and fails."""
     bcrypt = _bcrypt()
     if hashed is None:
-        decoy = _DECOY.get(DEFAULT_BCRYPT_COST)
+        decoy = _DECOY.get(decoy_cost)
         if decoy is None:
-            decoy = _DECOY[DEFAULT_BCRYPT_COST] = await hash_password("", DEFAULT_BCRYPT_COST)
+            decoy = _DECOY[decoy_cost] = await hash_password("", decoy_cost)
         await asyncio.to_thread(bcrypt.checkpw, password.encode(), decoy)
         return False
     return bool(await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed))
@@ -201,7 +205,7 @@ class StoreAuth(AuthAPI):
             raise
         except AuthFailedError:
             hashed = None  # no such user: the decoy check keeps the time the same
-        if not await check_password(password, hashed):
+        if not await check_password(password, hashed, self._store.bcrypt_cost):
             raise AuthFailedError()
         assert hashed is not None
         return hashed
