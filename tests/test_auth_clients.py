@@ -33,6 +33,7 @@ import http.client
 import json
 import queue
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,24 +72,39 @@ class Server:
         return int(self.endpoint.rsplit(":", 1)[1])
 
 
-@pytest.fixture
-def server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    """A fresh server with auth still off (parametrized indirectly: cli, serve, etcd)."""
-    backend: str = request.param
+@contextmanager
+def fresh_server(backend: str, *args: str) -> Iterator[Server]:
+    """A fresh server with auth still off; ``args``: etcd's flags (``etcdlite serve`` has
+    the same ones; the in-thread server takes none)."""
     if backend == "cli":
-        with running_cli("--bcrypt-cost", "4") as cli:
+        with running_cli("--bcrypt-cost", "4", *args) as cli:
             yield Server(backend, cli.endpoint)
     elif backend == "serve":
+        assert not args, "the in-thread server takes no flags"
         with server_thread(bcrypt_cost=4) as thread:
             yield Server(backend, thread.endpoint)
     else:
         try:
-            with running_etcd("--bcrypt-cost", "4") as ep:
+            with running_etcd("--bcrypt-cost", "4", *args) as ep:
                 yield Server(backend, ep)
         except EtcdMissing as e:
             if IN_CI:
                 pytest.fail(f"CI requires real etcd: {e}")
             pytest.skip(str(e))
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """:func:`fresh_server` (parametrized indirectly: cli, serve, etcd)."""
+    with fresh_server(request.param) as s:
+        yield s
+
+
+@pytest.fixture
+def server_ttl2(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """:func:`fresh_server` with ``--auth-token-ttl 2`` (cli, etcd)."""
+    with fresh_server(request.param, "--auth-token-ttl", "2") as s:
+        yield s
 
 
 def _b64(s: str) -> str:
@@ -1055,3 +1071,51 @@ def test_gateway_closed_holes(server: Server) -> None:
         )
         == 400
     )
+
+
+@pytest.mark.parametrize("server", [SERVE, ETCD], indirect=True)
+def test_grpc_token_metadata(server: Server) -> None:
+    """Where the token travels over gRPC: metadata ``token`` (clientv3's), else
+    ``authorization``, raw (3.4 strips no ``Bearer``); ``token`` wins, so a bad one is not
+    rescued by a good ``authorization``. Driven with grpcio and python-etcd3's stubs."""
+    if etcd3 is None:
+        pytest.fail(f"python-etcd3 cannot be imported: {ETCD3_ERROR}")
+    root = enable_auth(server)
+    rpc = etcd3.etcdrpc
+    channel = grpc.insecure_channel(server.endpoint)
+    try:
+        kv = rpc.KVStub(channel)
+
+        def outcome(*metadata: tuple[str, str]) -> tuple[Any, ...]:
+            try:
+                kv.Range(rpc.RangeRequest(key=b"foo"), metadata=metadata, timeout=LIMIT)
+            except grpc.RpcError as e:
+                return _rpc_error(e)
+            return ("OK",)
+
+        invalid = (grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token")
+        assert outcome() == (grpc.StatusCode.INVALID_ARGUMENT, USER_EMPTY)
+        assert outcome(("token", root)) == ("OK",)
+        assert outcome(("authorization", root)) == ("OK",)
+        assert outcome(("authorization", "Bearer " + root)) == invalid
+        assert outcome(("token", "bogus"), ("authorization", root)) == invalid
+        assert outcome(("token", root), ("authorization", "bogus")) == ("OK",)
+    finally:
+        channel.close()
+
+
+@pytest.mark.parametrize("server_ttl2", [CLI, ETCD], indirect=True)
+def test_auth_token_ttl_slides(server_ttl2: Server) -> None:
+    """``--auth-token-ttl 2``: a token stays valid while it is used within 2 s of its last
+    use (each use restarts its TTL), and is gone after 2 s idle (etcd sweeps every second,
+    so give it 4). The time passing is the behaviour under test."""
+    server = server_ttl2
+    root = enable_auth(server)
+    foo = {"key": _b64("foo")}
+    started = time.monotonic()
+    while time.monotonic() - started < 4:  # twice the TTL, in uses 1 s apart
+        assert gateway(server, "/v3/kv/range", foo, {"Authorization": root})[0] == 200
+        time.sleep(1)
+    time.sleep(4)
+    status, doc = gateway(server, "/v3/kv/range", foo, {"Authorization": root})
+    assert (status, doc) == _error(401, 16, "etcdserver: invalid auth token")
