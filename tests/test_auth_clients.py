@@ -1119,3 +1119,45 @@ def test_auth_token_ttl_slides(server_ttl2: Server) -> None:
     time.sleep(4)
     status, doc = gateway(server, "/v3/kv/range", foo, {"Authorization": root})
     assert (status, doc) == _error(401, 16, "etcdserver: invalid auth token")
+
+
+@pytest.mark.parametrize("server", [SERVE, ETCD], indirect=True)
+def test_gateway_lock_and_election_act_as_the_caller(server: Server) -> None:
+    """v3lock and v3election run etcd's recipes on an in-process client that carries the
+    request's token: every key they read or write is checked as the caller's, and a refusal
+    comes back as the recipes' plain Go error (codes.Unknown, HTTP 500)."""
+    root = enable_auth(server)
+    alice = str(
+        _ok(server, "/v3/auth/authenticate", {"name": "alice", "password": "alicepw"})["token"]
+    )
+    _ok(server, "/v3/lease/grant", {"ID": 99, "TTL": 100}, root)
+
+    def post(path: str, body: dict[str, Any], token: str | None) -> tuple[int, Any]:
+        return gateway(server, path, body, {"Authorization": token} if token else None)
+
+    empty, denied = _error(500, 2, USER_EMPTY), _error(500, 2, DENIED)
+    lock_x = {"name": _b64("/x"), "lease": 99}
+    assert post("/v3/lock/lock", lock_x, None) == empty
+    assert post("/v3/lock/lock", lock_x, alice) == denied
+    assert post("/v3/lock/lock", {"name": _b64("/app/l"), "lease": 99}, alice) == (
+        200,
+        {"key": _b64("/app/l/63")},  # the lease id in hex
+    )
+    assert post("/v3/lock/unlock", {"key": _b64("/app/l/63")}, None) == empty
+    assert post("/v3/lock/lock", {"name": _b64("/x"), "lease": 99}, root)[0] == 200
+    assert post("/v3/lock/unlock", {"key": _b64("/x/63")}, alice) == denied
+
+    campaign = {"name": _b64("/e"), "lease": 99, "value": _b64("v")}
+    assert post("/v3/election/campaign", campaign, None) == empty
+    assert post("/v3/election/campaign", campaign, alice) == denied
+    assert post("/v3/election/campaign", campaign, root)[0] == 200
+    assert post("/v3/election/leader", {"name": _b64("/e")}, None) == empty
+    assert post("/v3/election/leader", {"name": _b64("/e")}, alice) == denied
+    status, doc = post("/v3/election/leader", {"name": _b64("/e")}, root)
+    assert status == 200 and doc["kv"]["value"] == _b64("v")
+
+    # nothing but root's and alice's own keys was written, and /x/63 is still there
+    keys = _ok(
+        server, "/v3/kv/range", {"key": "AA==", "range_end": "AA==", "keys_only": True}, root
+    )
+    assert [kv["key"] for kv in keys["kvs"]] == [_b64(k) for k in ("/app/l/63", "/e/63", "/x/63")]

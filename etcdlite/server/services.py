@@ -346,7 +346,7 @@ class EtcdServer:
         return self.fast_path and not getattr(stream, "in_process", False)
 
     def _recipes(self) -> RecipeServices:
-        return RecipeServices(self.store, self._interceptor, lambda: self.fast_path)
+        return RecipeServices(self.store, self._interceptor, lambda: self.fast_path, self.kv)
 
     def _counted(
         self, path: str, fn: Callable[[Any], Awaitable[None]]
