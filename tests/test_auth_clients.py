@@ -916,6 +916,7 @@ def test_gateway_auth(server: Server) -> None:
     assert post("/v3/kv/range", foo) == _error(400, 3, USER_EMPTY)
     assert post("/v3/kv/range", foo, root) == (200, found)
     assert post("/v3/kv/range", foo, Grpc_Metadata_Token=root) == (200, found)
+    assert post("/v3/kv/range", foo, Grpc_Metadata_Authorization=root) == (200, found)
     assert post("/v3/kv/range", foo, token=None, Token=root) == _error(400, 3, USER_EMPTY)
     invalid = _error(401, 16, "etcdserver: invalid auth token")
     assert post("/v3/kv/range", foo, "Bearer " + root) == invalid  # 3.4 strips no Bearer
