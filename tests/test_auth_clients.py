@@ -164,7 +164,8 @@ def _u(user: str, *args: str) -> tuple[str, ...]:
 
 def transcript(server: Server, tmp_path: Path, steps: list[Step]) -> str:
     """Run ``steps`` with etcdctl and render what each printed: ``$ etcdctl ARGS``, its
-    stdout, its stderr less clientv3's log lines, ``[exit N]`` when it failed."""
+    stdout, its stderr less clientv3's log lines, ``[exit N]`` when it failed (the endpoint
+    as ``EP``, a NUL byte as ``<NUL>``)."""
     need_etcdctl()
     ctl = Etcdctl(server.endpoint, tmp_path)
     out: list[str] = []
@@ -179,7 +180,8 @@ def transcript(server: Server, tmp_path: Path, steps: list[Step]) -> str:
         )
         if r.returncode:
             out.append(f"[exit {r.returncode}]")
-    return "\n".join(out).replace(server.endpoint, "EP") + "\n"
+    # a NUL byte (a range end etcdctl prints raw) as <NUL>, to keep the expectation text
+    return "\n".join(out).replace(server.endpoint, "EP").replace("\0", "<NUL>") + "\n"
 
 
 #: The session of the brief, permissions of etcd's documentation, in etcd 3.4.23's words.
@@ -483,6 +485,183 @@ Authentication Disabled
 @pytest.mark.parametrize("server", [CLI, ETCD], indirect=True)
 def test_etcdctl_session(server: Server, tmp_path: Path) -> None:
     assert transcript(server, tmp_path, SESSION) == SESSION_ETCD_34
+
+
+#: After :func:`enable_auth` (alice: READWRITE on the prefix /app/): grants on every key
+#: (an empty key with ``--prefix``), from-key grants, a grant on the same range replacing
+#: the type, ranges covered by two touching grants, txn checks, a no-password user.
+EDGES: list[Step] = [
+    (_u(ROOT, "role", "add", "all"), None),
+    (_u(ROOT, "role", "grant-permission", "all", "read", "", "--prefix"), None),
+    (_u(ROOT, "role", "get", "all"), None),
+    (_u(ROOT, "role", "add", "fk"), None),
+    (_u(ROOT, "role", "grant-permission", "fk", "readwrite", "m", "--from-key"), None),
+    (_u(ROOT, "role", "grant-permission", "fk", "write", "m", "--from-key"), None),
+    (_u(ROOT, "role", "grant-permission", "fk", "read", "a", "c"), None),
+    (_u(ROOT, "role", "grant-permission", "fk", "read", "c", "e"), None),
+    (_u(ROOT, "role", "get", "fk"), None),
+    (_u(ROOT, "user", "grant-role", "alice", "fk"), None),
+    (_u(ROOT, "put", "b", "1"), None),
+    (_u(ROOT, "put", "d", "2"), None),
+    (_u(ROOT, "put", "z", "3"), None),
+    (_u(ALICE, "get", "a", "e"), None),
+    (_u(ALICE, "get", "a", "f"), None),
+    (_u(ALICE, "get", "m", "--from-key"), None),
+    (_u(ALICE, "get", "n", "--from-key"), None),
+    (_u(ALICE, "get", "l", "--from-key"), None),
+    (_u(ALICE, "put", "z", "4"), None),
+    (_u(ALICE, "get", "z"), None),
+    (_u(ALICE, "txn"), "put z 5\nget b\n\n\n"),
+    (_u(ALICE, "txn"), "\nput z 5\n\nget q\n\n"),
+    (_u(ALICE, "txn", "-i=false"), 'value("b") = "1"\n\nput z 6\n\nput x 1\n\n'),
+    (_u(ROOT, "user", "grant-role", "alice", "all"), None),
+    (_u(ALICE, "get", "", "--prefix", "--keys-only"), None),
+    (_u(ALICE, "get", "", "--from-key", "--keys-only"), None),
+    (_u(ROOT, "role", "revoke-permission", "all", "", "--prefix"), None),
+    (_u(ROOT, "role", "revoke-permission", "fk", "m", "--from-key"), None),
+    (_u(ROOT, "role", "get", "fk"), None),
+    (_u(ROOT, "role", "delete", "fk"), None),
+    (_u(ROOT, "user", "get", "alice"), None),
+    (_u(ROOT, "user", "add", "bob", "--no-password"), None),
+    (_u("bob:", "get", "x"), None),
+    (_u(ROOT, "user", "add", "carol", "--interactive=false"), "cpw\n"),
+    (_u("carol:cpw", "get", "x"), None),
+    (_u(ROOT, "user", "passwd", "nobody", "--interactive=false"), "x\n"),
+    (_u(ROOT, "role", "delete", "nope"), None),
+    (_u(ROOT, "user", "revoke-role", "root", "nope"), None),
+]
+
+EDGES_ETCD_34 = """\
+$ etcdctl --user root:rootpw role add all
+Role all created
+$ etcdctl --user root:rootpw role grant-permission all read  --prefix
+Role all updated
+$ etcdctl --user root:rootpw role get all
+Role all
+KV Read:
+\t[<NUL>, <open ended>
+KV Write:
+$ etcdctl --user root:rootpw role add fk
+Role fk created
+$ etcdctl --user root:rootpw role grant-permission fk readwrite m --from-key
+Role fk updated
+$ etcdctl --user root:rootpw role grant-permission fk write m --from-key
+Role fk updated
+$ etcdctl --user root:rootpw role grant-permission fk read a c
+Role fk updated
+$ etcdctl --user root:rootpw role grant-permission fk read c e
+Role fk updated
+$ etcdctl --user root:rootpw role get fk
+Role fk
+KV Read:
+\t[a, c)
+\t[c, e)
+KV Write:
+\t[m, <open ended>
+$ etcdctl --user root:rootpw user grant-role alice fk
+Role fk is granted to user alice
+$ etcdctl --user root:rootpw put b 1
+OK
+$ etcdctl --user root:rootpw put d 2
+OK
+$ etcdctl --user root:rootpw put z 3
+OK
+$ etcdctl --user alice:alicepw get a e
+b
+1
+d
+2
+$ etcdctl --user alice:alicepw get a f
+Error: etcdserver: permission denied
+[exit 1]
+$ etcdctl --user alice:alicepw get m --from-key
+Error: etcdserver: permission denied
+[exit 1]
+$ etcdctl --user alice:alicepw get n --from-key
+Error: etcdserver: permission denied
+[exit 1]
+$ etcdctl --user alice:alicepw get l --from-key
+Error: etcdserver: permission denied
+[exit 1]
+$ etcdctl --user alice:alicepw put z 4
+OK
+$ etcdctl --user alice:alicepw get z
+Error: etcdserver: permission denied
+[exit 1]
+$ etcdctl --user alice:alicepw txn <<< put z 5
+get b
+Error: malformed comparison: put z 5
+[exit 3]
+$ etcdctl --user alice:alicepw txn <<< put z 5
+
+get q
+Error: etcdserver: permission denied
+[exit 1]
+$ etcdctl --user alice:alicepw txn -i=false <<< value("b") = "1"
+
+put z 6
+
+put x 1
+SUCCESS
+
+OK
+$ etcdctl --user root:rootpw user grant-role alice all
+Role all is granted to user alice
+$ etcdctl --user alice:alicepw get  --prefix --keys-only
+b
+
+d
+
+z
+
+$ etcdctl --user alice:alicepw get  --from-key --keys-only
+b
+
+d
+
+z
+
+$ etcdctl --user root:rootpw role revoke-permission all  --prefix
+Permission of range [, <open ended> is revoked from role all
+$ etcdctl --user root:rootpw role revoke-permission fk m --from-key
+Permission of range [m, <open ended> is revoked from role fk
+$ etcdctl --user root:rootpw role get fk
+Role fk
+KV Read:
+\t[a, c)
+\t[c, e)
+KV Write:
+$ etcdctl --user root:rootpw role delete fk
+Role fk deleted
+$ etcdctl --user root:rootpw user get alice
+User: alice
+Roles: all app
+$ etcdctl --user root:rootpw user add bob --no-password
+User bob created
+$ etcdctl --user bob: get x
+Error: etcdserver: user name is empty
+[exit 1]
+$ etcdctl --user root:rootpw user add carol --interactive=false <<< cpw
+User carol created
+$ etcdctl --user carol:cpw get x
+Error: etcdserver: permission denied
+[exit 1]
+$ etcdctl --user root:rootpw user passwd nobody --interactive=false <<< x
+Error: etcdserver: user name not found
+[exit 1]
+$ etcdctl --user root:rootpw role delete nope
+Error: etcdserver: role name not found
+[exit 1]
+$ etcdctl --user root:rootpw user revoke-role root nope
+Error: etcdserver: role is not granted to the user
+[exit 1]
+"""
+
+
+@pytest.mark.parametrize("server", [CLI, ETCD], indirect=True)
+def test_etcdctl_grant_edges(server: Server, tmp_path: Path) -> None:
+    enable_auth(server)
+    assert transcript(server, tmp_path, EDGES) == EDGES_ETCD_34
 
 
 #: ``etcdctl auth enable`` when user root exists without role root: etcd refuses
