@@ -28,6 +28,7 @@ import os
 # anything imports google.protobuf.
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
+import asyncio
 import base64
 import http.client
 import json
@@ -987,6 +988,19 @@ async def test_aetcd_username_password(server: Server) -> None:
             with pytest.raises(errors.ClientError) as e:
                 await denied
             assert type(e.value) is errors.ClientError and str(e.value) == DENIED
+        # a watch: events on the granted prefix; a refused one is created with id -1 (the
+        # server's canceled create response; aetcd then waits for events that never come)
+        watch = await alice.watch(b"/app/w")
+        await alice.put(b"/app/w", b"1")
+        async with asyncio.timeout(LIMIT):
+            event = await anext(aiter(watch))
+        assert (event.kind, event.kv.key, event.kv.value) == (
+            aetcd.rtypes.EventKind.PUT,
+            b"/app/w",
+            b"1",
+        )
+        await watch.cancel()
+        assert (await alice.watch(b"/other")).watch_id == -1
 
     with pytest.raises(errors.InvalidArgumentError) as e:
         async with aetcd.Client(
