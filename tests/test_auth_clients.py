@@ -748,9 +748,8 @@ CLOSED_HOLES: list[Step] = [
     # MoveLeader needs root (3.4: anyone reaches the transferee check; v3.6.0, v3.5.28)
     (_u(ALICE, "move-leader", "1"), None),
     (_u(ROOT, "move-leader", "1"), None),
-    # Not in the brief's list of deliberate differences, but what etcdlite does (etcd main's
-    # requireAuthInfo): LeaseGrant, LeaseTimeToLive without keys and LeaseRevoke of a lease
-    # with no keys need a user (3.4: anonymous)
+    # LeaseGrant, LeaseTimeToLive without keys and LeaseRevoke of a lease with no keys need
+    # a user (3.4: anonymous; etcd main's requireAuthInfo)
     (("lease", "grant", "100"), None),
     (("lease", "timetolive", "2000"), None),
     (("lease", "revoke", "2000"), None),
