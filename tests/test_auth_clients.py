@@ -1,22 +1,24 @@
 """Real clients against etcdlite's auth (issue #15), real etcd 3.4.23 the oracle.
 
-Each test runs against a fresh server with auth on: ``etcdlite serve`` (the ``cli`` case, a
-child process, for etcdctl) or etcdlite's server in a thread (``serve``, for the Python
-clients and the HTTP gateway), and a fresh real etcd (``etcd``). Passwords are hashed at
-bcrypt cost 4 on both (``--bcrypt-cost 4``, ``Store(bcrypt_cost=4)``) so logins are cheap.
+Each test runs against a fresh server of its own with auth on: ``etcdlite serve`` (the
+``cli`` case, a child process, for etcdctl) or etcdlite's server in a thread (``serve``, for
+the Python clients and the HTTP gateway), and a fresh real etcd (``etcd``). Passwords are
+hashed at bcrypt cost 4 on both (``--bcrypt-cost 4``, ``Store(bcrypt_cost=4)``).
 
-* **etcdctl** (Go clientv3): a whole session, rendered as a transcript (the command, its
-  stdout, its stderr less log lines, its exit code) and compared with etcd 3.4.23's, recorded
-  once and checked against real etcd on every run with etcd. One expectation passing on both
-  sides is the comparison. Only the endpoint is normalised (``EP``).
-* **python-etcd3** and **aetcd** with a user and password: what their users see (values,
-  their exception types and etcd's texts).
-* **the HTTP gateway** with ``http.client``: status codes and JSON bodies (headers dropped).
+* **etcdctl** (Go clientv3): sessions rendered as transcripts (the command, its stdout, its
+  stderr less log lines, its exit code), each compared with etcd 3.4.23's, recorded once and
+  checked against real etcd on every run with etcd: one expectation passing on both sides is
+  the comparison. Only the endpoint is normalised (``EP``).
+* **python-etcd3** and **aetcd** with a user and password, and **grpcio** with raw token
+  metadata and a Watch stream: what their users see (values, exception types, etcd's texts).
+* **the HTTP gateway** with ``http.client``: status codes and JSON bodies (headers dropped),
+  the Lock and Election services included.
 
 Where etcdlite deliberately behaves as a later etcd (a security hole closed), each side is
-asserted separately, the reason next to it (:data:`CLOSED_HOLES_ETCD` /
-:data:`CLOSED_HOLES_ETCDLITE`). One build difference is normalised: the Debian etcd package
-answers gRPC FailedPrecondition with HTTP 412 where upstream 3.4.23 (and etcdlite) give 400
+asserted separately with the release that closed it (``test_etcdctl_closed_holes``,
+``test_gateway_closed_holes``, the end of ``test_grpc_watch_stream_checks_each_create``).
+One build difference is normalised: the Debian etcd package answers gRPC FailedPrecondition
+with HTTP 412 where upstream 3.4.23 (and etcdlite) give 400
 (/work/shared/etcd-http-auth-tls-notes.md §0).
 """
 
