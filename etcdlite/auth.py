@@ -49,14 +49,18 @@ async def hash_password(password: str, cost: int = DEFAULT_BCRYPT_COST) -> bytes
     return await asyncio.to_thread(bcrypt.hashpw, password.encode(), bcrypt.gensalt(cost))
 
 
-async def check_password(password: str, hashed: bytes | None) -> bool:
+async def check_password(
+    password: str, hashed: bytes | None, decoy_cost: int = DEFAULT_BCRYPT_COST
+) -> bool:
     """Whether ``password`` matches ``hashed`` (bcrypt's constant-time check, off the loop);
-    ``hashed=None`` (no such user) runs the same check against a decoy and fails."""
+    ``hashed=None`` (no such user) runs the same check against a decoy hashed at
+    ``decoy_cost`` (the store's ``bcrypt_cost``: a cheaper or dearer decoy would tell an
+    unknown user from a wrong password by the time taken) and fails."""
     bcrypt = _bcrypt()
     if hashed is None:
-        decoy = _DECOY.get(DEFAULT_BCRYPT_COST)
+        decoy = _DECOY.get(decoy_cost)
         if decoy is None:
-            decoy = _DECOY[DEFAULT_BCRYPT_COST] = await hash_password("", DEFAULT_BCRYPT_COST)
+            decoy = _DECOY[decoy_cost] = await hash_password("", decoy_cost)
         await asyncio.to_thread(bcrypt.checkpw, password.encode(), decoy)
         return False
     return bool(await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed))
@@ -188,20 +192,25 @@ class StoreAuth(AuthAPI):
         self._core.disable()
 
     async def authenticate(self, name: str, password: str) -> str:
+        hashed = await self.verify_password(name, password)
+        token = self._core.assign_token(name, hashed, self._store.clock.time())
+        self._store._sweep_tokens()
+        return token
+
+    async def verify_password(self, name: str, password: str) -> bytes:
+        """The first half of :meth:`authenticate` (etcd's ``CheckPassword``): the stored
+        hash ``password`` matched, or Authenticate's error; no token is issued."""
         await self._store.admit("auth")
-        core = self._core
         try:
-            hashed: bytes | None = core.password_hash(name)
+            hashed: bytes | None = self._core.password_hash(name)
         except NoPasswordUserError:
             raise
         except AuthFailedError:
             hashed = None  # no such user: the decoy check keeps the time the same
-        if not await check_password(password, hashed):
+        if not await check_password(password, hashed, self._store.bcrypt_cost):
             raise AuthFailedError()
         assert hashed is not None
-        token = core.assign_token(name, hashed, self._store.clock.time())
-        self._store._sweep_tokens()
-        return token
+        return hashed
 
     async def user_add(self, name: str, password: str = "", *, no_password: bool = False) -> None:
         await self._admin()

@@ -24,8 +24,11 @@ Deliberate differences from etcd 3.4.23, each a hole closed in a later etcd rele
 behaving here as that release does: a watch whose ``range_end`` is ``b"\\0"`` is checked as
 the open range it watches (3.4 checked a single key, leaking other keys' events); Compact,
 LeaseKeepAlive, LeaseTimeToLive's keys, LeaseLeases, Alarm, Status, MemberList and MoveLeader
-are no longer open to anonymous or unprivileged callers; a token sent while auth is disabled
-is ignored (3.4 before 3.4.28 rejected it).
+are no longer open to anonymous or unprivileged callers, nor (etcd main's ``requireAuthInfo``)
+LeaseGrant, LeaseRevoke and LeaseTimeToLive to anonymous ones; a txn's nested txns are
+checked, and a put inside a txn needs READ for ``prev_kv`` and WRITE on its lease's keys as a
+plain put does (3.4 checked neither: etcd's April 2026 releases); a token sent while auth is
+disabled is ignored (3.4 before 3.4.28 rejected it).
 """
 
 from __future__ import annotations

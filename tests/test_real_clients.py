@@ -512,9 +512,7 @@ def test_etcdctl_member_list(ctl: Etcdctl, endpoint: str) -> None:
 @pytest.mark.parametrize("endpoint", [SERVE], indirect=True)
 @pytest.mark.parametrize(
     ("args", "method"),
-    [
-        (("member", "add", "m2", "--peer-urls=http://127.0.0.1:1"), "MemberAdd"),
-    ],
+    [(("member", "add", "m2", "--peer-urls=http://127.0.0.1:1"), "MemberAdd")],
     ids=["member-add"],
 )
 def test_etcdctl_unimplemented(

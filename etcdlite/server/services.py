@@ -349,7 +349,7 @@ class EtcdServer:
         return self.fast_path and not getattr(stream, "in_process", False)
 
     def _recipes(self) -> RecipeServices:
-        return RecipeServices(self.kv, self._interceptor, lambda: self.fast_path)
+        return RecipeServices(self.store, self._interceptor, lambda: self.fast_path, self.kv)
 
     def _counted(
         self, path: str, fn: Callable[[Any], Awaitable[None]]
@@ -671,7 +671,16 @@ class EtcdServer:
             kv._check_maintenance(kv.name)
 
     async def authenticate(self, m: pb.AuthenticateRequest) -> pb.AuthenticateResponse:
-        # Never needs a token (a stale one is ignored here).
+        # Needs no token, but a token it carries must be valid: etcd checks the password
+        # first, then its Authenticate raft entry reads the request's token as every raft
+        # request does, so a wrong password is "authentication failed" and a right one with
+        # a stale token "invalid auth token" (clientv3 drops its token before logging in
+        # again). With auth disabled tokens are ignored, as everywhere.
+        try:
+            self.kv()
+        except InvalidAuthTokenError:
+            await self.store.auth.verify_password(m.name, m.password)
+            raise
         token = await self.store.auth.authenticate(m.name, m.password)
         return pb.AuthenticateResponse(header=self.header(), token=token)
 

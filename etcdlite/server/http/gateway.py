@@ -29,8 +29,9 @@ does and etcdlite copies (from etcd 3.4.23 on this machine):
 
 Differences: no WebSocket upgrade, no ``Host`` check (etcd's default accepts every host on
 a plaintext port), no ``/debug/vars`` or ``/config/local/log``. Of the ``Grpc-Metadata-*``
-headers only ``Grpc-Metadata-Token`` is forwarded (as ``token``), with ``Authorization`` (as
-``authorization``): the two ways etcd's gateway carries an auth token.
+headers only ``Grpc-Metadata-Token`` (as ``token``) and ``Grpc-Metadata-Authorization`` (as
+``authorization``) are forwarded, with ``Authorization`` (as ``authorization``): the ways
+etcd's gateway carries an auth token.
 """
 
 from __future__ import annotations
@@ -267,14 +268,19 @@ class HttpGateway:
                 text = f"invalid grpc-timeout: {headers['grpc-timeout']}"
                 return _json(400, _error_body(text, Status.INVALID_ARGUMENT.value))
             timeout = int(m.group(1)) * _UNITS[m.group(2)]
-        # The gateway forwards ``Authorization`` as metadata ``authorization`` and
-        # ``Grpc-Metadata-Token`` as ``token`` (which wins); a certificate's common name is
-        # never used for a gateway request, as in etcd.
+        # The gateway forwards ``Authorization`` as metadata ``authorization`` and every
+        # ``Grpc-Metadata-X`` as ``x``: ``Grpc-Metadata-Token`` as ``token`` (which wins),
+        # ``Grpc-Metadata-Authorization`` as ``authorization`` (with both authorization
+        # headers grpc-gateway's order is Go's map order: ``Authorization`` is taken). A
+        # certificate's common name is never used for a gateway request, as in etcd.
+        authorization = headers.get("authorization")
+        if authorization is None:
+            authorization = headers.get("grpc-metadata-authorization")
         metadata = {
             k: v
             for k, v in (
                 ("token", headers.get("grpc-metadata-token")),
-                ("authorization", headers.get("authorization")),
+                ("authorization", authorization),
             )
             if v is not None
         }
