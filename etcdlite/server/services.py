@@ -679,7 +679,7 @@ class EtcdServer:
         try:
             self.kv()
         except InvalidAuthTokenError:
-            await self.store.auth.verify_password(m.name, m.password)
+            await StoreAuth(self.store).verify_password(m.name, m.password)
             raise
         token = await self.store.auth.authenticate(m.name, m.password)
         return pb.AuthenticateResponse(header=self.header(), token=token)
