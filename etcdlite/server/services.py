@@ -22,6 +22,7 @@ from grpclib.server import Stream
 from .._grpc import Interceptor, recv_message
 from .._grpc.caller import CALLER
 from .._grpc.peer import peer_common_name
+from ..auth import StoreAuth
 from ..core.hashkv import crc32c, hash_entries
 from ..core.quota import AlarmType
 from ..errors import (
