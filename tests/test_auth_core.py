@@ -206,3 +206,21 @@ def test_a_use_without_the_time_restarts_the_ttl_from_the_previous_sweep() -> No
     entry.used = True  # used at 18
     assert tt.sweep(29.0)  # expiry 18 + 10 = 28: gone
     assert tt.lookup(t, 29.0) is None
+
+
+def test_dump_and_load_keep_everything_but_tokens() -> None:
+    a = _enabled()
+    a.role_grant_permission("app", Permission(PermissionType.WRITE, b"\xff\x00k", b""))
+    a.user_add("cert", b"", no_password=True)
+    token = a.tokens.assign("alice", 0.0)
+    b = AuthStore()
+    b.load(a.dump())
+    b._check_invariants()
+    assert (b.enabled, b.revision) == (a.enabled, a.revision)
+    assert b.user_list() == a.user_list() and b.role_list() == a.role_list()
+    assert b.role_get("app") == a.role_get("app")
+    assert b.users["alice"].password_hash == a.users["alice"].password_hash
+    assert b.users["cert"].no_password
+    with pytest.raises(InvalidAuthTokenError):
+        b.identify(token, None, 1.0)
+    b.check_write("alice", b"\xff\x00k")

@@ -28,6 +28,7 @@ Time is an argument (seconds, from the store's clock), as everywhere in the core
 
 from __future__ import annotations
 
+import json
 import secrets
 import string
 from bisect import bisect_right, insort
@@ -510,6 +511,51 @@ class AuthStore:
                 self._changed()
                 return
         raise PermissionNotGrantedError()
+
+    # --- persistence --------------------------------------------------------------------
+
+    def dump(self) -> bytes:
+        """Users, roles, permissions, the enabled flag and the auth revision, as bytes a
+        data directory keeps (tokens are not kept: etcd's simple tokens live in memory)."""
+        state = {
+            "enabled": self.enabled,
+            "revision": self.revision,
+            "users": [
+                [u.name, u.password_hash.decode("latin-1"), u.roles, u.no_password]
+                for u in self.users.values()
+            ],
+            "roles": [
+                [
+                    r.name,
+                    [
+                        [int(p.perm_type), p.key.decode("latin-1"), p.range_end.decode("latin-1")]
+                        for p in r.permissions
+                    ],
+                ]
+                for r in self.roles.values()
+            ],
+        }
+        return json.dumps(state, separators=(",", ":")).encode()
+
+    def load(self, data: bytes) -> None:
+        """Replace the state by one :meth:`dump` made (tokens are dropped)."""
+        state = json.loads(data)
+        self.enabled = bool(state["enabled"])
+        self.revision = int(state["revision"])
+        self.users = {
+            name: UserRecord(name, hashed.encode("latin-1"), list(roles), bool(no_password))
+            for name, hashed, roles, no_password in state["users"]
+        }
+        self.roles = {
+            name: RoleRecord(
+                name,
+                [Permission(t, k.encode("latin-1"), e.encode("latin-1")) for t, k, e in perms],
+            )
+            for name, perms in state["roles"]
+        }
+        self.tokens.clear()
+        self.generation += 1
+        self._cache.clear()
 
     # --- invariants ---------------------------------------------------------------------
 
