@@ -210,13 +210,14 @@ class DataDir:
         await asyncio.to_thread(cleanup)
 
     def disk_size(self) -> int:
-        """Bytes of every file in the directory (etcd's ``dbSize``)."""
+        """Bytes of every file in the directory (etcd's ``dbSize``), less the space the
+        open segment has preallocated and not written yet."""
         total = 0
         with os.scandir(self.path) as it:
             for entry in it:
                 with contextlib.suppress(OSError):
                     total += entry.stat().st_size
-        return total
+        return max(0, total - (self.segment.allocated - self.segment.offset))
 
     def disk_size_in_use(self) -> int:
         """Bytes of the live snapshot and the log since it (etcd's ``dbSizeInUse``: what

@@ -7,7 +7,8 @@ Rules:
   snapshot (deleted here); ``*.tmp`` files are unfinished ones (deleted too).
 * Every batch and every frame must check out and apply, in order, revision after revision.
   The one exception is the end of the newest segment: a crash mid-write leaves a torn last
-  batch (or garbage after the last one), and that tail is cut off: no write in it was
+  batch (or garbage after the last one, or the zeros of its preallocated space, see
+  :mod:`~etcdlite.storage.log`), and that tail is cut off: no write in it was
   acknowledged, as the writer acknowledges a batch only after its sync. Damage with an
   intact batch after it is not a tear (that batch was written after a sync):
   :class:`CorruptDataError` names the file and offset, and nothing is changed on disk.
