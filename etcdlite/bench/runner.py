@@ -50,6 +50,8 @@ class Options:
     progress: bool = True
     command: str = ""
     repeat: int = 1
+    #: Children's data under this directory (``serve`` with ``--data-dir``), not tmpfs.
+    data_parent: str | None = None
 
 
 @dataclass
@@ -98,7 +100,7 @@ def _make_target(name: str, opts: Options) -> Target:
     if name == "embedded":
         return EmbeddedTarget()
     if name in ("serve", "etcd"):
-        return ChildTarget(name, etcd_binary(opts.etcd))
+        return ChildTarget(name, etcd_binary(opts.etcd), opts.data_parent)
     if name == "endpoint":
         if not opts.endpoint:
             raise ValueError("the endpoint target needs --endpoint host:port")
