@@ -199,6 +199,11 @@ class Store(KVBase):
         #: Size accounting, the backend quota and the alarms (``quota_bytes``); made after
         #: recovery, so it counts what the directory held.
         self.quota = Quota(self.core, quota_bytes)
+        if self._storage is not None:
+            # Alarms outlive a restart, as etcd's (kept in its backend) do.
+            for member, alarm in sorted(self._storage.alarms):
+                self.quota.activate(member, AlarmType(alarm))
+            self.quota.on_alarm = self._storage.log_alarm
         #: Fault injection for tests (see :mod:`etcdlite.faults`).
         self.faults = Faults(self.watches)
         self.watch_progress_notify_interval = watch_progress_notify_interval
@@ -533,13 +538,23 @@ class Store(KVBase):
     async def alarms(self) -> list[tuple[int, AlarmType]]:
         """Active alarms as (member ID, alarm), as etcd's ``Alarm(GET)`` lists them."""
         await self.admit("alarm")
+        await self._settle()  # an alarm is shown once it is durable
         return self.quota.listed()
+
+    async def activate(self, alarm: AlarmType, member: int) -> None:
+        """etcd's ``Alarm(ACTIVATE)``: raise ``alarm`` for ``member`` (taken as given, as
+        etcd does); returns once it is durable."""
+        await self.admit("alarm")
+        self.quota.activate(member, alarm)
+        await self._settle()
 
     async def disarm(self, alarm: AlarmType = AlarmType.NOSPACE, member: int = 0) -> bool:
         """etcd's ``Alarm(DEACTIVATE)`` (``etcdctl alarm disarm``); ``member`` 0 means this
         store's. Returns whether the alarm was active."""
         await self.admit("alarm")
-        return self.quota.deactivate(member or self.core.member_id, alarm)
+        active = self.quota.deactivate(member or self.core.member_id, alarm)
+        await self._settle()
+        return active
 
     async def _physical_compaction(self) -> None:
         core = self.core

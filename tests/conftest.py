@@ -48,12 +48,15 @@ from .launch import EtcdMissing, etcd_version, running_cli, running_etcd, server
 STORE = pytest.param("store", marks=pytest.mark.store, id="store")
 STORE_DURABLE = pytest.param("store-durable", marks=pytest.mark.store, id="store-durable")
 SERVE = pytest.param("serve", marks=pytest.mark.serve, id="serve")
+#: etcdlite's server on a Store with a data directory (what ``serve --data-dir`` runs, in
+#: the test's loop: a child process per test would cost a second of start-up each).
+SERVE_DURABLE = pytest.param("serve-durable", marks=pytest.mark.serve, id="serve-durable")
 CLI = pytest.param("cli", marks=[pytest.mark.serve, pytest.mark.cli], id="cli")
 ETCD = pytest.param("etcd", marks=pytest.mark.etcd, id="etcd")
 
 #: ``ctx``: the embedded store (in memory and with a data directory), a Client on
-#: etcdlite's server, a Client on real etcd.
-BACKENDS = [STORE, STORE_DURABLE, SERVE, ETCD]
+#: etcdlite's server (in memory and with a data directory), a Client on real etcd.
+BACKENDS = [STORE, STORE_DURABLE, SERVE, SERVE_DURABLE, ETCD]
 #: ``net``: network endpoints only (etcdlite's server in the loop, its CLI, real etcd).
 NETWORK = [SERVE, CLI, ETCD]
 #: ``endpoint``/``fresh_endpoint``: servers blocking clients can call (a thread or a process).
@@ -194,10 +197,11 @@ async def ctx(request: pytest.FixtureRequest) -> AsyncIterator[Ctx]:
         async with etcdlite.Store(clock=clock, data_dir=data_dir) as store:
             rev0 = (await store.range(b"\0", b"\0", count_only=True)).header.revision
             yield Ctx(store, backend, prefix, rev0, clock)
-    elif backend == "serve":
+    elif backend in ("serve", "serve-durable"):
         # etcdlite's own server on a free loopback port, on the real clock like etcd.
+        data_dir = request.getfixturevalue("tmp_path") if backend == "serve-durable" else None
         async with (
-            etcdlite.Store() as store,
+            etcdlite.Store(data_dir=data_dir) as store,
             etcdlite.serve(store, port=0) as server,
             _client_ctx(backend, server.endpoint, prefix) as c,
         ):

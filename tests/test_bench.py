@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from etcdlite import Client
 from etcdlite.__main__ import main as etcdlite_main
 from etcdlite.bench import clientrun
 from etcdlite.bench.clients import ROWS, client_table, missing_clients
 from etcdlite.bench.measure import percentile, proc_cpu_seconds
 from etcdlite.bench.report import CHECKS, Result, fmt
 from etcdlite.bench.runner import merge_repeats
+from etcdlite.bench.targets import start_child
 from etcdlite.bench.workloads import GROUPS, WORKLOADS, select
 
 from .helpers import need
@@ -140,6 +142,7 @@ def test_endpoint_target_with_pid(tmp_path: Path) -> None:
         (["get", "--compare", "embedded,mars"], "unknown target"),
         (["get", "--scale", "0"], "--scale"),
         (["get", "--repeat", "0"], "--repeat"),
+        (["get", "--data-dir-parent", "/nonexistent/dir"], "--data-dir-parent"),
         (["--clients", "etcdlite,mars"], "unknown client"),
         (["--clients", "aetcd,aetcd"], "named twice"),
         (["--clients", "aetcd", "--compare", "embedded,serve"], "one etcd"),
@@ -150,6 +153,16 @@ def test_endpoint_target_with_pid(tmp_path: Path) -> None:
 def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
     proc = _bench(*args, timeout=60)
     assert proc.returncode == 2 and message in proc.stderr
+
+
+async def test_data_dir_parent_gives_serve_a_data_dir_there(tmp_path: Path) -> None:
+    async with start_child("serve", data_parent=str(tmp_path)) as (child, _ready):
+        assert Path(child.tmpdir).parent == tmp_path
+        async with Client(child.endpoint) as client:
+            await client.put(b"k", b"v")
+        data = Path(child.tmpdir) / "data"
+        assert any(p.name.startswith("wal-") for p in data.iterdir())
+    assert list(tmp_path.iterdir()) == []  # removed with the child
 
 
 def test_list_and_selection() -> None:

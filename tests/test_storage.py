@@ -783,3 +783,32 @@ async def test_a_directory_keeps_its_cluster_identity(data_dir: Path) -> None:
         (data_dir / "IDENTITY").write_text("{not json")
         with pytest.raises(CorruptDataError, match="IDENTITY"):
             Store(data_dir=data_dir)
+
+
+async def test_the_open_segment_is_preallocated_and_its_padding_recovers(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        async with Store(data_dir=data_dir) as store:
+            assert store._storage is not None
+            segment = store._storage.segment
+            for i in range(20):
+                await store.put(f"k{i}", b"v" * 100)
+            seg = segment_path(data_dir, segment.seq)
+            assert seg.stat().st_size == segment.allocated > segment.offset  # zeros ahead
+            assert store.disk_size() < 10_000  # the padding is not counted
+            before = await state(store)
+            # what a kill -9 leaves: the padded segment
+            crashed = tmp_path / "crashed"
+            crashed.mkdir()
+            for f in data_dir.iterdir():
+                if f.name != "LOCK":
+                    (crashed / f.name).write_bytes(f.read_bytes())
+            await store.defragment()  # a new segment: the old one is cut back
+            assert list_dir(data_dir)[1] == [segment.seq] and segment.seq > 0
+        assert segment_path(data_dir, segment.seq).stat().st_size == segment.offset
+        async with Store(data_dir=crashed) as store:
+            assert await state(store) == before
+            assert store._storage is not None
+            torn = store._storage.recovered.torn
+            assert torn is not None and torn[1] == store._storage.segment.offset

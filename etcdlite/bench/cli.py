@@ -7,12 +7,14 @@
     etcdlite bench range,get --endpoint 127.0.0.1:2379 --pid 1234
     etcdlite bench all --scale 0.01        # a smoke run of a few seconds
     etcdlite bench --clients etcdlite,aetcd,etcd3 --repeat 3   # clients against one etcd
+    etcdlite bench put,put-16 --compare serve,etcd --data-dir-parent /var/tmp   # durable
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shlex
 import sys
 
@@ -58,6 +60,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     b.add_argument("--pid", type=int, help="the endpoint server's pid, for its CPU per op")
     b.add_argument("--etcd", metavar="PATH", help="etcd binary (default: $ETCD_BINARY, PATH)")
+    b.add_argument(
+        "--data-dir-parent",
+        metavar="DIR",
+        help="keep the serve and etcd children's data under DIR (serve with --data-dir): "
+        "durable against durable on one disk (default: serve in memory, etcd on tmpfs)",
+    )
     b.add_argument("--json", metavar="FILE", help="write machine-readable results to FILE")
     b.add_argument(
         "--scale", type=float, default=1.0, help="multiply every size (0.01: a smoke run)"
@@ -189,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--scale must be positive")
         if args.repeat < 1:
             raise ValueError("--repeat must be at least 1")
+        if args.data_dir_parent is not None and not os.path.isdir(args.data_dir_parent):
+            raise ValueError(f"--data-dir-parent {args.data_dir_parent!r} is not a directory")
     except ValueError as e:
         print(f"etcdlite bench: {e}", file=sys.stderr)
         return 2
@@ -204,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         command=_command(),
         auth=args.auth,
+        data_parent=args.data_dir_parent,
     )
     try:
         result = run_sync(opts)

@@ -52,6 +52,8 @@ class Options:
     repeat: int = 1
     #: Run every workload as a non-root user with auth enabled (see ``Target.auth``).
     auth: bool = False
+    #: Children's data under this directory (``serve`` with ``--data-dir``), not tmpfs.
+    data_parent: str | None = None
 
 
 @dataclass
@@ -100,7 +102,7 @@ def _make_target(name: str, opts: Options) -> Target:
     if name == "embedded":
         return EmbeddedTarget()
     if name in ("serve", "etcd"):
-        return ChildTarget(name, etcd_binary(opts.etcd))
+        return ChildTarget(name, etcd_binary(opts.etcd), opts.data_parent)
     if name == "endpoint":
         if not opts.endpoint:
             raise ValueError("the endpoint target needs --endpoint host:port")

@@ -5,7 +5,7 @@
 * durable puts per second, one writer at a time and 16 concurrent writers, on a bare core
   through the group-commit writer, over the CRC-framed log and over SQLite (one transaction
   per batch, WAL journal, ``synchronous=FULL``): the engine comparison; then the same through
-  ``Store(data_dir=…)``;
+  ``Store(data_dir=…)``, with this process's CPU per put (loop and writer thread);
 * recovery time of a directory holding N single-put revisions (default 1M), for the log
   (opening a Store) and for SQLite (reading the same records back and replaying them).
 """
@@ -78,7 +78,9 @@ async def _engine_puts(segment: SegmentWriter | SqliteSegment, n: int, writers: 
     return (n // writers * writers) / elapsed
 
 
-async def _log_puts(path: Path, n: int, writers: int) -> float:
+async def _log_puts(path: Path, n: int, writers: int) -> tuple[float, float]:
+    """Puts per second through ``Store(data_dir)``, and this process's CPU µs per put (the
+    loop and the writer thread, kernel time included)."""
     async with Store(data_dir=path) as store:
 
         async def one(w: int) -> None:
@@ -86,8 +88,10 @@ async def _log_puts(path: Path, n: int, writers: int) -> float:
                 await store.put(b"k%d-%d" % (w, i), b"v" * 100)
 
         t = time.perf_counter()
+        cpu = time.process_time()
         await asyncio.gather(*(one(w) for w in range(writers)))
-        return (n // writers * writers) / (time.perf_counter() - t)
+        done = n // writers * writers
+        return done / (time.perf_counter() - t), (time.process_time() - cpu) * 1e6 / done
 
 
 def _records(n: int) -> list[bytes]:
@@ -157,8 +161,9 @@ def main() -> None:
             )
             print(f"{f'engine: durable puts/s, {writers} writer(s)':<44} {log:>10.0f} {sql:>10.0f}")
         for writers in (1, 16):
-            store = asyncio.run(_log_puts(root / f"store{writers}", args.puts, writers))
-            print(f"{f'Store(data_dir): puts/s, {writers} writer(s)':<44} {store:>10.0f}")
+            rate, cpu = asyncio.run(_log_puts(root / f"store{writers}", args.puts, writers))
+            print(f"{f'Store(data_dir): puts/s, {writers} writer(s)':<44} {rate:>10.0f}")
+            print(f"{f'Store(data_dir): CPU µs/put, {writers} writer(s)':<44} {cpu:>10.0f}")
         if args.recovery:
             records = _records(args.recovery)
             log = _recovery_log(root / "recover-log", records)

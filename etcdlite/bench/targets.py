@@ -5,6 +5,9 @@
 * ``serve``: an ``etcdlite serve`` child on a free loopback port;
 * ``etcd``: a real etcd child on free loopback ports with a temp data dir (on tmpfs when
   ``/dev/shm`` is writable, so etcd's fsyncs do not dominate);
+* with ``data_parent`` (``--data-dir-parent DIR``) both children keep their data under
+  ``DIR`` instead, and ``serve`` gets ``--data-dir`` there: durable against durable, on the
+  same disk;
 * ``endpoint``: any running server (``--endpoint host:port``; CPU only with ``--pid``).
 
 Wire targets are driven with etcdlite's own :class:`~etcdlite.Client`, whatever the server,
@@ -171,7 +174,7 @@ class Child:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
-def _serve_child(tmpdir: str) -> tuple[Child, dict[str, str]]:
+def _serve_child(tmpdir: str, durable: bool) -> tuple[Child, dict[str, str]]:
     port = free_port()
     argv = [
         sys.executable,
@@ -181,6 +184,8 @@ def _serve_child(tmpdir: str) -> tuple[Child, dict[str, str]]:
         "--listen-client-urls",
         f"http://127.0.0.1:{port}",
     ]
+    if durable:
+        argv += ["--data-dir", os.path.join(tmpdir, "data")]
     env = dict(os.environ)
     # The child imports this very etcdlite, installed or not.
     root = str(Path(__file__).resolve().parent.parent.parent)
@@ -245,14 +250,19 @@ async def wait_ready(child: Child, timeout: float = READY_TIMEOUT) -> None:
 
 @contextlib.asynccontextmanager
 async def start_child(
-    kind: str, etcd: str | None = None, *, die_with_parent: bool = True
+    kind: str,
+    etcd: str | None = None,
+    *,
+    die_with_parent: bool = True,
+    data_parent: str | None = None,
 ) -> AsyncIterator[tuple[Child, float]]:
     """Start a ``serve`` or ``etcd`` child; yields it and its time to ready (seconds, from
-    spawn to the first successful request); always stops it."""
-    tmpdir = tempfile.mkdtemp(prefix=f"etcdlite-bench-{kind}-", dir=_tmp_parent())
+    spawn to the first successful request); always stops it. With ``data_parent`` the
+    child's data lives there (``serve`` with ``--data-dir``), else in memory or on tmpfs."""
+    tmpdir = tempfile.mkdtemp(prefix=f"etcdlite-bench-{kind}-", dir=data_parent or _tmp_parent())
     env: dict[str, str] | None = None
     if kind == "serve":
-        child, env = _serve_child(tmpdir)
+        child, env = _serve_child(tmpdir, durable=data_parent is not None)
     elif kind == "etcd":
         if etcd is None:
             shutil.rmtree(tmpdir, ignore_errors=True)
@@ -376,13 +386,16 @@ class _WireTarget(Target):
 class ChildTarget(_WireTarget):
     """``serve`` or ``etcd``: a child started for the run."""
 
-    def __init__(self, kind: str, etcd: str | None = None) -> None:
+    def __init__(self, kind: str, etcd: str | None = None, data_parent: str | None = None) -> None:
         self.name = kind
         self.etcd = etcd
+        self.data_parent = data_parent
         self.child: Child | None = None
 
     async def start(self, stack: contextlib.AsyncExitStack) -> None:
-        child, ready = await stack.enter_async_context(start_child(self.name, self.etcd))
+        child, ready = await stack.enter_async_context(
+            start_child(self.name, self.etcd, data_parent=self.data_parent)
+        )
         self.child = child
         self.endpoint = child.endpoint
         self.pid = child.pid
@@ -398,6 +411,8 @@ class ChildTarget(_WireTarget):
         if self.name == "etcd" and self.etcd:
             info["version"] = etcd_version(self.etcd)
             info["binary"] = self.etcd
+        if self.name == "serve":
+            info["data_dir"] = self.data_parent is not None
         if self.child is not None:
             info["data_dir_parent"] = os.path.dirname(self.child.tmpdir)
             info["temp_dir"] = self.child.tmpdir  # removed when the run ends

@@ -15,7 +15,7 @@ are etcdlite's (etcd's are bolt's page counts), the behaviour is etcd's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import IntEnum
 
 from ..errors import NoSpaceError
@@ -73,6 +73,9 @@ class Quota:
         #: Whether writes need checking at all (a quota is set or an alarm is active):
         #: the only test on a write's path when neither is.
         self.enforced = quota_bytes is not None
+        #: Told of every alarm raised or cleared ``(member, alarm, active)``: a store with a
+        #: data directory logs them (etcd keeps alarms in its backend).
+        self.on_alarm: Callable[[int, AlarmType, bool], None] | None = None
 
     def _on_commit(self, revision: int, changes: Sequence[KeyValue]) -> None:
         assert self._size is not None
@@ -128,9 +131,11 @@ class Quota:
     # --- alarms -------------------------------------------------------------------------
 
     def activate(self, member: int, alarm: AlarmType) -> None:
-        if alarm != AlarmType.NONE:
+        if alarm != AlarmType.NONE and (member, alarm) not in self.alarms:
             self.alarms.add((member, alarm))
             self.enforced = True
+            if self.on_alarm is not None:
+                self.on_alarm(member, alarm, True)
 
     def deactivate(self, member: int, alarm: AlarmType) -> bool:
         """Disarm one alarm; whether it was active."""
@@ -138,6 +143,8 @@ class Quota:
             return False
         self.alarms.discard((member, alarm))
         self.enforced = self.quota_bytes is not None or bool(self.alarms)
+        if self.on_alarm is not None:
+            self.on_alarm(member, alarm, False)
         return True
 
     def listed(self) -> list[tuple[int, AlarmType]]:

@@ -537,8 +537,7 @@ class EtcdServer:
         if action == int(pb.AlarmRequestAlarmAction.GET):
             listed = await self.store.alarms()
         elif action == int(pb.AlarmRequestAlarmAction.ACTIVATE):
-            await self.store.admit("alarm")
-            self.store.quota.activate(m.member_id, alarm)
+            await self.store.activate(alarm, m.member_id)
             listed = [(m.member_id, alarm)] if alarm != AlarmType.NONE else []
         else:
             listed = [(m.member_id, alarm)] if await self.store.disarm(alarm, m.member_id) else []

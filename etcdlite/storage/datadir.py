@@ -4,8 +4,8 @@ What the shell (:class:`etcdlite.Store`) gets from here:
 
 * :meth:`DataDir.open` recovers the directory into a fresh core and hooks the core, so every
   committed revision is framed and queued for the group-commit writer as it happens;
-* :meth:`DataDir.log_grant`, :meth:`DataDir.log_compact` and :meth:`DataDir.revoking` log what
-  changes state without (or besides) a revision;
+* :meth:`DataDir.log_grant`, :meth:`DataDir.log_compact`, :meth:`DataDir.log_alarm` and
+  :meth:`DataDir.revoking` log what changes state without (or besides) a revision;
 * :meth:`DataDir.settle` waits until everything logged so far is durable, and ``on_durable``
   is called with each newly durable revision (watch delivery waits for it);
 * :meth:`DataDir.compact_files` replaces the log so far by a snapshot of the state (after a
@@ -31,7 +31,13 @@ from .log import (
     snapshot_path,
     write_identity,
 )
-from .records import encode_compact, encode_grant, encode_revision, encode_revoke
+from .records import (
+    encode_alarm,
+    encode_compact,
+    encode_grant,
+    encode_revision,
+    encode_revoke,
+)
 from .recovery import Recovered, recover
 from .snapshot import write_snapshot
 from .writer import GroupCommit
@@ -70,6 +76,8 @@ class DataDir:
         self.snapshot_bytes = recovered.snapshot_bytes
         #: The newest durable revision.
         self.durable_revision = core.revision
+        #: Active alarms as logged, ``(member, alarm type)`` (recovered at open).
+        self.alarms: set[tuple[int, int]] = set(recovered.alarms)
         #: Called with each newly durable revision (the store releases watch events).
         self.on_durable: Callable[[int], None] | None = None
         #: Held by whoever must keep physical compaction away (a snapshot being written).
@@ -110,6 +118,15 @@ class DataDir:
 
     def log_compact(self, revision: int) -> None:
         self.writer.append(encode_compact(revision))
+
+    def log_alarm(self, member: int, alarm: int, active: bool) -> None:
+        """An alarm raised or cleared (etcd keeps alarms in its backend: they outlive a
+        restart). Snapshots do not hold alarms: each new segment starts with them."""
+        if active:
+            self.alarms.add((member, alarm))
+        else:
+            self.alarms.discard((member, alarm))
+        self.writer.append(encode_alarm(member, alarm, active))
 
     @contextlib.contextmanager
     def revoking(self, lease_id: int) -> Iterator[None]:
@@ -170,6 +187,10 @@ class DataDir:
             # The switch and the state the snapshot reads are taken in the same step: the
             # snapshot holds everything before the new segment and nothing in it.
             mark = self.writer.append(Rotate(seq))
+            # The older segments go once the snapshot is in place: the alarms they hold
+            # must be in the new one.
+            for member, alarm in sorted(self.alarms):
+                self.writer.append(encode_alarm(member, alarm, True))
             await write_snapshot(
                 self.core,
                 snapshot_path(self.path, seq),
@@ -189,13 +210,14 @@ class DataDir:
         await asyncio.to_thread(cleanup)
 
     def disk_size(self) -> int:
-        """Bytes of every file in the directory (etcd's ``dbSize``)."""
+        """Bytes of every file in the directory (etcd's ``dbSize``), less the space the
+        open segment has preallocated and not written yet."""
         total = 0
         with os.scandir(self.path) as it:
             for entry in it:
                 with contextlib.suppress(OSError):
                     total += entry.stat().st_size
-        return total
+        return max(0, total - (self.segment.allocated - self.segment.offset))
 
     def disk_size_in_use(self) -> int:
         """Bytes of the live snapshot and the log since it (etcd's ``dbSizeInUse``: what

@@ -7,6 +7,13 @@ segments ``wal-<seq>.log`` from that one on, each a run of batches of frames
 (:mod:`etcdlite.storage.records`), one batch per sync. Only the newest segment is ever
 appended to; an older one was synced whole before the next was created.
 
+The open segment is preallocated ahead of the writes (:data:`PREALLOCATE` at a time, as
+etcd preallocates its WAL segments): an ``fdatasync`` that also has to record a larger file
+size costs a journal commit, about a third more time and CPU per sync on the disk measured
+here. The space past the last write reads as zeros, which recovery takes for the end of the
+log (a torn tail, cut); a segment is cut back to its last write when the writer closes it or
+moves to the next one, so only a segment left open by a crash has the padding.
+
 Everything here blocks: the store calls it from its writer thread, or before it serves.
 """
 
@@ -44,6 +51,8 @@ _SEGMENT = re.compile(r"^wal-([0-9a-f]{16})\.log$")
 _SNAPSHOT = re.compile(r"^snap-([0-9a-f]{16})\.snap$")
 
 _fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+#: Bytes the open segment is extended by ahead of the writes.
+PREALLOCATE = 4 << 20
 
 
 def segment_path(directory: Path, seq: int) -> Path:
@@ -142,6 +151,10 @@ class SegmentWriter:
         self.log_bytes = 0
         #: Fault injection (tests): called with the bytes about to be written.
         self.before_write: Callable[[bytes], None] | None = None
+        #: Bytes the open segment's file has (its writes and the space preallocated after).
+        self.allocated = offset
+        #: The preallocation step (0: none; it also turns itself off where unsupported).
+        self.preallocate = PREALLOCATE
         self._fd = self._open(seq)
         if os.fstat(self._fd).st_size != offset:
             os.ftruncate(self._fd, offset)  # cut the torn tail recovery found
@@ -150,10 +163,19 @@ class SegmentWriter:
     def _open(self, seq: int) -> int:
         path = segment_path(self.directory, seq)
         created = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         if created:
             fsync_dir(self.directory)
         return fd
+
+    def _cut(self, durable: bool) -> None:
+        """Give back the preallocated space of the open segment (``durable``: synced, for a
+        segment that is about to stop being the last one, which recovery reads whole)."""
+        if self.allocated != self.offset:
+            os.ftruncate(self._fd, self.offset)
+            self.allocated = self.offset
+            if durable:
+                os.fsync(self._fd)
 
     def write(self, items: list[bytes | Rotate]) -> None:
         """Append the frames, switching segment at each :class:`Rotate`, and sync. On an
@@ -163,10 +185,11 @@ class SegmentWriter:
             if isinstance(item, Rotate):
                 self._flush(chunk)
                 chunk = []
+                self._cut(durable=True)
                 os.close(self._fd)
                 self._fd = self._open(item.seq)
                 self.seq = item.seq
-                self.offset = 0
+                self.offset = self.allocated = 0
                 self.log_bytes = 0
             else:
                 chunk.append(item)
@@ -177,22 +200,42 @@ class SegmentWriter:
             return
         frames = b"".join(chunk)
         data = encode_batch(frames) + frames
+        fd = self._fd
         try:
             if self.before_write is not None:
                 self.before_write(data)
+            end = self.offset + len(data)
+            if end > self.allocated and self.preallocate:
+                self._extend(end)
             view = memoryview(data)
+            at = self.offset
             while view:
-                n = os.write(self._fd, view)
+                n = os.pwrite(fd, view, at)
                 view = view[n:]
-            _fdatasync(self._fd)
+                at += n
+            _fdatasync(fd)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self.offset)
+                os.ftruncate(fd, self.offset)
+                self.allocated = self.offset
             raise
         self.offset += len(data)
         self.log_bytes += len(data)
 
+    def _extend(self, end: int) -> None:
+        size = max(end, self.allocated) + self.preallocate
+        try:
+            os.posix_fallocate(self._fd, self.allocated, size - self.allocated)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            self.preallocate = 0  # a file system without it: plain appends
+            return
+        self.allocated = size
+
     def close(self) -> None:
         if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                self._cut(durable=False)  # a clean close leaves no padding behind
             os.close(self._fd)
             self._fd = -1

@@ -12,7 +12,9 @@ A payload starts with its kind byte:
 * ``G`` a lease grant: ``<q id><q granted ttl>``;
 * ``V`` a lease revoke: ``<q id><q revision>`` (the revision that deleted its keys, or 0 when
   it had none; replaying the revoke deletes them again, in the same order);
-* ``C`` a compaction: ``<q revision>``.
+* ``C`` a compaction: ``<q revision>``;
+* ``A`` an alarm raised or cleared: ``<Q member><I alarm><B active>`` (etcd keeps its alarms
+  in its backend, so they outlive a restart).
 
 In a log segment, every batch the writer syncs starts with a marker frame ``B``:
 ``<7s magic><I length><I crc32>`` of the batch's frames that follow. A batch is written only
@@ -33,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from ..types import KeyValue
 
 __all__ = [
+    "ALARM",
     "COMPACT",
     "FRAME",
     "GRANT",
@@ -41,7 +44,9 @@ __all__ = [
     "BadFrame",
     "Change",
     "batch_intact",
+    "decode_alarm",
     "decode_revision",
+    "encode_alarm",
     "encode_batch",
     "encode_compact",
     "encode_grant",
@@ -56,6 +61,7 @@ __all__ = [
 #: ``<u32 length><u32 crc32>`` before each payload.
 FRAME = struct.Struct("<II")
 REVISION, GRANT, REVOKE, COMPACT, BATCH = b"R"[0], b"G"[0], b"V"[0], b"C"[0], b"B"[0]
+ALARM = b"A"[0]
 _BATCH_MAGIC = b"elbatch"
 _BATCH = struct.Struct("<B7sII")
 #: Bytes of a batch marker, frame included.
@@ -67,6 +73,7 @@ _CHANGE = struct.Struct("<BqII")
 SINGLE_PUT = struct.Struct("<BqIBqII")
 _ID_INT = struct.Struct("<Bqq")
 _INT = struct.Struct("<Bq")
+_ALARM = struct.Struct("<BQIB")
 
 #: ``(key, value, lease)``; ``value`` is ``None`` for a delete (what
 #: :meth:`etcdlite.core.mvcc.MVCC.apply_changes` replays).
@@ -146,6 +153,18 @@ def encode_revoke(lease_id: int, revision: int) -> bytes:
 
 def encode_compact(revision: int) -> bytes:
     return frame(_INT.pack(COMPACT, revision))
+
+
+def encode_alarm(member: int, alarm: int, active: bool) -> bytes:
+    return frame(_ALARM.pack(ALARM, member, alarm, active))
+
+
+def decode_alarm(payload: bytes) -> tuple[int, int, bool]:
+    """``(member, alarm, active)`` of an ``A`` payload."""
+    if len(payload) != _ALARM.size:
+        raise ValueError("malformed alarm entry")
+    _, member, alarm, active = _ALARM.unpack(payload)
+    return member, alarm, bool(active)
 
 
 def encode_batch(data: bytes) -> bytes:

@@ -7,10 +7,14 @@ Rules:
   snapshot (deleted here); ``*.tmp`` files are unfinished ones (deleted too).
 * Every batch and every frame must check out and apply, in order, revision after revision.
   The one exception is the end of the newest segment: a crash mid-write leaves a torn last
-  batch (or garbage after the last one), and that tail is cut off: no write in it was
+  batch (or garbage after the last one, or the zeros of its preallocated space, see
+  :mod:`~etcdlite.storage.log`), and that tail is cut off: no write in it was
   acknowledged, as the writer acknowledges a batch only after its sync. Damage with an
   intact batch after it is not a tear (that batch was written after a sync):
   :class:`CorruptDataError` names the file and offset, and nothing is changed on disk.
+* Alarms (``A`` records) come back as the last record for each left them
+  (:attr:`Recovered.alarms`); the store re-logs them at the start of each new segment, so a
+  snapshot's log does not need to hold them.
 * Leases come back with their full TTL (etcd's lessor does the same when a member starts):
   they are granted at ``now`` here and the store restarts their clocks when it starts.
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 import gc
 import os
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.mvcc import MVCC
@@ -28,6 +32,7 @@ from ..errors import EtcdError
 from .errors import CorruptDataError
 from .log import list_dir, lock_dir, segment_path, snapshot_path
 from .records import (
+    ALARM,
     COMPACT,
     FRAME,
     GRANT,
@@ -36,6 +41,7 @@ from .records import (
     SINGLE_PUT,
     BadFrame,
     batch_intact,
+    decode_alarm,
     decode_id_int,
     decode_int,
     decode_revision,
@@ -59,6 +65,8 @@ class Recovered:
     snapshot_bytes: int
     #: ``(path, offset)`` of a torn tail that was cut off, if any.
     torn: tuple[str, int] | None = None
+    #: Active alarms as ``(member, alarm type)``.
+    alarms: set[tuple[int, int]] = field(default_factory=set)
 
 
 def recover(directory: Path, core: MVCC, now: float = 0.0) -> Recovered:
@@ -102,8 +110,11 @@ def _recover(directory: Path, core: MVCC, now: float, lock_fd: int) -> Recovered
     offset = 0
     log_bytes = 0
     torn = None
+    alarms: set[tuple[int, int]] = set()
     for i, s in enumerate(live):
-        offset, cut = _replay(segment_path(directory, s), core, now, last=i == len(live) - 1)
+        offset, cut = _replay(
+            segment_path(directory, s), core, now, alarms, last=i == len(live) - 1
+        )
         log_bytes += offset
         if cut is not None:
             torn = cut
@@ -115,11 +126,13 @@ def _recover(directory: Path, core: MVCC, now: float, lock_fd: int) -> Recovered
             segment_path(directory, s).unlink()
     if core.compaction_pending:
         core.compact_all()
-    return Recovered(lock_fd, live[-1] if live else seq, offset, log_bytes, snapshot_bytes, torn)
+    return Recovered(
+        lock_fd, live[-1] if live else seq, offset, log_bytes, snapshot_bytes, torn, alarms
+    )
 
 
 def _replay(
-    path: Path, core: MVCC, now: float, *, last: bool
+    path: Path, core: MVCC, now: float, alarms: set[tuple[int, int]], *, last: bool
 ) -> tuple[int, tuple[str, int] | None]:
     """Apply one segment's batches; returns where its good part ends and any torn tail."""
     with open(path, "rb") as f:
@@ -134,7 +147,7 @@ def _replay(
                 if stop < end:  # a later batch was written, so this one was synced
                     _first_bad_frame(path, view, start, stop)
                 raise BadFrame(pos, "the last batch is incomplete")
-            _apply_frames(path, view, start, stop, core, now)
+            _apply_frames(path, view, start, stop, core, now, alarms)
             pos = stop
         return end, None
     except BadFrame as bad:
@@ -153,7 +166,15 @@ def _first_bad_frame(path: Path, view: memoryview, start: int, stop: int) -> Non
     raise CorruptDataError(str(path), start, "batch checksum mismatch")
 
 
-def _apply_frames(path: Path, data: memoryview, pos: int, end: int, core: MVCC, now: float) -> None:
+def _apply_frames(
+    path: Path,
+    data: memoryview,
+    pos: int,
+    end: int,
+    core: MVCC,
+    now: float,
+    alarms: set[tuple[int, int]],
+) -> None:
     """The frames of one intact batch (:func:`etcdlite.storage.records.frames`, inlined): a
     revision of one put with no lease (most records) is applied without building the
     general entry. The batch checked out whole, so a frame that does not is corruption."""
@@ -179,11 +200,18 @@ def _apply_frames(path: Path, data: memoryview, pos: int, end: int, core: MVCC, 
                     raise CorruptDataError(str(path), pos, f"entry does not apply: {e}") from None
                 pos = nxt
                 continue
-        _apply(path, pos, bytes(data[body:nxt]), core, now)
+        _apply(path, pos, bytes(data[body:nxt]), core, now, alarms)
         pos = nxt
 
 
-def _apply(path: Path, offset: int, payload: bytes, core: MVCC, now: float) -> None:
+def _apply(
+    path: Path,
+    offset: int,
+    payload: bytes,
+    core: MVCC,
+    now: float,
+    alarms: set[tuple[int, int]],
+) -> None:
     kind = payload[0]
     try:
         if kind == REVISION:
@@ -200,6 +228,12 @@ def _apply(path: Path, offset: int, payload: bytes, core: MVCC, now: float) -> N
                 raise ValueError(f"lease revoke made revision {after}, logged {rev}")
         elif kind == COMPACT:
             core.compact(decode_int(payload))
+        elif kind == ALARM:
+            member, alarm, active = decode_alarm(payload)
+            if active:
+                alarms.add((member, alarm))
+            else:
+                alarms.discard((member, alarm))
         else:
             raise ValueError(f"unknown entry kind {kind}")
     except (ValueError, EtcdError) as e:

@@ -1,22 +1,31 @@
-"""Group commit: the event loop appends frames, one task writes and syncs them in a thread.
+"""Group commit: the event loop appends frames, one writer thread writes and syncs them.
 
 Rules:
 
 * :meth:`GroupCommit.append` only queues (no I/O, no await), in commit order; each frame
   gets the next sequence number.
-* One background task takes everything queued, writes and syncs it in a worker thread, and
-  then marks it durable; frames queued meanwhile form the next batch, so concurrent writers
-  share one sync. The event loop never waits on the disk.
+* One dedicated thread takes everything queued, writes it with one ``write`` and one
+  ``fdatasync``, and then tells the loop (one ``call_soon_threadsafe`` per batch) which
+  sequence number and which revision are durable; frames queued meanwhile form the next
+  batch, so concurrent writers share one sync. The event loop never waits on the disk.
 * :meth:`GroupCommit.wait` returns once the frame with that sequence number is durable: a
   writer's reply, and any read that must not show what a crash could take back, wait here.
 * A failed write or sync stops the writer for good: every waiter of that batch and every
   later one gets :class:`StorageFailedError` (the segment is cut back to its last durable
   byte; see :class:`~etcdlite.storage.log.SegmentWriter`).
+
+etcd's WAL does the same in Go (raft's Ready batches entries and its ``wal.Save`` syncs them
+once). Why a thread of its own rather than ``run_in_executor`` per batch: a sequential
+writer makes one batch per put, and the executor's hand-off (a queue, a concurrent future
+chained to an asyncio one, a shielded future per batch) cost more loop turns and CPU than
+the sync itself. Here the hand-off is a lock release to wake the thread and one callback
+back; each waiter awaits a future of its own, so a cancelled waiter cancels nobody else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 
 from .errors import StorageFailedError
@@ -37,23 +46,36 @@ class GroupCommit:
         self.segment = segment
         self._revision = revision
         self._on_durable = on_durable
-        self._items: list[bytes | Rotate] = []
         #: Sequence number of the last frame appended, and of the last one durable.
         self.appended = 0
         self.synced = 0
         #: Batches written (each one write and one sync).
         self.batches = 0
-        self._inflight_upto = 0
-        self._inflight: asyncio.Future[None] | None = None
-        self._next: asyncio.Future[None] | None = None
-        self._kick: asyncio.Future[None] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
         self.failure: StorageFailedError | None = None
+        # Shared with the writer thread, under _mutex: what is queued, the sequence number
+        # and the core's revision at its last frame, whether the thread sleeps on _wake.
+        self._mutex = threading.Lock()
+        self._items: list[bytes | Rotate] = []
+        self._queued_revision = 0
+        self._sleeping = False
+        self._closing = False
+        # A lock used as a binary semaphore: the cheapest wake-up threading has.
+        self._wake = threading.Lock()
+        self._wake.acquire()
+        # Loop side only.
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Future[None] | None = None
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._stopped = self._loop.create_future()
+            self._thread = threading.Thread(
+                target=self._run, name=f"etcdlite-wal-{self.segment.directory.name}", daemon=True
+            )
+            self._thread.start()
 
     @property
     def pending(self) -> bool:
@@ -61,13 +83,15 @@ class GroupCommit:
 
     def append(self, item: bytes | Rotate) -> int:
         """Queue a frame (or a segment switch); returns its sequence number."""
-        self._items.append(item)
-        self.appended += 1
-        kick = self._kick
-        if kick is not None:
-            self._kick = None
-            kick.set_result(None)
-        return self.appended
+        revision = self._revision()
+        with self._mutex:
+            self._items.append(item)
+            self._queued_revision = revision
+            seq = self.appended = self.appended + 1
+            if self._sleeping:
+                self._sleeping = False
+                self._wake.release()
+        return seq
 
     async def wait(self, seq: int) -> None:
         """Return once frame ``seq`` is durable (raise if the writer failed first)."""
@@ -75,67 +99,102 @@ class GroupCommit:
             return
         if self.failure is not None:
             raise self.failure
-        fut = self._inflight if seq <= self._inflight_upto else None
-        if fut is None:
-            fut = self._next
-            if fut is None:
-                fut = self._next = asyncio.get_running_loop().create_future()
-        # Shared by every waiter of the batch: one waiter's cancellation must not cancel it.
-        await asyncio.shield(fut)
+        loop = self._loop or asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._waiters.append((seq, fut))
+        await fut
 
     async def settle(self) -> None:
         """Return once everything appended so far is durable."""
         if self.appended != self.synced:
             await self.wait(self.appended)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._items:
-                if self._closing:
-                    return
-                kick = self._kick = loop.create_future()
-                await kick
-                continue
-            items = self._items
-            self._items = []
-            upto = self.appended
-            revision = self._revision()
-            fut = self._next if self._next is not None else loop.create_future()
-            self._next = None
-            self._inflight = fut
-            self._inflight_upto = upto
-            try:
-                await asyncio.to_thread(self.segment.write, items)
-            except Exception as e:
-                self._fail(e, fut)
-                return
-            self._inflight = None
-            self.synced = upto
-            self.batches += 1
-            self._on_durable(revision)
-            fut.set_result(None)
+    # --- the writer thread ------------------------------------------------------------
 
-    def _fail(self, e: Exception, fut: asyncio.Future[None]) -> None:
+    def _run(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        mutex = self._mutex
+        write = self.segment.write
+        while True:
+            with mutex:
+                items = self._items
+                if not items:
+                    if self._closing:
+                        break
+                    self._sleeping = True
+                else:
+                    self._items = []
+                    upto = self.appended
+                    revision = self._queued_revision
+            if not items:
+                self._wake.acquire()
+                continue
+            try:
+                write(items)
+            except Exception as e:
+                self._signal(self._fail, e)
+                return
+            if not self._signal(self._durable, upto, revision):
+                return
+        self._signal(self._stop)
+
+    def _signal(self, loop_call: Callable[..., None], *args: object) -> bool:
+        """Run ``loop_call(*args)`` on the loop; False if the loop is gone (the store was
+        dropped without closing: nobody is left to tell, and the thread ends)."""
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(loop_call, *args)
+        except RuntimeError:  # the loop is closed
+            return False
+        return True
+
+    # --- back on the loop -------------------------------------------------------------
+
+    def _durable(self, upto: int, revision: int) -> None:
+        self.synced = upto
+        self.batches += 1
+        try:
+            self._on_durable(revision)
+        finally:
+            waiters = self._waiters
+            if waiters:
+                keep: list[tuple[int, asyncio.Future[None]]] = []
+                for seq, fut in waiters:
+                    if seq <= upto:
+                        if not fut.done():  # a cancelled waiter's is done
+                            fut.set_result(None)
+                    else:
+                        keep.append((seq, fut))
+                self._waiters = keep
+
+    def _fail(self, e: Exception) -> None:
         path = self.segment.directory / f"wal-{self.segment.seq:016x}.log"
         err = StorageFailedError(f"writing the log {str(path)!r} failed: {e}")
         err.__cause__ = e
         self.failure = err
-        self._inflight = None
-        for f in (fut, self._next):
-            if f is not None and not f.done():
-                f.set_exception(err)
-                f.exception()  # retrieved: waiters re-raise it; none may be left
-        self._next = None
-        self._items = []
+        waiters, self._waiters = self._waiters, []
+        for _, fut in waiters:
+            if not fut.done():
+                fut.set_exception(err)
+        with self._mutex:
+            self._items = []
+        self._stop()
+
+    def _stop(self) -> None:
+        stopped = self._stopped
+        if stopped is not None and not stopped.done():
+            stopped.set_result(None)
 
     async def close(self) -> None:
         """Write what is queued, then stop (the segment stays open; close it after)."""
-        self._closing = True
-        kick = self._kick
-        if kick is not None:
-            self._kick = None
-            kick.set_result(None)
-        task = self._task
-        if task is not None:
-            await asyncio.shield(task)
+        with self._mutex:
+            self._closing = True
+            if self._sleeping:
+                self._sleeping = False
+                self._wake.release()
+        stopped, thread = self._stopped, self._thread
+        if stopped is None or thread is None:
+            return
+        await asyncio.shield(stopped)
+        thread.join()
