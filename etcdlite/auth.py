@@ -186,10 +186,12 @@ class StoreAuth(AuthAPI):
     async def enable(self) -> None:
         await self._admin()
         self._core.enable()
+        await self._store._auth_changed()
 
     async def disable(self) -> None:
         await self._admin()
         self._core.disable()
+        await self._store._auth_changed()
 
     async def authenticate(self, name: str, password: str) -> str:
         hashed = await self.verify_password(name, password)
@@ -221,6 +223,7 @@ class StoreAuth(AuthAPI):
         else:
             hashed = b""  # the core refuses the name, or there is no password to keep
         core.user_add(name, hashed, no_password=no_password)
+        await self._store._auth_changed()
 
     async def user_get(self, name: str) -> list[str]:
         await self._store.admit("auth")
@@ -237,6 +240,7 @@ class StoreAuth(AuthAPI):
     async def user_delete(self, name: str) -> None:
         await self._admin()
         self._core.user_delete(name)
+        await self._store._auth_changed()
 
     async def user_change_password(self, name: str, password: str) -> None:
         await self._admin()
@@ -244,18 +248,22 @@ class StoreAuth(AuthAPI):
         hashed = await hash_password(password, self._store.bcrypt_cost)
         await self._admin()
         self._core.user_change_password(name, hashed)
+        await self._store._auth_changed()
 
     async def user_grant_role(self, name: str, role: str) -> None:
         await self._admin()
         self._core.user_grant_role(name, role)
+        await self._store._auth_changed()
 
     async def user_revoke_role(self, name: str, role: str) -> None:
         await self._admin()
         self._core.user_revoke_role(name, role)
+        await self._store._auth_changed()
 
     async def role_add(self, name: str) -> None:
         await self._admin()
         self._core.role_add(name)
+        await self._store._auth_changed()
 
     async def role_get(self, name: str) -> list[Permission]:
         await self._store.admit("auth")
@@ -272,11 +280,14 @@ class StoreAuth(AuthAPI):
     async def role_delete(self, name: str) -> None:
         await self._admin()
         self._core.role_delete(name)
+        await self._store._auth_changed()
 
     async def _grant(self, name: str, perm: Permission) -> None:
         await self._admin()
         self._core.role_grant_permission(name, perm)
+        await self._store._auth_changed()
 
     async def _revoke(self, name: str, key: bytes, range_end: bytes) -> None:
         await self._admin()
         self._core.role_revoke_permission(name, key, range_end)
+        await self._store._auth_changed()

@@ -191,6 +191,8 @@ class Store(KVBase):
 
             self._storage = DataDir.open(data_dir, self.core)
             self._storage.compaction_lock = self._compaction_lock
+            if self._storage.auth is not None:
+                self.auth_store.load(self._storage.auth)  # users, roles: not tokens
         self.watches = WatchRegistry(
             self.core, buffer_size=watch_buffer, deferred=self._storage is not None
         )
@@ -243,6 +245,13 @@ class Store(KVBase):
         off) and return the view acting with its token, re-authenticated when it expires."""
         token = await self.auth.authenticate(name, password)
         return UserView(self, name, token=token, password=password)
+
+    async def _auth_changed(self) -> None:
+        """After a change of users, roles, permissions or enablement: with a data
+        directory, the auth store's new state is logged and durable before the reply."""
+        if self._storage is not None:
+            self._storage.log_auth(self.auth_store.dump())
+            await self._storage.settle()
 
     def _sweep_tokens(self) -> None:
         """Keep expiring tokens while there are any (started by each Authenticate)."""

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -426,3 +427,29 @@ async def test_auth_disable_drops_tokens(actx: AuthCtx) -> None:
     await root.auth.disable()
     await alice.put(actx.k("anything"), "1")  # no checks while disabled
     assert (await actx.anonymous().get(actx.k("anything"))) is not None
+
+
+async def test_auth_survives_a_restart_of_a_durable_store(tmp_path: Path) -> None:
+    """Users, roles, permissions and the enabled flag are in the data directory (etcd keeps
+    them in its backend); tokens are not (etcd's simple tokens live in memory)."""
+    async with etcdlite.Store(data_dir=tmp_path, bcrypt_cost=4) as store:
+        a = store.auth
+        await a.user_add("root", "rootpw")
+        await a.user_grant_role("root", "root")
+        await a.user_add("alice", "alicepw")
+        await a.role_add("app")
+        await a.role_grant_permission("app", RW, "/app/", prefix=True)
+        await a.user_grant_role("alice", "app")
+        await a.enable()
+        token = await a.authenticate("alice", "alicepw")
+        await store.put("/app/y", "1")
+        await store.defragment()  # a snapshot replaces the segments holding the auth state
+        revision = a.revision  # type: ignore[attr-defined]
+    async with etcdlite.Store(data_dir=tmp_path, bcrypt_cost=4) as store:
+        assert store.auth_store.enabled and store.auth_store.revision == revision
+        await fails(store.as_user(None).get("/app/x"), UserEmptyError)
+        await fails(store.with_token(token).get("/app/x"), InvalidAuthTokenError)
+        alice = await store.login("alice", "alicepw")
+        await alice.put("/app/x", "1")
+        await fails(alice.put("/other", "1"), PermissionDeniedError)
+        assert await store.auth.role_get("app") == [Permission(RW, b"/app/", b"/app0")]

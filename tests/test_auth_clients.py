@@ -1416,12 +1416,6 @@ def test_grpc_watch_stream_checks_each_create(server: Server) -> None:
 
 @pytest.mark.serve
 @pytest.mark.cli
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="auth state (enabled, users, roles) is not in the data directory yet: after a "
-    "restart auth is off and every key open to anyone (etcd keeps it in its auth buckets)",
-)
 def test_auth_survives_restart(tmp_path: Path) -> None:
     """etcd keeps users, roles and whether auth is on in its backend: a restarted member
     still refuses anonymous requests and still knows its users (tokens are memory only)."""
