@@ -9,15 +9,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .api import KV
+from .auth import AuthAPI
 from .clock import Clock, LoopClock, ManualClock
 from .core.quota import AlarmType
 from .errors import (
+    AuthFailedError,
+    AuthNotEnabledError,
     CompactedError,
     DeadlineExceededError,
     DuplicateKeyError,
     EmptyKeyError,
     EtcdError,
     FutureRevisionError,
+    InvalidAuthMgmtError,
+    InvalidAuthTokenError,
     KeyNotFoundError,
     LeaderChangedError,
     LeaseExistsError,
@@ -26,11 +31,17 @@ from .errors import (
     LeaseTTLTooLargeError,
     NoLeaderError,
     NoSpaceError,
+    PermissionDeniedError,
     RequestTooLargeError,
+    RoleAlreadyExistError,
+    RoleNotFoundError,
     ServerStoppedError,
     StatusCode,
     TooManyOpsError,
     UnavailableError,
+    UserAlreadyExistError,
+    UserEmptyError,
+    UserNotFoundError,
     ValueProvidedError,
     WatchCanceledError,
     WatchClusterChangedError,
@@ -65,6 +76,8 @@ from .types import (
     EventType,
     FilterType,
     KeyValue,
+    Permission,
+    PermissionType,
     PutResponse,
     RangeResponse,
     ResponseHeader,
@@ -73,6 +86,7 @@ from .types import (
     TxnResponse,
     WatchResponse,
 )
+from .userview import UserView
 from .watch import Watch
 
 if TYPE_CHECKING:
@@ -105,6 +119,9 @@ __version__ = "0.1.0"
 __all__ = [
     "KV",
     "AlarmType",
+    "AuthAPI",
+    "AuthFailedError",
+    "AuthNotEnabledError",
     "Client",
     "Clock",
     "CompactResponse",
@@ -127,6 +144,8 @@ __all__ = [
     "FilterType",
     "FutureRevisionError",
     "Get",
+    "InvalidAuthMgmtError",
+    "InvalidAuthTokenError",
     "KeyNotFoundError",
     "KeyValue",
     "LeaderChangedError",
@@ -143,11 +162,16 @@ __all__ = [
     "ManualClock",
     "NoLeaderError",
     "NoSpaceError",
+    "Permission",
+    "PermissionDeniedError",
+    "PermissionType",
     "Put",
     "PutResponse",
     "RangeResponse",
     "RequestTooLargeError",
     "ResponseHeader",
+    "RoleAlreadyExistError",
+    "RoleNotFoundError",
     "ServerStoppedError",
     "Session",
     "SessionExpiredError",
@@ -160,6 +184,10 @@ __all__ = [
     "Txn",
     "TxnResponse",
     "UnavailableError",
+    "UserAlreadyExistError",
+    "UserEmptyError",
+    "UserNotFoundError",
+    "UserView",
     "ValueProvidedError",
     "Watch",
     "WatchCanceledError",

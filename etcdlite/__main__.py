@@ -81,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
         "negative: no quota)",
     )
     s.add_argument(
+        "--auth-token-ttl",
+        type=int,
+        default=300,
+        help="seconds an auth token stays valid after its last use",
+    )
+    s.add_argument(
+        "--bcrypt-cost",
+        type=int,
+        default=10,
+        help="bcrypt cost of stored passwords (4..31)",
+    )
+    s.add_argument(
         "--max-connections",
         type=int,
         default=DEFAULT_MAX_CONNECTIONS,
@@ -248,8 +260,14 @@ def _store_options(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(
             "--max-txn-ops, --max-request-bytes and --max-connections must be positive"
         )
+    if not 4 <= args.bcrypt_cost <= 31:
+        raise UsageError(f"--bcrypt-cost must be within 4..31, not {args.bcrypt_cost}")
+    if args.auth_token_ttl <= 0:
+        raise UsageError("--auth-token-ttl must be positive")
     peers = [u for u in args.initial_advertise_peer_urls.split(",") if u]
     return {
+        "auth_token_ttl": args.auth_token_ttl,
+        "bcrypt_cost": args.bcrypt_cost,
         "max_txn_ops": args.max_txn_ops,
         "watch_progress_notify_interval": progress,
         "auto_compaction_mode": args.auto_compaction_mode,

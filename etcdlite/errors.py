@@ -17,6 +17,8 @@ from typing import ClassVar
 
 __all__ = [
     "ELECTION_SESSION_EXPIRED",
+    "GATEWAY_COMMON_NAME",
+    "GO_CODE_NAMES",
     "GRPC_MESSAGE_TOO_LARGE",
     "GRPC_NOT_IMPLEMENTED",
     "GRPC_STREAM_UNMARSHAL_FAILED",
@@ -50,6 +52,7 @@ __all__ = [
     "GrpcInternalServerError",
     "GrpcMissingMessageError",
     "GrpcTruncatedMessageError",
+    "InvalidAuthMgmtError",
     "InvalidAuthTokenError",
     "KeyNotFoundError",
     "LeaderChangedError",
@@ -58,12 +61,24 @@ __all__ = [
     "LeaseProvidedError",
     "LeaseTTLTooLargeError",
     "LockTimeoutError",
+    "MaintenanceInvalidAuthTokenError",
+    "MaintenancePermissionDeniedError",
+    "MaintenanceUserEmptyError",
+    "MaintenanceUserNotFoundError",
     "MemberNotFoundError",
     "MemberNotLearnerError",
     "MissingLeaderKeyError",
     "NoLeaderError",
+    "NoPasswordUserError",
     "NoSpaceError",
+    "PermissionDeniedError",
+    "PermissionNotGrantedError",
     "RequestTooLargeError",
+    "RoleAlreadyExistError",
+    "RoleEmptyError",
+    "RoleNotFoundError",
+    "RoleNotGrantedError",
+    "RootRoleNotExistError",
     "RootUserNotExistError",
     "ServerStoppedError",
     "SessionExpiredError",
@@ -72,12 +87,16 @@ __all__ = [
     "TooManyOpsError",
     "TooManyRequestsError",
     "UnavailableError",
+    "UserAlreadyExistError",
     "UserEmptyError",
+    "UserNotFoundError",
     "ValueProvidedError",
     "WatchCanceledError",
     "WatchClusterChangedError",
     "WatchCompactedError",
+    "error_from_go_status_text",
     "error_from_status",
+    "go_status_text",
 ]
 
 
@@ -128,6 +147,51 @@ class EtcdError(Exception):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.message, self.code))
+
+
+#: etcd's answer (HTTP 400, text) to a gateway request made with a client certificate that
+#: has a CN, when auth and ``--client-cert-auth`` are on.
+GATEWAY_COMMON_NAME = (
+    "CommonName of client sending a request against gateway will be ignored and not used "
+    "as expected\n"
+)
+
+#: grpc-go's names of the status codes (``codes.Code.String()``).
+GO_CODE_NAMES = (
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+)
+
+
+def go_status_text(e: EtcdError) -> str:
+    """``e`` as grpc-go prints a status error (etcd's watch cancel reasons carry this)."""
+    return f"rpc error: code = {GO_CODE_NAMES[int(e.code)]} desc = {e.message}"
+
+
+def error_from_go_status_text(text: str) -> EtcdError | None:
+    """The error :func:`go_status_text` printed, or None if ``text`` is not one."""
+    prefix = "rpc error: code = "
+    if not text.startswith(prefix):
+        return None
+    name, sep, message = text[len(prefix) :].partition(" desc = ")
+    if not sep or name not in GO_CODE_NAMES:
+        return None
+    return error_from_status(GO_CODE_NAMES.index(name), message)
 
 
 def error_from_status(code: int, message: str) -> EtcdError:
@@ -348,6 +412,95 @@ class AuthFailedError(EtcdError):
 
     code = StatusCode.INVALID_ARGUMENT
     message = "etcdserver: authentication failed, invalid user ID or password"
+
+
+class RootRoleNotExistError(EtcdError):
+    """AuthEnable when user ``root`` lacks role ``root`` (etcdctl hides it: it grants the
+    role and retries)."""
+
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: root user does not have root role"
+
+
+class UserAlreadyExistError(EtcdError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: user name already exists"
+
+
+class UserNotFoundError(EtcdError, LookupError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: user name not found"
+
+
+class RoleAlreadyExistError(EtcdError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: role name already exists"
+
+
+class RoleNotFoundError(EtcdError, LookupError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: role name not found"
+
+
+class RoleEmptyError(EtcdError):
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: role name is empty"
+
+
+class PermissionDeniedError(EtcdError, PermissionError):
+    code = StatusCode.PERMISSION_DENIED
+    message = "etcdserver: permission denied"
+
+
+class RoleNotGrantedError(EtcdError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: role is not granted to the user"
+
+
+class PermissionNotGrantedError(EtcdError):
+    code = StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: permission is not granted to the role"
+
+
+class InvalidAuthMgmtError(EtcdError):
+    """Deleting user or role ``root``, or revoking ``root`` from ``root``, while auth is on."""
+
+    code = StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: invalid auth management"
+
+
+class NoPasswordUserError(AuthFailedError):
+    """A password given for a user added with ``no_password`` (a certificate-only user).
+    etcd does not map this error to a status: it leaves as UNKNOWN with the auth store's
+    text."""
+
+    code = StatusCode.UNKNOWN
+    message = "auth: authentication failed, password was given for no password user"
+
+
+# etcd 3.4's Maintenance server (Defragment, Hash, HashKV, Snapshot) returns the auth store's
+# errors unmapped: UNKNOWN with the store's ``auth:`` text. Each subclasses the error it is
+# elsewhere, so ``except PermissionDeniedError`` catches both renderings.
+
+
+class MaintenanceUserEmptyError(UserEmptyError):
+    code = StatusCode.UNKNOWN
+    message = "auth: user name is empty"
+
+
+class MaintenancePermissionDeniedError(PermissionDeniedError):
+    code = StatusCode.UNKNOWN
+    message = "auth: permission denied"
+
+
+class MaintenanceInvalidAuthTokenError(InvalidAuthTokenError):
+    code = StatusCode.UNKNOWN
+    message = "auth: invalid auth token"
+
+
+class MaintenanceUserNotFoundError(UserNotFoundError):
+    code = StatusCode.UNKNOWN
+    message = "auth: user not found"
 
 
 # --- grpc-go's answers to a request that is not well-formed gRPC --------------------------

@@ -14,6 +14,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
+from .auth import AuthAPI
 from .core.quota import AlarmType
 from .lease import Lease, LeaseKeeper, LeaseTimeToLive
 from .ops import (
@@ -45,6 +46,10 @@ __all__ = ["KVCore"]
 
 class KVCore(ABC):
     """Convenience methods over the primitives a backend implements."""
+
+    #: etcd's Auth API on this backend (:class:`~etcdlite.auth.AuthAPI`), acting as this
+    #: backend's caller.
+    auth: AuthAPI
 
     # --- primitives -------------------------------------------------------------------
 

@@ -19,7 +19,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .api import KVBase
+from .auth import DEFAULT_BCRYPT_COST, StoreAuth
 from .clock import Clock, LoopClock
+from .core.auth import DEFAULT_TOKEN_TTL, AuthStore
 from .core.autocompact import AutoCompactor
 from .core.mvcc import DEFAULT_MAX_TXN_OPS, MVCC
 from .core.quota import AlarmType, Quota
@@ -47,6 +49,7 @@ from .types import (
     WatchResponse,
     to_bytes,
 )
+from .userview import UserView
 from .watch import Watch, WatchSpec
 
 if TYPE_CHECKING:
@@ -98,6 +101,8 @@ class Store(KVBase):
     * ``watch_progress_notify_interval``: seconds between progress notifications for
       ``progress_notify`` watches (etcd's ``--experimental-watch-progress-notify-interval``,
       10 minutes).
+    * ``auth_token_ttl``: seconds a token stays valid after its last use (etcd's
+      ``--auth-token-ttl``, 300); ``bcrypt_cost``: etcd's ``--bcrypt-cost`` (10, 4..31).
     * ``data_dir``: keep the store in this directory (see :mod:`etcdlite.storage`); without
       it the store lives in memory only. An existing directory is recovered when the store
       is created (every kept revision, the compaction point, the leases with their full TTL
@@ -133,6 +138,8 @@ class Store(KVBase):
         member_id: int = MEMBER_ID,
         quota_bytes: int | None = None,
         data_dir: str | os.PathLike[str] | None = None,
+        auth_token_ttl: float = DEFAULT_TOKEN_TTL,
+        bcrypt_cost: int = DEFAULT_BCRYPT_COST,
     ) -> None:
         for name, value in (
             ("compaction_batch", compaction_batch),
@@ -142,7 +149,21 @@ class Store(KVBase):
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, not {value}")
+        if not 4 <= bcrypt_cost <= 31:
+            raise ValueError(f"bcrypt_cost must be within 4..31, not {bcrypt_cost}")
+        if auth_token_ttl <= 0:
+            raise ValueError(f"auth_token_ttl must be positive, not {auth_token_ttl}")
         self.clock: Clock = clock if clock is not None else LoopClock()
+        #: ``clock.time``, or the owning loop's own ``time`` once started on a LoopClock
+        #: (what a hot path reads: no running-loop lookup).
+        self.now: Callable[[], float] = self.clock.time
+        #: Users, roles, permissions and tokens (:mod:`etcdlite.core.auth`).
+        self.auth_store = AuthStore(auth_token_ttl)
+        self.bcrypt_cost = bcrypt_cost
+        #: etcd's Auth API, acting as the store's owner (never refused); see
+        #: :meth:`as_user` and :meth:`login` for checked callers.
+        self.auth = StoreAuth(self)
+        self._token_sweeper: asyncio.Task[None] | None = None
         stored = None
         if data_dir is not None:
             # the storage modules load only for a store that has a directory
@@ -170,6 +191,8 @@ class Store(KVBase):
 
             self._storage = DataDir.open(data_dir, self.core)
             self._storage.compaction_lock = self._compaction_lock
+            if self._storage.auth is not None:
+                self.auth_store.load(self._storage.auth)  # users, roles: not tokens
         self.watches = WatchRegistry(
             self.core, buffer_size=watch_buffer, deferred=self._storage is not None
         )
@@ -209,6 +232,44 @@ class Store(KVBase):
         self._owner: object = _UNKNOWN_LOOP
         self._thread = 0
 
+    # --- auth -------------------------------------------------------------------------
+
+    def as_user(self, name: str | None) -> UserView:
+        """This store as user ``name`` sees it (``None``: an anonymous caller): every call
+        checked as etcd checks a request from that user (see :mod:`etcdlite.userview`).
+        No password is asked, as for etcd's certificate-authenticated users."""
+        return UserView(self, name)
+
+    async def login(self, name: str, password: str) -> UserView:
+        """Authenticate as ``name`` (etcd's errors for a wrong password, or auth being
+        off) and return the view acting with its token, re-authenticated when it expires."""
+        token = await self.auth.authenticate(name, password)
+        return UserView(self, name, token=token, password=password)
+
+    async def _auth_changed(self) -> None:
+        """After a change of users, roles, permissions or enablement: with a data
+        directory, the auth store's new state is logged and durable before the reply."""
+        if self._storage is not None:
+            self._storage.log_auth(self.auth_store.dump())
+            await self._storage.settle()
+
+    def _sweep_tokens(self) -> None:
+        """Keep expiring tokens while there are any (started by each Authenticate)."""
+        task = self._token_sweeper
+        if task is None or task.done():
+            self._token_sweeper = self._spawn(self._token_sweep_loop())
+
+    async def _token_sweep_loop(self) -> None:
+        a = self.auth_store
+        while len(a.tokens):
+            await self.clock.sleep(a.tokens.sweep_interval)
+            a.sweep_tokens(self.clock.time())
+
+    def with_token(self, token: str) -> UserView:
+        """The view of whoever ``token`` belongs to; once the token expires or is
+        invalidated every call raises ``InvalidAuthTokenError``."""
+        return UserView(self, None, token=token)
+
     # --- lifecycle --------------------------------------------------------------------
 
     async def __aenter__(self) -> Store:
@@ -227,6 +288,8 @@ class Store(KVBase):
         if self._started:
             return
         loop = self._loop = get_running_loop()
+        if type(self.clock) is LoopClock:
+            self.now = loop.time
         self._thread = get_ident()
         # asyncio's loops (uvloop's too) record the thread running them in _thread_id, and a
         # thread runs one loop at a time: "my thread runs the owner" is then the whole check,

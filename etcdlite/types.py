@@ -19,6 +19,8 @@ __all__ = [
     "EventType",
     "FilterType",
     "KeyValue",
+    "Permission",
+    "PermissionType",
     "PutResponse",
     "RangeResponse",
     "ResponseHeader",
@@ -41,6 +43,41 @@ def to_bytes(value: Bytesish, what: str = "key") -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
+
+
+class PermissionType(IntEnum):
+    """What a role's permission grants on its key range (etcd's ``authpb.Permission``)."""
+
+    READ = 0
+    WRITE = 1
+    READWRITE = 2
+
+
+class Permission:
+    """A role's permission: ``perm_type`` on one key (``range_end`` empty), on
+    ``[key, range_end)``, or on every key from ``key`` up (``range_end`` ``b"\\0"``)."""
+
+    __slots__ = ("key", "perm_type", "range_end")
+
+    def __init__(
+        self, perm_type: PermissionType | int, key: Bytesish, range_end: Bytesish = b""
+    ) -> None:
+        self.perm_type = PermissionType(perm_type)
+        self.key = to_bytes(key)
+        self.range_end = to_bytes(range_end, "range_end")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Permission) and (self.perm_type, self.key, self.range_end) == (
+            other.perm_type,
+            other.key,
+            other.range_end,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.perm_type, self.key, self.range_end))
+
+    def __repr__(self) -> str:
+        return f"Permission({self.perm_type.name}, {self.key!r}, {self.range_end!r})"
 
 
 class SortOrder(IntEnum):

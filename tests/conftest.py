@@ -73,8 +73,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 f"{item.nodeid} uses real etcd: mark it @pytest.mark.etcd (or use a backend "
                 "fixture) so that -m 'not etcd' leaves it out"
             )
-        if item.get_closest_marker("known_difference") and not {"ctx", "net"} & set(names):
-            raise pytest.UsageError(f"{item.nodeid}: known_difference needs the ctx/net fixture")
+        if item.get_closest_marker("known_difference") and not {"ctx", "net", "actx"} & set(names):
+            raise pytest.UsageError(
+                f"{item.nodeid}: known_difference needs the ctx/net/actx fixture"
+            )
 
 
 # --- servers shared by the session ---------------------------------------------------------

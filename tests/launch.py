@@ -206,11 +206,11 @@ def running_cli(*extra_args: str, scheme: str = "http") -> Iterator[CliServer]:
 
 
 @contextmanager
-def server_thread() -> Iterator[ServerThread]:
+def server_thread(**store_options: Any) -> Iterator[ServerThread]:
     """etcdlite's server in a thread with its own event loop, on real time (like etcd), so
     that blocking clients (python-etcd3, ``subprocess.run(["etcdctl", ...])``) cannot
-    deadlock it. A fresh, empty store; always stopped."""
-    with ServerThread(manual_clock=False) as server:
+    deadlock it. A fresh, empty store (``Store(**store_options)``); always stopped."""
+    with ServerThread(manual_clock=False, store_options=store_options) as server:
         yield server
 
 

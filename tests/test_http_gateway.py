@@ -640,3 +640,21 @@ def test_expect_100_continue(both: tuple[str, str]) -> None:
             while chunk := s.recv(65536):
                 out += chunk
         assert out.startswith(b"HTTP/1.1 200 OK\r\n"), out
+
+
+async def test_auth_revision_metric_moves_with_auth_changes() -> None:
+    """``etcd_debugging_auth_revision``: one more per user/role change, none for enabling."""
+    async with etcdlite.Store(bcrypt_cost=4) as store:
+        gw = HttpGateway(EtcdServer(store))
+
+        async def revision() -> float:
+            r = await gw.handle("GET", "/metrics")
+            assert isinstance(r.body, bytes)
+            return metric(r.body.decode(), "etcd_debugging_auth_revision")
+
+        first = await revision()
+        await store.auth.user_add("root", "pw")
+        await store.auth.user_grant_role("root", "root")
+        assert await revision() == first + 2
+        await store.auth.enable()
+        assert await revision() == first + 2

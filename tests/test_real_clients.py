@@ -512,12 +512,8 @@ def test_etcdctl_member_list(ctl: Etcdctl, endpoint: str) -> None:
 @pytest.mark.parametrize("endpoint", [SERVE], indirect=True)
 @pytest.mark.parametrize(
     ("args", "method"),
-    [
-        (("user", "add", "rc-user:pw"), "UserAdd"),
-        (("role", "add", "rc-role"), "RoleAdd"),
-        (("member", "add", "m2", "--peer-urls=http://127.0.0.1:1"), "MemberAdd"),
-    ],
-    ids=["user-add", "role-add", "member-add"],
+    [(("member", "add", "m2", "--peer-urls=http://127.0.0.1:1"), "MemberAdd")],
+    ids=["member-add"],
 )
 def test_etcdctl_unimplemented(
     ctl: Etcdctl, tmp_path: Path, args: tuple[str, ...], method: str

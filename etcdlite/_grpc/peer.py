@@ -16,21 +16,27 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["current_stream", "peer_certificate", "peer_common_name", "track_request"]
+from .caller import CALLER, Caller, token_of
 
-#: The stream of the request the current task serves (set per request task).
-current_stream: ContextVar[Any] = ContextVar("etcdlite_request_stream", default=None)
+__all__ = [
+    "certificate_common_name",
+    "peer_certificate",
+    "peer_common_name",
+    "track_request",
+    "transport_certificate",
+]
 
 
 def track_request(func: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
-    """``func`` (a grpclib handler) recording its stream as the current request's."""
+    """``func`` (a grpclib handler) recording its request's caller (token and stream) as
+    the current request's (:data:`~.caller.CALLER`)."""
 
     @functools.wraps(func)
     async def handler(stream: Any) -> None:
-        current_stream.set(stream)  # the request's own task: the value dies with it
+        # the request's own task: the value dies with it
+        CALLER.set(Caller(token_of(stream.metadata or {}), stream))
         await func(stream)
 
     return handler
@@ -48,10 +54,14 @@ def peer_certificate(stream: Any = None) -> dict[str, Any] | None:
     """The verified client certificate of ``stream``'s connection, as
     ``ssl.SSLSocket.getpeercert()`` gives it (``None`` without TLS or without one)."""
     if stream is None:
-        stream = current_stream.get()
+        stream = CALLER.get().stream
         if stream is None:
             return None
-    transport = _transport(stream)
+    return transport_certificate(_transport(stream))
+
+
+def transport_certificate(transport: Any) -> dict[str, Any] | None:
+    """The verified client certificate of a connection's transport (``None`` without)."""
     if transport is None:
         return None
     ssl_object = transport.get_extra_info("ssl_object")
@@ -78,7 +88,11 @@ def peer_common_name(stream: Any = None) -> str | None:
     ``--client-cert-auth``: auth must check ``EtcdServer.client_cert_auth`` first.
     Like Go's ``pkix.Name``, the last CN attribute of the subject wins.
     """
-    cert = peer_certificate(stream)
+    return certificate_common_name(peer_certificate(stream))
+
+
+def certificate_common_name(cert: dict[str, Any] | None) -> str | None:
+    """The CN of a certificate as ``getpeercert()`` gives it (``""`` without one)."""
     if cert is None:
         return None
     name: str | None = None

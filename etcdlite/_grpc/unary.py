@@ -40,9 +40,9 @@ from ..errors import (
     GrpcInternalServerError,
     GrpcMissingMessageError,
 )
+from .caller import CALLER, Caller
 from .frames import data_frames, send_data
 from .messages import read_message
-from .peer import current_stream
 
 __all__ = ["FastMethod", "Interceptor", "UnaryHandler"]
 
@@ -118,8 +118,10 @@ class UnaryHandler(Handler):
                 timeout = deadline.time_remaining()
         self.__gc_step__()
         self.fast_requests += 1
+        token = fields.get("token")
+        caller = Caller(fields.get("authorization") if token is None else token, stream)
         self._tasks[stream] = self.loop.create_task(
-            self._handle(stream, path, method, timeout, release_stream)
+            self._handle(stream, path, method, timeout, release_stream, caller)
         )
 
     def cancel(self, stream: H2Stream) -> None:
@@ -136,8 +138,9 @@ class UnaryHandler(Handler):
         method: FastMethod,
         timeout: float | None,
         release_stream: Callable[[], Any],
+        caller: Caller,
     ) -> None:
-        current_stream.set(stream)  # this request's task: for peer_common_name()
+        CALLER.set(caller)  # this request's task: its token and stream, for auth
         try:
             try:
                 if timeout is None:

@@ -77,6 +77,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="N",
         help="run each workload N times, alternating the targets; report medians",
     )
+    b.add_argument(
+        "--auth",
+        action="store_true",
+        help="auth enabled: run the workloads as a non-root user allowed every key",
+    )
     b.add_argument("--list", action="store_true", help="list the workloads and exit")
     b.add_argument("--quiet", action="store_true", help="no progress on stderr")
     b.add_argument("--log-level", default="WARNING")
@@ -208,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
         json_path=args.json,
         progress=not args.quiet,
         command=_command(),
+        auth=args.auth,
         data_parent=args.data_dir_parent,
     )
     try:

@@ -50,6 +50,8 @@ class Options:
     progress: bool = True
     command: str = ""
     repeat: int = 1
+    #: Run every workload as a non-root user with auth enabled (see ``Target.auth``).
+    auth: bool = False
     #: Children's data under this directory (``serve`` with ``--data-dir``), not tmpfs.
     data_parent: str | None = None
 
@@ -122,6 +124,8 @@ async def run(opts: Options) -> Run:
     out = Run(opts, started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
     begin = time.perf_counter()
     targets = [_make_target(name, opts) for name in opts.targets]
+    for t in targets:
+        t.auth = opts.auth
     keys = KeySource()
     async with contextlib.AsyncExitStack() as stack:
         for t in targets:

@@ -35,7 +35,9 @@ from typing import IO, Any
 
 from ..api import KV
 from ..client import Client
+from ..errors import EtcdError
 from ..store import Store
+from ..types import PermissionType
 from .measure import proc_cpu_seconds
 
 __all__ = [
@@ -278,6 +280,30 @@ async def start_child(
         child.stop()
 
 
+#: The user ``bench --auth`` runs workloads as.
+BENCH_USER = ("bench", "bench")
+
+
+async def enable_bench_auth(kv: KV) -> None:
+    """Users root and :data:`BENCH_USER` (READWRITE on every key, not root), auth on."""
+    a = kv.auth
+    await a.user_add("root", "root")
+    await a.user_grant_role("root", "root")
+    await a.user_add(*BENCH_USER)
+    await a.role_add("everything")
+    await a.role_grant_permission("everything", PermissionType.READWRITE, b"", b"\0")
+    await a.user_grant_role(BENCH_USER[0], "everything")
+    await a.enable()
+
+
+async def _auth_enabled(client: Client) -> bool:
+    try:
+        await client.auth.user_list()
+    except EtcdError:
+        return True  # refused: auth is on already (set up by an earlier session)
+    return False
+
+
 class Target:
     """Where workloads run; :meth:`session` opens the KV a workload uses."""
 
@@ -285,6 +311,9 @@ class Target:
     wire = True
     #: Spawn-to-first-answer time of the target's child, if it started one.
     ready_s: float | None = None
+    #: ``bench --auth``: auth enabled, every workload run as user ``bench``, which may
+    #: READWRITE every key without being root (so each request pays the range check).
+    auth = False
 
     async def start(self, stack: contextlib.AsyncExitStack) -> None:
         """Start what the target needs; cleanup goes on ``stack``."""
@@ -306,8 +335,14 @@ class EmbeddedTarget(Target):
 
     @contextlib.asynccontextmanager
     async def session(self, **store_options: Any) -> AsyncIterator[KV]:
+        if self.auth:
+            store_options.setdefault("bcrypt_cost", 4)
         async with Store(**store_options) as store:
-            yield store
+            if not self.auth:
+                yield store
+                return
+            await enable_bench_auth(store)
+            yield await store.login(*BENCH_USER)
 
     def cpu_seconds(self) -> float | None:
         return time.process_time()
@@ -322,7 +357,15 @@ class _WireTarget(Target):
 
     @contextlib.asynccontextmanager
     async def session(self, **store_options: Any) -> AsyncIterator[KV]:
-        async with Client(self.endpoint) as client:
+        if not self.auth:
+            async with Client(self.endpoint) as client:
+                yield client
+            return
+        async with Client(self.endpoint) as owner:
+            if not await _auth_enabled(owner):
+                await enable_bench_auth(owner)
+        name, password = BENCH_USER
+        async with Client(self.endpoint, username=name, password=password) as client:
             yield client
 
     def cpu_seconds(self) -> float | None:

@@ -46,6 +46,7 @@ from ..watch import Watch, WatchSpec
 from ..wire import convert, fastpb
 from ..wire.codec import ClientCodec
 from ..wire.pb import etcdserverpb as pb
+from .auth import ClientAuth
 from .keepalive import KeepAliveStream
 from .policy import (
     AuthOldRevisionError,
@@ -186,6 +187,8 @@ class Client(KVBase):
         #: The endpoint the most recently opened stream went to.
         self._stream_endpoint = parsed[0]
         self._tasks: set[asyncio.Task[None]] = set()
+        #: etcd's Auth service (:class:`~etcdlite.auth.AuthAPI`), as this client's user.
+        self.auth = ClientAuth(self)
         self._watches = Watches(
             self._open,
             self._endpoint,

@@ -34,6 +34,7 @@ from ..errors import (
     WatchCanceledError,
     WatchClusterChangedError,
     WatchCompactedError,
+    error_from_go_status_text,
     error_from_status,
 )
 from ..types import Event, WatchResponse
@@ -248,7 +249,11 @@ class WatchStream:
                 self._pending = None
                 self._pending_watch = None
             if resp.canceled:
-                raise WatchCanceledError(resp.cancel_reason)
+                # etcd refuses a watch it may not create (auth) with grpc-go's text of the
+                # status: raise the error it names, as a unary call would
+                raise error_from_go_status_text(resp.cancel_reason) or WatchCanceledError(
+                    resp.cancel_reason
+                )
 
     async def cancel(self, watch: ClientWatch) -> None:
         if self._watches.get(watch.id) is not watch:

@@ -25,6 +25,7 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from .._grpc import Interceptor, recv_message
+from .._grpc.caller import CALLER, Caller, token_of
 from ..errors import (
     GRPC_NOT_IMPLEMENTED,
     EtcdError,
@@ -37,6 +38,7 @@ __all__ = [
     "Interceptor",
     "UnaryMethod",
     "grpc_error",
+    "set_caller",
     "unimplemented_handlers",
 ]
 
@@ -44,6 +46,12 @@ __all__ = [
 NEWER_THAN_EMULATED = frozenset(
     {"/etcdserverpb.Maintenance/Downgrade", "/etcdserverpb.Auth/AuthStatus"}
 )
+
+
+def set_caller(stream: Stream[Any, Any]) -> None:
+    """Record who sent the request ``stream`` carries (grpclib's path, and the streaming
+    RPCs on every path) for the services' auth checks."""
+    CALLER.set(Caller(token_of(stream.metadata or {}), stream))
 
 
 def grpc_error(e: EtcdError, code: StatusCode | None = None) -> GRPCError:
@@ -90,6 +98,7 @@ class UnaryMethod:
         """This method on grpclib's generic request path."""
 
         async def handle(stream: Stream[Any, Any]) -> None:
+            set_caller(stream)
             hook = interceptor()
             if hook is not None:
                 await hook(self.path)

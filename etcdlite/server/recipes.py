@@ -11,7 +11,11 @@ behaviour:
   leader``, ``"leader" field must be provided``, ``etcdserver: requested lease not
   found`` …): grpc-go sends the recipes' plain Go errors that way;
 * a waiter whose RPC is cancelled (deadline, reset) deletes its key (shielded);
-* like 3.4, Lock and Campaign do not re-check the own key after waiting.
+* like 3.4, Lock and Campaign do not re-check the own key after waiting;
+* with auth enabled each request acts as its caller (etcd's recipes run on an in-process
+  client carrying the request's context, token included): every read and write is checked
+  as the caller's own, and a refusal is UNKNOWN with etcd's text (``etcdserver: permission
+  denied``, ``etcdserver: user name is empty``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ..errors import (
     GrpcMissingMessageError,
     MissingLeaderKeyError,
 )
+from ..kvbase import KVCore
 from ..recipes.election import Candidate, leader_range, observe_leader
 from ..recipes.lock import Mutex
 from ..types import KeyValue, ResponseHeader
@@ -69,10 +74,17 @@ class RecipeServices:
         store: Store,
         interceptor: Callable[[], Interceptor | None],
         fast_path: Callable[[], bool],
+        caller_kv: Callable[[], KVCore] | None = None,
     ) -> None:
         self.store = store
         self._interceptor = interceptor
         self._fast_path = fast_path
+        #: The store as the current request's caller sees it (``EtcdServer.kv``).
+        self._caller_kv = caller_kv
+
+    def kv(self) -> KVCore:
+        """What the recipes run on: the caller's view (the store without a caller)."""
+        return self.store if self._caller_kv is None else self._caller_kv()
 
     def unary_methods(self) -> list[UnaryMethod]:
         """The unary RPCs; their errors are the recipes' plain Go errors (UNKNOWN)."""
@@ -124,58 +136,62 @@ class RecipeServices:
             )
         }
 
-    async def _session(self, lease: int) -> int:
+    async def _session(self, kv: KVCore, lease: int) -> int:
         """Go's ``NewSession(WithLease(lease))`` + ``Orphan()``: lease 0 gets a new lease
         that is never renewed; any other id is used as is (not checked)."""
         if lease == 0:
-            return (await self.store.grant(SESSION_TTL)).id
+            return (await kv.grant(SESSION_TTL)).id
         return lease
 
     # --- v3lock -----------------------------------------------------------------------
 
     async def lock(self, m: v3lockpb.LockRequest) -> v3lockpb.LockResponse:
-        lease = await self._session(m.lease)
-        mutex = Mutex(self.store, m.name + b"/", lease)
+        kv = self.kv()
+        lease = await self._session(kv, m.lease)
+        mutex = Mutex(kv, m.name + b"/", lease)
         await mutex.lock(verify=False, retry_compacted=False)
         return v3lockpb.LockResponse(header=_header(mutex.header), key=mutex.key)
 
     async def unlock(self, m: v3lockpb.UnlockRequest) -> v3lockpb.UnlockResponse:
-        resp = await self.store.delete(m.key)
+        resp = await self.kv().delete(m.key)
         return v3lockpb.UnlockResponse(header=_header(resp.header))
 
     # --- v3election -------------------------------------------------------------------
 
     async def campaign(self, m: v3electionpb.CampaignRequest) -> v3electionpb.CampaignResponse:
-        lease = await self._session(m.lease)
-        c = Candidate(self.store, m.name + b"/", lease)
+        kv = self.kv()
+        lease = await self._session(kv, m.lease)
+        c = Candidate(kv, m.name + b"/", lease)
         await c.campaign(m.value, verify=False, retry_compacted=False)
         return v3electionpb.CampaignResponse(
             header=_header(c.header),
             leader=v3electionpb.LeaderKey(name=m.name, key=c.key, rev=c.rev, lease=lease),
         )
 
-    def _resume(self, leader: v3electionpb.LeaderKey, lease: int) -> Candidate:
+    def _resume(self, kv: KVCore, leader: v3electionpb.LeaderKey, lease: int) -> Candidate:
         # Go's ResumeElection keeps the name as the prefix, without "/" (unused here).
-        return Candidate(self.store, leader.name, lease, key=leader.key, rev=leader.rev)
+        return Candidate(kv, leader.name, lease, key=leader.key, rev=leader.rev)
 
     async def proclaim(self, m: v3electionpb.ProclaimRequest) -> v3electionpb.ProclaimResponse:
         if m.leader is None:
             raise MissingLeaderKeyError()
-        lease = await self._session(m.leader.lease)
-        c = self._resume(m.leader, lease)
+        kv = self.kv()
+        lease = await self._session(kv, m.leader.lease)
+        c = self._resume(kv, m.leader, lease)
         await c.proclaim(m.value)
         return v3electionpb.ProclaimResponse(header=_header(c.header))
 
     async def resign(self, m: v3electionpb.ResignRequest) -> v3electionpb.ResignResponse:
         if m.leader is None:
             raise MissingLeaderKeyError()
-        lease = await self._session(m.leader.lease)
-        c = self._resume(m.leader, lease)
+        kv = self.kv()
+        lease = await self._session(kv, m.leader.lease)
+        c = self._resume(kv, m.leader, lease)
         await c.resign()
         return v3electionpb.ResignResponse(header=_header(c.header))
 
     async def leader(self, m: v3electionpb.LeaderRequest) -> v3electionpb.LeaderResponse:
-        resp = await leader_range(self.store, m.name + b"/")
+        resp = await leader_range(self.kv(), m.name + b"/")
         if not resp.kvs:
             raise ElectionNoLeaderError()
         return v3electionpb.LeaderResponse(header=_header(resp.header), kv=_kv(resp.kvs[0]))
@@ -191,11 +207,13 @@ class RecipeServices:
         try:
             fast = self._fast_path() and not getattr(stream, "in_process", False)
             m = await recv_message(stream, unary=False, fast=fast)
+            view = self.kv()
         except EtcdError as e:
             raise grpc_error(e) from None
         if m is None:
             raise grpc_error(GrpcMissingMessageError())
-        gen = observe_leader(self.store, m.name + b"/", restart_on_compaction=False)
+        # a refused read ends the stream like any failed one (Go's observer just closes)
+        gen = observe_leader(view, m.name + b"/", restart_on_compaction=False)
         try:
             async with aclosing(gen):
                 async for header, kv in gen:

@@ -20,27 +20,32 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from .._grpc import Interceptor, recv_message
+from .._grpc.caller import CALLER
+from .._grpc.peer import peer_common_name
+from ..auth import StoreAuth
 from ..core.hashkv import crc32c, hash_entries
 from ..core.quota import AlarmType
 from ..errors import (
-    AuthNotEnabledError,
     BadLeaderTransfereeError,
     CompactedError,
     EtcdError,
+    InvalidAuthTokenError,
+    MaintenanceInvalidAuthTokenError,
     MemberNotFoundError,
     MemberNotLearnerError,
     RequestTooLargeError,
-    RootUserNotExistError,
     ServerStoppedError,
 )
 from ..ops import DeleteRangeRequest, PutRequest, TxnRequest
 from ..store import Store
+from ..userview import UserView
+from ..watch import WatchSpec
 from ..wire import convert, fastpb
 from ..wire.codec import EtcdCodec
+from ..wire.pb import authpb, v3electionpb, v3lockpb
 from ..wire.pb import etcdserverpb as pb
-from ..wire.pb import v3electionpb, v3lockpb
 from ..wire.pb.grpc.health import v1 as health
-from .methods import UnaryMethod, grpc_error, unimplemented_handlers
+from .methods import UnaryMethod, grpc_error, set_caller, unimplemented_handlers
 from .recipes import RecipeServices
 from .watch_stream import ServerWatchStream
 
@@ -232,36 +237,7 @@ class EtcdServer:
                 pb.MemberPromoteRequest,
                 pb.MemberPromoteResponse,
             ),
-            UnaryMethod(
-                "/etcdserverpb.Auth/Authenticate",
-                self.authenticate,
-                pb.AuthenticateRequest,
-                pb.AuthenticateResponse,
-            ),
-            UnaryMethod(
-                "/etcdserverpb.Auth/AuthDisable",
-                self.auth_disable,
-                pb.AuthDisableRequest,
-                pb.AuthDisableResponse,
-            ),
-            UnaryMethod(
-                "/etcdserverpb.Auth/AuthEnable",
-                self.auth_enable,
-                pb.AuthEnableRequest,
-                pb.AuthEnableResponse,
-            ),
-            UnaryMethod(
-                "/etcdserverpb.Auth/UserList",
-                self.user_list,
-                pb.AuthUserListRequest,
-                pb.AuthUserListResponse,
-            ),
-            UnaryMethod(
-                "/etcdserverpb.Auth/RoleList",
-                self.role_list,
-                pb.AuthRoleListRequest,
-                pb.AuthRoleListResponse,
-            ),
+            *self._auth_methods(),
             UnaryMethod(
                 "/grpc.health.v1.Health/Check",
                 self.health_check,
@@ -271,6 +247,56 @@ class EtcdServer:
             *self._recipes().unary_methods(),
         ]
         return {m.path: m for m in methods}
+
+    def _auth_methods(self) -> list[UnaryMethod]:
+        """etcd's Auth service: method name → (handler, request, response)."""
+        table: list[tuple[str, Callable[[Any], Awaitable[Any]], type, type]] = [
+            ("Authenticate", self.authenticate, pb.AuthenticateRequest, pb.AuthenticateResponse),
+            ("AuthEnable", self.auth_enable, pb.AuthEnableRequest, pb.AuthEnableResponse),
+            ("AuthDisable", self.auth_disable, pb.AuthDisableRequest, pb.AuthDisableResponse),
+            ("UserAdd", self.user_add, pb.AuthUserAddRequest, pb.AuthUserAddResponse),
+            ("UserGet", self.user_get, pb.AuthUserGetRequest, pb.AuthUserGetResponse),
+            ("UserList", self.user_list, pb.AuthUserListRequest, pb.AuthUserListResponse),
+            ("UserDelete", self.user_delete, pb.AuthUserDeleteRequest, pb.AuthUserDeleteResponse),
+            (
+                "UserChangePassword",
+                self.user_change_password,
+                pb.AuthUserChangePasswordRequest,
+                pb.AuthUserChangePasswordResponse,
+            ),
+            (
+                "UserGrantRole",
+                self.user_grant_role,
+                pb.AuthUserGrantRoleRequest,
+                pb.AuthUserGrantRoleResponse,
+            ),
+            (
+                "UserRevokeRole",
+                self.user_revoke_role,
+                pb.AuthUserRevokeRoleRequest,
+                pb.AuthUserRevokeRoleResponse,
+            ),
+            ("RoleAdd", self.role_add, pb.AuthRoleAddRequest, pb.AuthRoleAddResponse),
+            ("RoleGet", self.role_get, pb.AuthRoleGetRequest, pb.AuthRoleGetResponse),
+            ("RoleList", self.role_list, pb.AuthRoleListRequest, pb.AuthRoleListResponse),
+            ("RoleDelete", self.role_delete, pb.AuthRoleDeleteRequest, pb.AuthRoleDeleteResponse),
+            (
+                "RoleGrantPermission",
+                self.role_grant_permission,
+                pb.AuthRoleGrantPermissionRequest,
+                pb.AuthRoleGrantPermissionResponse,
+            ),
+            (
+                "RoleRevokePermission",
+                self.role_revoke_permission,
+                pb.AuthRoleRevokePermissionRequest,
+                pb.AuthRoleRevokePermissionResponse,
+            ),
+        ]
+        return [
+            UnaryMethod(f"/etcdserverpb.Auth/{name}", fn, req, resp)
+            for name, fn, req, resp in table
+        ]
 
     def mapping(self) -> dict[str, Handler]:
         """grpclib's method table: every RPC of etcd 3.4's API."""
@@ -324,7 +350,7 @@ class EtcdServer:
         return self.fast_path and not getattr(stream, "in_process", False)
 
     def _recipes(self) -> RecipeServices:
-        return RecipeServices(self.store, self._interceptor, lambda: self.fast_path)
+        return RecipeServices(self.store, self._interceptor, lambda: self.fast_path, self.kv)
 
     def _counted(
         self, path: str, fn: Callable[[Any], Awaitable[None]]
@@ -335,6 +361,7 @@ class EtcdServer:
         counts = handled.setdefault(path, [0] * 17)
 
         async def handler(stream: Any) -> None:
+            set_caller(stream)
             started[path] += 1
             code = 0
             try:
@@ -360,18 +387,37 @@ class EtcdServer:
         if getattr(request, "_etcdlite_size", 0) > self.max_request_bytes:
             raise RequestTooLargeError()
 
+    def kv(self) -> Store | UserView:
+        """The store as the current request's caller sees it: the store itself while auth
+        is disabled; with auth enabled, the view of the token's user, else (with
+        ``client_cert_auth``) of the TLS client certificate's common name, else anonymous.
+        A token that is not valid is ``invalid auth token``, not rescued by the
+        certificate."""
+        store = self.store
+        a = store.auth_store
+        if not a.enabled:
+            return store
+        token, stream = CALLER.get()
+        cn = peer_common_name(stream) if token is None and self.client_cert_auth else None
+        return store.as_user(a.identify(token, cn, store.clock.time()))
+
+    def view(self) -> UserView:
+        """:meth:`kv` as a view even while auth is disabled (its checks then pass)."""
+        kv = self.kv()
+        return kv if isinstance(kv, UserView) else self.store.as_user(None)
+
     def header(self, revision: int | None = None) -> pb.ResponseHeader:
         return convert.header_to_pb(self.store.core.header(revision))
 
     # --- KV ---------------------------------------------------------------------------
 
     async def range(self, m: pb.RangeRequest) -> bytes:
-        resp = await self.store.range_request(convert.range_request_from_pb(m))
+        resp = await self.kv().range_request(convert.range_request_from_pb(m))
         return fastpb.encode_range_response(resp)
 
     async def put(self, m: pb.PutRequest) -> bytes:
         self._check_size(m)
-        resp = await self.store.put(
+        resp = await self.kv().put(
             m.key,
             m.value,
             lease=m.lease,
@@ -383,39 +429,39 @@ class EtcdServer:
 
     async def delete_range(self, m: pb.DeleteRangeRequest) -> bytes:
         self._check_size(m)
-        resp = await self.store.delete_range_request(convert.delete_range_request_from_pb(m))
+        resp = await self.kv().delete_range_request(convert.delete_range_request_from_pb(m))
         return fastpb.encode_delete_range_response(resp)
 
     async def txn(self, m: pb.TxnRequest) -> bytes:
         req = convert.txn_request_from_pb(m)
         if _has_writes(req):
             self._check_size(m)
-        resp = await self.store.txn_request(req)
+        resp = await self.kv().txn_request(req)
         return fastpb.encode_txn_response(resp)
 
     async def compact(self, m: pb.CompactionRequest) -> pb.CompactionResponse:
-        resp = await self.store.compact(m.revision, physical=m.physical)
+        resp = await self.kv().compact(m.revision, physical=m.physical)
         return pb.CompactionResponse(header=convert.header_to_pb(resp.header))
 
     # --- leases -----------------------------------------------------------------------
 
     async def lease_grant(self, m: pb.LeaseGrantRequest) -> bytes:
         self._check_size(m)
-        lease = await self.store.grant(m.ttl, m.id)
+        lease = await self.kv().grant(m.ttl, m.id)
         return fastpb.encode_lease_response(self.store.core.header(), lease.id, lease.ttl)
 
     async def lease_revoke(self, m: pb.LeaseRevokeRequest) -> pb.LeaseRevokeResponse:
-        rev = await self.store.revoke(m.id)
+        rev = await self.kv().revoke(m.id)
         return pb.LeaseRevokeResponse(header=self.header(rev))
 
     async def lease_time_to_live(self, m: pb.LeaseTimeToLiveRequest) -> pb.LeaseTimeToLiveResponse:
-        t = await self.store.time_to_live(m.id, keys=m.keys)
+        t = await self.kv().time_to_live(m.id, keys=m.keys)
         return pb.LeaseTimeToLiveResponse(
             header=self.header(), id=m.id, ttl=t.ttl, granted_ttl=t.granted_ttl, keys=t.keys
         )
 
     async def lease_leases(self, m: pb.LeaseLeasesRequest) -> pb.LeaseLeasesResponse:
-        ids = await self.store.leases()
+        ids = await self.kv().leases()
         return pb.LeaseLeasesResponse(
             header=self.header(), leases=[pb.LeaseStatus(id=i) for i in ids]
         )
@@ -430,7 +476,7 @@ class EtcdServer:
             fast = self._fast_for(stream)
             while (m := await recv_message(stream, unary=False, fast=fast)) is not None:
                 header = store.core.header()
-                ttl = await store.refresh(m.id)
+                ttl = await self.kv().refresh(m.id)
                 # pre-encoded bytes pass through the codec untouched
                 await stream.send_message(fastpb.encode_lease_response(header, m.id, ttl))
         except EtcdError as e:
@@ -446,6 +492,7 @@ class EtcdServer:
             stream,
             max_message_bytes=self.max_request_bytes + GRPC_OVERHEAD,
             fast_writes=self._fast_for(stream),
+            permit=self._permit_watch,
         )
         self.watch_streams.add(ws)
         try:
@@ -460,6 +507,7 @@ class EtcdServer:
         return self.store.disk_size()
 
     async def status(self, m: pb.StatusRequest) -> pb.StatusResponse:
+        self._authenticated()
         store = self.store
         core = store.core
         rev = await store.sync()  # report only what is durable
@@ -483,6 +531,10 @@ class EtcdServer:
         with it. etcd 3.4 answers without a header."""
         action, alarm = int(m.action), AlarmType(int(m.alarm))
         if action == int(pb.AlarmRequestAlarmAction.GET):
+            self._authenticated()
+        else:
+            self._admin()
+        if action == int(pb.AlarmRequestAlarmAction.GET):
             listed = await self.store.alarms()
         elif action == int(pb.AlarmRequestAlarmAction.ACTIVATE):
             await self.store.activate(alarm, m.member_id)
@@ -495,10 +547,12 @@ class EtcdServer:
 
     async def defragment(self, m: pb.DefragmentRequest) -> pb.DefragmentResponse:
         # etcd 3.4 answers with an empty message (no header).
+        self._maintenance()
         await self.store.defragment()
         return pb.DefragmentResponse()
 
     async def move_leader(self, m: pb.MoveLeaderRequest) -> pb.MoveLeaderResponse:
+        self._admin()
         if m.target_id != self.store.core.member_id:
             raise BadLeaderTransfereeError()
         return pb.MoveLeaderResponse()  # 3.4: an empty message, as for Defragment
@@ -514,10 +568,12 @@ class EtcdServer:
         return crc
 
     async def hash(self, m: pb.HashRequest) -> pb.HashResponse:
+        self._maintenance()
         rev = await self.store.sync()
         return pb.HashResponse(header=self.header(rev), hash=await self._hash(rev))
 
     async def hash_kv(self, m: pb.HashKvRequest) -> pb.HashKvResponse:
+        self._maintenance()
         core = self.store.core
         current = await self.store.sync()
         rev = m.revision if m.revision > 0 else current
@@ -538,6 +594,7 @@ class EtcdServer:
             await self.interceptor("/etcdserverpb.Maintenance/Snapshot")
         try:
             await recv_message(stream, unary=False, fast=self._fast_for(stream))
+            self._maintenance()
         except EtcdError as e:
             raise grpc_error(e) from None
         fd, path = tempfile.mkstemp(prefix="etcdlite-snapshot-")
@@ -574,29 +631,140 @@ class EtcdServer:
         )
 
     async def member_list(self, m: pb.MemberListRequest) -> pb.MemberListResponse:
+        self._authenticated()
         return pb.MemberListResponse(header=self._member_header(), members=[self._member()])
 
     async def member_promote(self, m: pb.MemberPromoteRequest) -> pb.MemberPromoteResponse:
+        self._admin()
         if m.id == self.store.core.member_id:
             raise MemberNotLearnerError()
         raise MemberNotFoundError()
 
-    # --- auth (always disabled) -------------------------------------------------------
+    # --- auth -------------------------------------------------------------------------
+
+    def _authenticated(self) -> None:
+        """etcd's ``requireAuthInfo``: with auth enabled, any authenticated caller."""
+        kv = self.kv()
+        if isinstance(kv, UserView):
+            self.store.auth_store.check_authenticated(kv.name)
+
+    def _admin(self) -> None:
+        """The root role, with auth enabled."""
+        kv = self.kv()
+        if isinstance(kv, UserView):
+            self.store.auth_store.check_admin(kv.name)
+
+    def _permit_watch(self, spec: WatchSpec) -> None:
+        """READ on the watched range, checked as given (an open ``range_end`` ``b"\\0"`` is
+        the open range: etcd 3.4 checked it as one key, a hole later releases closed)."""
+        kv = self.kv()
+        if isinstance(kv, UserView):
+            self.store.auth_store.check_read(kv.name, spec.key, spec.range_end)
+
+    def _maintenance(self) -> None:
+        """Defragment, Hash, HashKV, Snapshot: root, with etcd 3.4's unmapped errors."""
+        try:
+            kv = self.kv()
+        except InvalidAuthTokenError:
+            raise MaintenanceInvalidAuthTokenError() from None
+        if isinstance(kv, UserView):
+            kv._check_maintenance(kv.name)
 
     async def authenticate(self, m: pb.AuthenticateRequest) -> pb.AuthenticateResponse:
-        raise AuthNotEnabledError()
-
-    async def auth_disable(self, m: pb.AuthDisableRequest) -> pb.AuthDisableResponse:
-        return pb.AuthDisableResponse(header=self.header())
+        # Needs no token, but a token it carries must be valid: etcd checks the password
+        # first, then its Authenticate raft entry reads the request's token as every raft
+        # request does, so a wrong password is "authentication failed" and a right one with
+        # a stale token "invalid auth token" (clientv3 drops its token before logging in
+        # again). With auth disabled tokens are ignored, as everywhere.
+        try:
+            self.kv()
+        except InvalidAuthTokenError:
+            await StoreAuth(self.store).verify_password(m.name, m.password)
+            raise
+        token = await self.store.auth.authenticate(m.name, m.password)
+        return pb.AuthenticateResponse(header=self.header(), token=token)
 
     async def auth_enable(self, m: pb.AuthEnableRequest) -> pb.AuthEnableResponse:
-        raise RootUserNotExistError()
+        await self.kv().auth.enable()
+        return pb.AuthEnableResponse(header=self.header())
+
+    async def auth_disable(self, m: pb.AuthDisableRequest) -> pb.AuthDisableResponse:
+        await self.kv().auth.disable()
+        return pb.AuthDisableResponse(header=self.header())
+
+    async def user_add(self, m: pb.AuthUserAddRequest) -> pb.AuthUserAddResponse:
+        no_password = m.options is not None and m.options.no_password
+        await self.kv().auth.user_add(m.name, m.password, no_password=no_password)
+        return pb.AuthUserAddResponse(header=self.header())
+
+    async def user_get(self, m: pb.AuthUserGetRequest) -> pb.AuthUserGetResponse:
+        roles = await self.kv().auth.user_get(m.name)
+        return pb.AuthUserGetResponse(header=self.header(), roles=roles)
 
     async def user_list(self, m: pb.AuthUserListRequest) -> pb.AuthUserListResponse:
-        return pb.AuthUserListResponse(header=self.header())
+        users = await self.kv().auth.user_list()
+        return pb.AuthUserListResponse(header=self.header(), users=users)
+
+    async def user_delete(self, m: pb.AuthUserDeleteRequest) -> pb.AuthUserDeleteResponse:
+        await self.kv().auth.user_delete(m.name)
+        return pb.AuthUserDeleteResponse(header=self.header())
+
+    async def user_change_password(
+        self, m: pb.AuthUserChangePasswordRequest
+    ) -> pb.AuthUserChangePasswordResponse:
+        await self.kv().auth.user_change_password(m.name, m.password)
+        return pb.AuthUserChangePasswordResponse(header=self.header())
+
+    async def user_grant_role(self, m: pb.AuthUserGrantRoleRequest) -> pb.AuthUserGrantRoleResponse:
+        await self.kv().auth.user_grant_role(m.user, m.role)
+        return pb.AuthUserGrantRoleResponse(header=self.header())
+
+    async def user_revoke_role(
+        self, m: pb.AuthUserRevokeRoleRequest
+    ) -> pb.AuthUserRevokeRoleResponse:
+        await self.kv().auth.user_revoke_role(m.name, m.role)
+        return pb.AuthUserRevokeRoleResponse(header=self.header())
+
+    async def role_add(self, m: pb.AuthRoleAddRequest) -> pb.AuthRoleAddResponse:
+        await self.kv().auth.role_add(m.name)
+        return pb.AuthRoleAddResponse(header=self.header())
+
+    async def role_get(self, m: pb.AuthRoleGetRequest) -> pb.AuthRoleGetResponse:
+        perms = await self.kv().auth.role_get(m.role)
+        return pb.AuthRoleGetResponse(
+            header=self.header(),
+            perm=[
+                authpb.Permission(
+                    perm_type=authpb.PermissionType(int(p.perm_type)),
+                    key=p.key,
+                    range_end=p.range_end,
+                )
+                for p in perms
+            ],
+        )
 
     async def role_list(self, m: pb.AuthRoleListRequest) -> pb.AuthRoleListResponse:
-        return pb.AuthRoleListResponse(header=self.header())
+        roles = await self.kv().auth.role_list()
+        return pb.AuthRoleListResponse(header=self.header(), roles=roles)
+
+    async def role_delete(self, m: pb.AuthRoleDeleteRequest) -> pb.AuthRoleDeleteResponse:
+        await self.kv().auth.role_delete(m.role)
+        return pb.AuthRoleDeleteResponse(header=self.header())
+
+    async def role_grant_permission(
+        self, m: pb.AuthRoleGrantPermissionRequest
+    ) -> pb.AuthRoleGrantPermissionResponse:
+        perm = m.perm if m.perm is not None else authpb.Permission()
+        await self.kv().auth.role_grant_permission(
+            m.name, int(perm.perm_type), perm.key, perm.range_end
+        )
+        return pb.AuthRoleGrantPermissionResponse(header=self.header())
+
+    async def role_revoke_permission(
+        self, m: pb.AuthRoleRevokePermissionRequest
+    ) -> pb.AuthRoleRevokePermissionResponse:
+        await self.kv().auth.role_revoke_permission(m.role, m.key, m.range_end)
+        return pb.AuthRoleRevokePermissionResponse(header=self.header())
 
     async def health_check(self, m: health.HealthCheckRequest) -> health.HealthCheckResponse:
         return health.HealthCheckResponse(status=health.HealthCheckResponseServingStatus.SERVING)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ from grpclib.exceptions import GRPCError
 
 from .._grpc import recv_message, send_messages
 from ..core.watch import EVENTS, REQUESTED, Batch, Watcher
-from ..errors import WATCH_DUPLICATE_ID, WATCH_EMPTY_RANGE, EtcdError
+from ..errors import WATCH_DUPLICATE_ID, WATCH_EMPTY_RANGE, EtcdError, go_status_text
 from ..types import Event, ResponseHeader
 from ..wire import convert, fastpb
 from ..wire.pb import etcdserverpb as pb
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from grpclib.server import Stream
 
     from ..store import Store
+    from ..watch import WatchSpec
 
 
 __all__ = ["MAX_REVISIONS_PER_RESPONSE", "ServerWatchStream"]
@@ -54,8 +56,11 @@ class ServerWatchStream:
         *,
         max_message_bytes: int,
         fast_writes: bool = False,
+        permit: Callable[[WatchSpec], None] | None = None,
     ) -> None:
         self.store = store
+        #: Raises if the stream's caller may not watch a spec (auth; checked at creation).
+        self.permit = permit
         #: Write a loop turn's responses as one block of DATA frames (the server's fast
         #: path), else one ``send_message`` each (grpclib's path).
         self.fast_writes = fast_writes
@@ -154,6 +159,12 @@ class ServerWatchStream:
     def _create(self, m: pb.WatchCreateRequest) -> None:
         spec = convert.watch_spec_from_pb(m)
         rev = self.store.durable_revision
+        if self.permit is not None:
+            try:
+                self.permit(spec)
+            except EtcdError as e:  # etcd sends grpc-go's text of the status error
+                self._send(self._created(-1, rev, canceled=True, reason=go_status_text(e)))
+                return
         if spec.empty_range:
             self._send(self._created(-1, rev, canceled=True, reason=WATCH_EMPTY_RANGE))
             return

@@ -33,6 +33,7 @@ from .log import (
 )
 from .records import (
     encode_alarm,
+    encode_auth,
     encode_compact,
     encode_grant,
     encode_revision,
@@ -78,6 +79,8 @@ class DataDir:
         self.durable_revision = core.revision
         #: Active alarms as logged, ``(member, alarm type)`` (recovered at open).
         self.alarms: set[tuple[int, int]] = set(recovered.alarms)
+        #: The auth store's state as last logged (recovered at open).
+        self.auth: bytes | None = recovered.auth
         #: Called with each newly durable revision (the store releases watch events).
         self.on_durable: Callable[[int], None] | None = None
         #: Held by whoever must keep physical compaction away (a snapshot being written).
@@ -127,6 +130,12 @@ class DataDir:
         else:
             self.alarms.discard((member, alarm))
         self.writer.append(encode_alarm(member, alarm, active))
+
+    def log_auth(self, state: bytes) -> None:
+        """The auth store after a change (etcd keeps it in its backend). Snapshots do not
+        hold it: each new segment starts with it, as with alarms."""
+        self.auth = state
+        self.writer.append(encode_auth(state))
 
     @contextlib.contextmanager
     def revoking(self, lease_id: int) -> Iterator[None]:
@@ -191,6 +200,8 @@ class DataDir:
             # must be in the new one.
             for member, alarm in sorted(self.alarms):
                 self.writer.append(encode_alarm(member, alarm, True))
+            if self.auth is not None:
+                self.writer.append(encode_auth(self.auth))
             await write_snapshot(
                 self.core,
                 snapshot_path(self.path, seq),

@@ -14,7 +14,10 @@ A payload starts with its kind byte:
   it had none; replaying the revoke deletes them again, in the same order);
 * ``C`` a compaction: ``<q revision>``;
 * ``A`` an alarm raised or cleared: ``<Q member><I alarm><B active>`` (etcd keeps its alarms
-  in its backend, so they outlive a restart).
+  in its backend, so they outlive a restart);
+* ``U`` the auth store's whole state after a change (users, roles, permissions, enabled,
+  auth revision: :meth:`etcdlite.core.auth.AuthStore.dump`), kept by etcd in its backend
+  too; the last one wins.
 
 In a log segment, every batch the writer syncs starts with a marker frame ``B``:
 ``<7s magic><I length><I crc32>`` of the batch's frames that follow. A batch is written only
@@ -36,6 +39,7 @@ from ..types import KeyValue
 
 __all__ = [
     "ALARM",
+    "AUTH",
     "COMPACT",
     "FRAME",
     "GRANT",
@@ -45,8 +49,10 @@ __all__ = [
     "Change",
     "batch_intact",
     "decode_alarm",
+    "decode_auth",
     "decode_revision",
     "encode_alarm",
+    "encode_auth",
     "encode_batch",
     "encode_compact",
     "encode_grant",
@@ -62,6 +68,7 @@ __all__ = [
 FRAME = struct.Struct("<II")
 REVISION, GRANT, REVOKE, COMPACT, BATCH = b"R"[0], b"G"[0], b"V"[0], b"C"[0], b"B"[0]
 ALARM = b"A"[0]
+AUTH = b"U"[0]
 _BATCH_MAGIC = b"elbatch"
 _BATCH = struct.Struct("<B7sII")
 #: Bytes of a batch marker, frame included.
@@ -165,6 +172,15 @@ def decode_alarm(payload: bytes) -> tuple[int, int, bool]:
         raise ValueError("malformed alarm entry")
     _, member, alarm, active = _ALARM.unpack(payload)
     return member, alarm, bool(active)
+
+
+def encode_auth(state: bytes) -> bytes:
+    return frame(bytes((AUTH,)) + state)
+
+
+def decode_auth(payload: bytes) -> bytes:
+    """The auth state of a ``U`` payload."""
+    return payload[1:]
 
 
 def encode_batch(data: bytes) -> bytes:

@@ -12,6 +12,9 @@ Rules:
   acknowledged, as the writer acknowledges a batch only after its sync. Damage with an
   intact batch after it is not a tear (that batch was written after a sync):
   :class:`CorruptDataError` names the file and offset, and nothing is changed on disk.
+* The auth store (``U`` records, its whole state each time it changes) comes back as the
+  last one logged (:attr:`Recovered.auth`); like alarms, it is re-logged at the start of each
+  new segment.
 * Alarms (``A`` records) come back as the last record for each left them
   (:attr:`Recovered.alarms`); the store re-logs them at the start of each new segment, so a
   snapshot's log does not need to hold them.
@@ -33,6 +36,7 @@ from .errors import CorruptDataError
 from .log import list_dir, lock_dir, segment_path, snapshot_path
 from .records import (
     ALARM,
+    AUTH,
     COMPACT,
     FRAME,
     GRANT,
@@ -42,6 +46,7 @@ from .records import (
     BadFrame,
     batch_intact,
     decode_alarm,
+    decode_auth,
     decode_id_int,
     decode_int,
     decode_revision,
@@ -67,6 +72,16 @@ class Recovered:
     torn: tuple[str, int] | None = None
     #: Active alarms as ``(member, alarm type)``.
     alarms: set[tuple[int, int]] = field(default_factory=set)
+    #: The auth store's state as last logged (:meth:`etcdlite.core.auth.AuthStore.dump`).
+    auth: bytes | None = None
+
+
+@dataclass
+class _State:
+    """What the log keeps besides revisions and leases, as replayed so far."""
+
+    alarms: set[tuple[int, int]] = field(default_factory=set)
+    auth: bytes | None = None
 
 
 def recover(directory: Path, core: MVCC, now: float = 0.0) -> Recovered:
@@ -110,10 +125,10 @@ def _recover(directory: Path, core: MVCC, now: float, lock_fd: int) -> Recovered
     offset = 0
     log_bytes = 0
     torn = None
-    alarms: set[tuple[int, int]] = set()
+    state = _State()
     for i, s in enumerate(live):
         offset, cut = _replay(
-            segment_path(directory, s), core, now, alarms, last=i == len(live) - 1
+            segment_path(directory, s), core, now, state, last=i == len(live) - 1
         )
         log_bytes += offset
         if cut is not None:
@@ -127,12 +142,19 @@ def _recover(directory: Path, core: MVCC, now: float, lock_fd: int) -> Recovered
     if core.compaction_pending:
         core.compact_all()
     return Recovered(
-        lock_fd, live[-1] if live else seq, offset, log_bytes, snapshot_bytes, torn, alarms
+        lock_fd,
+        live[-1] if live else seq,
+        offset,
+        log_bytes,
+        snapshot_bytes,
+        torn,
+        state.alarms,
+        state.auth,
     )
 
 
 def _replay(
-    path: Path, core: MVCC, now: float, alarms: set[tuple[int, int]], *, last: bool
+    path: Path, core: MVCC, now: float, state: _State, *, last: bool
 ) -> tuple[int, tuple[str, int] | None]:
     """Apply one segment's batches; returns where its good part ends and any torn tail."""
     with open(path, "rb") as f:
@@ -147,7 +169,7 @@ def _replay(
                 if stop < end:  # a later batch was written, so this one was synced
                     _first_bad_frame(path, view, start, stop)
                 raise BadFrame(pos, "the last batch is incomplete")
-            _apply_frames(path, view, start, stop, core, now, alarms)
+            _apply_frames(path, view, start, stop, core, now, state)
             pos = stop
         return end, None
     except BadFrame as bad:
@@ -173,7 +195,7 @@ def _apply_frames(
     end: int,
     core: MVCC,
     now: float,
-    alarms: set[tuple[int, int]],
+    state: _State,
 ) -> None:
     """The frames of one intact batch (:func:`etcdlite.storage.records.frames`, inlined): a
     revision of one put with no lease (most records) is applied without building the
@@ -200,7 +222,7 @@ def _apply_frames(
                     raise CorruptDataError(str(path), pos, f"entry does not apply: {e}") from None
                 pos = nxt
                 continue
-        _apply(path, pos, bytes(data[body:nxt]), core, now, alarms)
+        _apply(path, pos, bytes(data[body:nxt]), core, now, state)
         pos = nxt
 
 
@@ -210,7 +232,7 @@ def _apply(
     payload: bytes,
     core: MVCC,
     now: float,
-    alarms: set[tuple[int, int]],
+    state: _State,
 ) -> None:
     kind = payload[0]
     try:
@@ -231,9 +253,11 @@ def _apply(
         elif kind == ALARM:
             member, alarm, active = decode_alarm(payload)
             if active:
-                alarms.add((member, alarm))
+                state.alarms.add((member, alarm))
             else:
-                alarms.discard((member, alarm))
+                state.alarms.discard((member, alarm))
+        elif kind == AUTH:
+            state.auth = decode_auth(payload)
         else:
             raise ValueError(f"unknown entry kind {kind}")
     except (ValueError, EtcdError) as e:

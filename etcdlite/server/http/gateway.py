@@ -28,8 +28,10 @@ does and etcdlite copies (from etcd 3.4.23 on this machine):
 * ``Grpc-Timeout`` sets a deadline (504 ``context deadline exceeded``).
 
 Differences: no WebSocket upgrade, no ``Host`` check (etcd's default accepts every host on
-a plaintext port), no ``/debug/vars`` or ``/config/local/log``; ``Grpc-Metadata-*`` and
-``Authorization`` headers are ignored (auth is always disabled).
+a plaintext port), no ``/debug/vars`` or ``/config/local/log``. Of the ``Grpc-Metadata-*``
+headers only ``Grpc-Metadata-Token`` (as ``token``) and ``Grpc-Metadata-Authorization`` (as
+``authorization``) are forwarded, with ``Authorization`` (as ``authorization``): the ways
+etcd's gateway carries an auth token.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ import betterproto2
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
 
-from ...errors import GRPC_MESSAGE_TOO_LARGE, GRPC_NOT_IMPLEMENTED
+from ..._grpc.caller import CALLER, Caller, token_of
+from ...errors import GATEWAY_COMMON_NAME, GRPC_MESSAGE_TOO_LARGE, GRPC_NOT_IMPLEMENTED
 from ..services import EMULATED_VERSION, GRPC_OVERHEAD
 from .jsonpb import (
     JsonError,
@@ -199,8 +202,11 @@ class HttpGateway:
         target: str,
         headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
         body: Body = b"",
+        *,
+        common_name: str | None = None,
     ) -> HttpResponse:
-        """The answer to one request (``target``: path and query)."""
+        """The answer to one request (``target``: path and query); ``common_name`` is the
+        CN of the connection's verified client certificate, if any."""
         url = urlsplit(target)
         path = url.path
         if method == "OPTIONS":
@@ -208,6 +214,10 @@ class HttpGateway:
         if path.startswith("/v3beta/"):
             path = "/v3/" + path[len("/v3beta/") :]
         if path.startswith("/v3/"):
+            if common_name and self.etcd.client_cert_auth and self.etcd.store.auth_store.enabled:
+                # etcd refuses outright a gateway request whose certificate names a user
+                # (the gateway would act as its own certificate, not the client's)
+                return HttpResponse(400, _GATEWAY_CN_HEADERS, GATEWAY_COMMON_NAME.encode())
             return await self._gateway(method, path[4:], _header_dict(headers), body)
         if path == "/health":
             if method != "GET":
@@ -258,6 +268,23 @@ class HttpGateway:
                 text = f"invalid grpc-timeout: {headers['grpc-timeout']}"
                 return _json(400, _error_body(text, Status.INVALID_ARGUMENT.value))
             timeout = int(m.group(1)) * _UNITS[m.group(2)]
+        # The gateway forwards ``Authorization`` as metadata ``authorization`` and every
+        # ``Grpc-Metadata-X`` as ``x``: ``Grpc-Metadata-Token`` as ``token`` (which wins),
+        # ``Grpc-Metadata-Authorization`` as ``authorization`` (with both authorization
+        # headers grpc-gateway's order is Go's map order: ``Authorization`` is taken). A
+        # certificate's common name is never used for a gateway request, as in etcd.
+        authorization = headers.get("authorization")
+        if authorization is None:
+            authorization = headers.get("grpc-metadata-authorization")
+        metadata = {
+            k: v
+            for k, v in (
+                ("token", headers.get("grpc-metadata-token")),
+                ("authorization", authorization),
+            )
+            if v is not None
+        }
+        CALLER.set(Caller(token_of(metadata)))
         unary = self._unary.get(grpc_path)
         if unary is not None:
             data = body if isinstance(body, bytes) else await _read_all(body)
@@ -269,7 +296,7 @@ class HttpGateway:
         if handler is None or handler.cardinality is Cardinality.UNARY_UNARY:
             name = grpc_path.rsplit("/", 1)[1]
             return _unary_error(GRPC_NOT_IMPLEMENTED.format(method=name), 12)
-        return await self._stream(handler, body)
+        return await self._stream(handler, body, metadata)
 
     async def _call(self, unary: UnaryMethod, data: bytes) -> HttpResponse:
         try:
@@ -294,13 +321,14 @@ class HttpGateway:
             return _json(200, dumps(wire_to_json(unary.reply_type, bytes(reply))), grpc=True)
         return _json(200, dumps(to_json(reply)), grpc=True)
 
-    async def _stream(self, handler: Handler, body: Body) -> HttpResponse:
+    async def _stream(self, handler: Handler, body: Body, metadata: dict[str, str]) -> HttpResponse:
         requests = _JsonObjects(body)
         try:
             first = await requests.next_object()
         except JsonError as e:  # grpc-gateway decodes the first request before the call
             return _json(500, _error_body(str(e), 2))
         stream = _GatewayStream(handler.request_type, handler.reply_type, requests, first)
+        stream.metadata = metadata
         task = asyncio.ensure_future(handler.func(stream))
         stream.task = task
         waiter = asyncio.ensure_future(stream.ready.wait())
@@ -406,6 +434,9 @@ class _GatewayStream:
 
     #: Tells the Watch handler to send messages one by one (no HTTP/2 frames here).
     in_process = True
+    #: The request's auth metadata; no TLS peer (the gateway's certificate is not the user).
+    metadata: dict[str, str] = {}  # noqa: RUF012 (replaced per stream, never mutated)
+    peer = None
 
     def __init__(
         self, request_type: type, reply_type: type, requests: _JsonObjects, first: Any
@@ -487,6 +518,12 @@ class _GatewayStream:
 
 async def _read_all(body: AsyncIterable[bytes]) -> bytes:
     return b"".join([chunk async for chunk in body])
+
+
+_GATEWAY_CN_HEADERS = [
+    ("Content-Type", "text/plain; charset=utf-8"),
+    ("X-Content-Type-Options", "nosniff"),
+]
 
 
 def _header_dict(headers: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, str]:

@@ -147,6 +147,8 @@ def render(etcd: EtcdServer, grpc_paths: Iterable[str], health_ok: int, health_f
     # (name, type, HELP as etcd 3.4.23 writes it, value, labels)
     table: list[tuple[str, str, str, float, str]] = [
         ("etcd_cluster_version", "gauge", _CLUSTER_VERSION_HELP, 1, '{cluster_version="3.4"}'),
+        ("etcd_debugging_auth_revision", "gauge", "The current revision of auth store.",
+         store.auth_store.revision, ""),
         ("etcd_debugging_mvcc_compact_revision", "gauge",
          "The revision of the last compaction in store.", max(core.compacted_revision, 0), ""),
         ("etcd_debugging_mvcc_current_revision", "gauge", "The current revision of store.",

@@ -17,6 +17,7 @@ from http import HTTPStatus
 
 import h11
 
+from ..._grpc.peer import certificate_common_name, transport_certificate
 from .gateway import HttpGateway, HttpResponse
 
 __all__ = ["HttpProtocol"]
@@ -114,6 +115,7 @@ class HttpProtocol(asyncio.Protocol):
                 request.target.decode("latin-1"),
                 headers,
                 _drain(body),
+                common_name=certificate_common_name(transport_certificate(self._transport)),
             )
             await self._respond(resp, http10=http10, head=request.method == b"HEAD")
         except asyncio.CancelledError:
