@@ -1,5 +1,5 @@
 """etcd's gRPC services over a :class:`~etcdlite.Store`: KV, Watch, Lease, Maintenance,
-Cluster, Auth (disabled) and health.
+Cluster, Auth and health.
 
 The services only translate: protobuf in, a Store call, protobuf out; semantics live in the
 core. Errors leave with etcd's exact status codes and texts (:mod:`etcdlite.errors`).
