@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .core.auth import AuthStore
 from .errors import AuthFailedError, NoPasswordUserError
@@ -26,7 +26,7 @@ from .ops import key_range
 from .types import Bytesish, Permission, PermissionType
 
 if TYPE_CHECKING:
-    from .store import Store
+    from .clock import Clock
 
 __all__ = ["DEFAULT_BCRYPT_COST", "AuthAPI", "StoreAuth", "check_password", "hash_password"]
 
@@ -155,11 +155,25 @@ class AuthAPI(ABC):
         await self._revoke(name, k, end)
 
 
+class AuthHost(Protocol):
+    """What :class:`StoreAuth` needs of the store it serves (a :class:`~etcdlite.Store`)."""
+
+    auth_store: AuthStore
+    bcrypt_cost: int
+    clock: Clock
+
+    async def admit(self, kind: str) -> None: ...
+
+    async def _auth_changed(self) -> None: ...
+
+    def _sweep_tokens(self) -> None: ...
+
+
 class StoreAuth(AuthAPI):
     """:class:`AuthAPI` of an embedded store, acting for ``actor``: the store's owner
     (``actor=None``, never refused) or a user view (checked as that user)."""
 
-    def __init__(self, store: Store, actor: Any = None) -> None:
+    def __init__(self, store: AuthHost, actor: Any = None) -> None:
         self._store = store
         self._actor = actor
 

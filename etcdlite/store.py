@@ -238,13 +238,13 @@ class Store(KVBase):
         """This store as user ``name`` sees it (``None``: an anonymous caller): every call
         checked as etcd checks a request from that user (see :mod:`etcdlite.userview`).
         No password is asked, as for etcd's certificate-authenticated users."""
-        return UserView(self, name)
+        return UserView(self, self, name)
 
     async def login(self, name: str, password: str) -> UserView:
         """Authenticate as ``name`` (etcd's errors for a wrong password, or auth being
         off) and return the view acting with its token, re-authenticated when it expires."""
         token = await self.auth.authenticate(name, password)
-        return UserView(self, name, token=token, password=password)
+        return UserView(self, self, name, token=token, password=password)
 
     async def _auth_changed(self) -> None:
         """After a change of users, roles, permissions or enablement: with a data
@@ -268,7 +268,7 @@ class Store(KVBase):
     def with_token(self, token: str) -> UserView:
         """The view of whoever ``token`` belongs to; once the token expires or is
         invalidated every call raises ``InvalidAuthTokenError``."""
-        return UserView(self, None, token=token)
+        return UserView(self, self, None, token=token)
 
     # --- lifecycle --------------------------------------------------------------------
 

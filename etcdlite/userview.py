@@ -34,11 +34,11 @@ disabled is ignored (3.4 before 3.4.28 rejected it).
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .api import KVBase
-from .auth import StoreAuth
-from .core.auth import RangeSet, allows
+from .auth import AuthAPI, AuthHost, StoreAuth
+from .core.auth import AuthStore, RangeSet, allows
 from .core.quota import AlarmType
 from .errors import (
     EtcdError,
@@ -71,10 +71,20 @@ if TYPE_CHECKING:
     import asyncio
 
     from .clock import Clock
-    from .core.auth import AuthStore
-    from .store import Store
+    from .core.mvcc import MVCC
 
-__all__ = ["UserView"]
+__all__ = ["UserView", "ViewHost"]
+
+
+class ViewHost(AuthHost, Protocol):
+    """What a view needs of its store besides the KV calls (a :class:`~etcdlite.Store`)."""
+
+    core: MVCC
+    auth: AuthAPI
+    #: The store's current time (see ``Store.now``).
+    now: Callable[[], float]
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
 
 
 class UserView(KVBase):
@@ -82,19 +92,23 @@ class UserView(KVBase):
 
     def __init__(
         self,
-        store: Store,
+        store: KVBase,
+        host: ViewHost,
         name: str | None,
         *,
         token: str | None = None,
         password: str | None = None,
     ) -> None:
+        """``store`` and ``host`` are the same :class:`~etcdlite.Store`: its KV calls, and
+        the rest a view needs (typed apart, so this module never imports the store)."""
         self._store = store
-        self._a: AuthStore = store.auth_store
+        self._host = host
+        self._a: AuthStore = host.auth_store
         self.name = name
         self._token = token
         self._password = password
-        self.auth = StoreAuth(store, self)
-        self.clock: Clock = store.clock
+        self.auth = StoreAuth(host, self)
+        self.clock: Clock = host.clock
         # memo of _refresh, valid while the auth store's generation is unchanged
         self._seen_generation = -1
         self._seen_user: str | None = None
@@ -132,7 +146,7 @@ class UserView(KVBase):
         if self._token is None:
             user, entry = self.name, None
         else:
-            user = a.identify(self._token, None, self._store.now())
+            user = a.identify(self._token, None, self._host.now())
             entry = a.tokens.entry(self._token)
         ranges = a.ranges(user)
         self._seen_user, self._seen_ranges, self._entry = user, ranges, entry
@@ -150,17 +164,17 @@ class UserView(KVBase):
     async def _relogin(self) -> str | None:
         if self._password is None or self.name is None:
             raise InvalidAuthTokenError()
-        self._token = await self._store.auth.authenticate(self.name, self._password)
+        self._token = await self._host.auth.authenticate(self.name, self._password)
         return self._who()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        return self._store._spawn(coro)
+        return self._host._spawn(coro)
 
     def _check_lease_keys(self, user: str | None, lid: int, write: bool) -> None:
         a = self._a
         if a.is_admin(user):
             return
-        entry = self._store.core.lessor.get(lid)
+        entry = self._host.core.lessor.get(lid)
         if entry is not None:
             check = a.check_write if write else a.check_read
             for key in sorted(entry.keys):
@@ -334,7 +348,7 @@ class UserView(KVBase):
             user = await self.user()
             a.check_authenticated(user)
             if not a.is_admin(user):
-                for lid in [e.id for e in self._store.core.lessor.leases()]:
+                for lid in [e.id for e in self._host.core.lessor.leases()]:
                     self._check_lease_keys(user, lid, False)
         return await self._store.leases()
 

@@ -9,15 +9,12 @@ and the call retried once, as clientv3 does; with auth disabled the Client goes 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from ..auth import AuthAPI
 from ..types import Permission
 from ..wire.pb import authpb
 from ..wire.pb import etcdserverpb as pb
-
-if TYPE_CHECKING:
-    from .client import Client
 
 __all__ = ["ClientAuth"]
 
@@ -25,12 +22,18 @@ T = TypeVar("T")
 _SERVICE = "/etcdserverpb.Auth/"
 
 
+#: A Client's ``_call``: one RPC by path, with its retry policy and deadline, given a
+#: function of the connection.
+Call = Callable[[str, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
+
+
 class ClientAuth(AuthAPI):
-    def __init__(self, client: Client) -> None:
-        self._client = client
+    def __init__(self, call: Call) -> None:
+        self._call = call
 
     async def _rpc(self, method: str, fn: Callable[[Any], Awaitable[T]]) -> T:
-        return await self._client._call(_SERVICE + method, lambda c: fn(c.auth))
+        result: T = await self._call(_SERVICE + method, lambda c: fn(c.auth))
+        return result
 
     async def enable(self) -> None:
         await self._rpc("AuthEnable", lambda s: s.auth_enable(pb.AuthEnableRequest()))

@@ -188,7 +188,7 @@ class Client(KVBase):
         self._stream_endpoint = parsed[0]
         self._tasks: set[asyncio.Task[None]] = set()
         #: etcd's Auth service (:class:`~etcdlite.auth.AuthAPI`), as this client's user.
-        self.auth = ClientAuth(self)
+        self.auth = ClientAuth(self._call)
         self._watches = Watches(
             self._open,
             self._endpoint,
