@@ -31,6 +31,7 @@ from hpack import Decoder, Encoder
 from .guard import Abuse, FrameGuard, Limits
 
 __all__ = [
+    "PING_ACK_DELAY",
     "CachingDecoder",
     "CachingEncoder",
     "CorkedChannel",
@@ -41,6 +42,16 @@ __all__ = [
 
 #: Cached header blocks per connection (a client uses one per RPC method it calls).
 MAX_CACHED_BLOCKS = 64
+#: Seconds a Client connection holds a PING ACK that nothing else is going out with.
+PING_ACK_DELAY = 0.02
+_PING_ACK_HEADER = b"\x00\x00\x08\x06\x01\x00\x00\x00\x00"  # PING, ACK, stream 0
+
+
+def _only_ping_acks(data: bytes) -> bool:
+    """Whether ``data`` is nothing but PING ACK frames (17 bytes each)."""
+    if not data or len(data) % 17:
+        return False
+    return all(data[i : i + 9] == _PING_ACK_HEADER for i in range(0, len(data), 17))
 
 
 def _only_indexed(block: bytes) -> bool:
@@ -162,12 +173,61 @@ class CorkedTransport:
         return self.transport.get_extra_info(name, default)
 
 
+class AckHoldingTransport(CorkedTransport):
+    """The Client's :class:`CorkedTransport`: a write made only of PING ACKs waits up to
+    :data:`PING_ACK_DELAY` seconds for the next request to leave with it.
+
+    etcd (grpc-go) sends a BDP PING with the reply to almost every request; h2 answers it at
+    once, so a sequential client made two sends per call, and etcd read twice. The ACK
+    carries nothing the peer waits on (grpc-go only times it to size its windows, and sends
+    no new BDP PING while one is unanswered), so it may wait for the next request's write,
+    as grpc-go's own writer batches control frames with data.
+    """
+
+    __slots__ = ("_timer",)
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        super().__init__(transport)
+        self._timer: asyncio.TimerHandle | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if self._pending:
+            if self._timer is not None:  # held ACKs: they leave with this write now
+                self._timer.cancel()
+                self._timer = None
+                self._loop.call_soon(self.flush)
+            self._pending.append(bytes(data))
+            return
+        data = bytes(data)
+        self._pending.append(data)
+        if _only_ping_acks(data):
+            self._timer = self._loop.call_later(PING_ACK_DELAY, self.flush)
+        else:
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().flush()
+
+    def abort(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().abort()
+
+
 class CorkedProtocol(H2Protocol):
     """grpclib's ``H2Protocol`` over a :class:`CorkedTransport`."""
 
+    transport_class: type[CorkedTransport] = CorkedTransport
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        super().connection_made(CorkedTransport(transport))  # type: ignore[arg-type]
+        super().connection_made(self.transport_class(transport))  # type: ignore[arg-type]
         h2conn = self.connection._connection
         h2conn.decoder = CachingDecoder(h2conn.decoder)  # type: ignore[assignment]
         h2conn.encoder = CachingEncoder(h2conn.encoder)  # type: ignore[assignment]
@@ -309,8 +369,14 @@ class ServerProtocol(CorkedProtocol):
         super().connection_lost(exc)
 
 
+class ClientProtocol(CorkedProtocol):
+    """The Client's connections: corked writes, PING ACKs held for the next request."""
+
+    transport_class = AckHoldingTransport
+
+
 class CorkedChannel(Channel):
-    """grpclib's client ``Channel`` over :class:`CorkedProtocol` connections."""
+    """grpclib's client ``Channel`` over :class:`ClientProtocol` connections."""
 
     def _protocol_factory(self) -> H2Protocol:
-        return CorkedProtocol(ClientHandler(), self._config, self._h2_config)
+        return ClientProtocol(ClientHandler(), self._config, self._h2_config)
