@@ -26,6 +26,7 @@ from etcdlite.ops import DeleteRangeRequest, Put, RangeRequest
 from etcdlite.types import DeleteRangeResponse, ResponseHeader, SortOrder, SortTarget
 from etcdlite.wire import clientpb, convert, fastpb
 from etcdlite.wire.pb import etcdserverpb as pb
+from etcdlite.wire.pb import mvccpb
 
 from .conftest import Ctx
 from .helpers import LIMIT
@@ -158,6 +159,50 @@ def test_range_reply_lazy_and_eager_match_betterproto(
     for r in (lazy, eager):
         assert (_h(r.header), r.more, r.count) == (_h(h), more, count)
         assert [kv._fields() for kv in r.kvs] == [kv._fields() for kv in items]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    headers,
+    int64s,
+    st.lists(bools, min_size=3, max_size=3),
+    int64s,
+    st.text(max_size=20),
+    st.lists(
+        st.tuples(st.sampled_from([0, 1]), st.one_of(st.none(), kvs), st.one_of(st.none(), kvs)),
+        max_size=5,
+    ),
+)
+def test_watch_reply_decoder_matches_betterproto(
+    h: ResponseHeader,
+    watch_id: int,
+    flags: list[bool],
+    compact: int,
+    reason: str,
+    events: list[tuple[int, KeyValue | None, KeyValue | None]],
+) -> None:
+    created, canceled, fragment = flags
+    msg = pb.WatchResponse(
+        header=convert.header_to_pb(h),
+        watch_id=watch_id,
+        created=created,
+        canceled=canceled,
+        compact_revision=compact,
+        cancel_reason=reason,
+        fragment=fragment,
+        events=[
+            mvccpb.Event(
+                type=mvccpb.EventEventType(kind),
+                kv=kv_pb(kv) if kv is not None else None,
+                prev_kv=kv_pb(prev) if prev is not None else None,
+            )
+            for kind, kv, prev in events
+        ],
+    )
+    ours = clientpb.decode_watch_response(bytes(msg))
+    theirs = convert.watch_response_from_pb(msg)
+    assert _strip(ours) == _strip(theirs)
+    assert ours.events == theirs.events
 
 
 def test_lazy_key_value_decodes_once_and_lets_the_buffer_go() -> None:
