@@ -120,17 +120,30 @@ class _UnaryStream:
             self.done.set_result(None)
 
 
-def _request_headers(channel: Channel, path: str, metadata: Metadata) -> list[tuple[str, str]]:
-    return [
-        (":method", "POST"),
-        (":scheme", channel._scheme),
-        (":path", path),
-        (":authority", channel._authority),
-        ("te", "trailers"),
-        ("content-type", _CONTENT_TYPE),
-        ("user-agent", USER_AGENT),
-        *metadata,
-    ]
+#: Request header lists by (scheme, authority, path, metadata), as bytes: h2 takes bytes
+#: as they are, and the HPACK block of a list seen before is cached per connection.
+_HEADERS: dict[tuple[str, str, str, Metadata], list[tuple[bytes, bytes]]] = {}
+_MAX_HEADERS = 256
+
+
+def _request_headers(channel: Channel, path: str, metadata: Metadata) -> list[tuple[bytes, bytes]]:
+    key = (channel._scheme, channel._authority, path, metadata)
+    headers = _HEADERS.get(key)
+    if headers is None:
+        if len(_HEADERS) >= _MAX_HEADERS:  # tokens change: keep the table bounded
+            _HEADERS.clear()
+        fields = [
+            (":method", "POST"),
+            (":scheme", channel._scheme),
+            (":path", path),
+            (":authority", channel._authority),
+            ("te", "trailers"),
+            ("content-type", _CONTENT_TYPE),
+            ("user-agent", USER_AGENT),
+            *metadata,
+        ]
+        headers = _HEADERS[key] = [(k.encode(), v.encode()) for k, v in fields]
+    return headers
 
 
 def _status_error(fields: dict[str, str]) -> GRPCError | None:
@@ -195,15 +208,21 @@ def _outcome(stream: _UnaryStream) -> bytes:
     if error is not None:
         raise error
     chunks = stream.chunks
-    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if len(data) < 5:
+    first = chunks[0] if chunks else b""
+    if len(first) < 5:  # the prefix straddles frames (or is missing): join first
+        first = b"".join(chunks)
+        chunks = [first]
+    if len(first) < 5:
         raise GRPCError(Status.UNKNOWN, "no reply message")
-    if data[0]:
+    if first[0]:
         raise NotImplementedError("Compressed messages are not supported")
-    size = int.from_bytes(data[1:5], "big")
-    if len(data) < 5 + size:
+    size = int.from_bytes(first[1:5], "big")
+    # The prefix is cut off the first frame's bytes, not the joined reply: a large reply is
+    # copied once, by the join.
+    data = first[5:] if len(chunks) == 1 else b"".join([first[5:], *chunks[1:]])
+    if len(data) < size:
         raise GRPCError(Status.UNKNOWN, "no reply message")
-    return data[5 : 5 + size]
+    return data if len(data) == size else data[:size]
 
 
 async def unary_call(
