@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 
-from grpclib.client import _H2_TO_GRPC_STATUS_MAP, Channel
+from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.metadata import USER_AGENT, decode_grpc_message
@@ -42,6 +42,17 @@ from h2.exceptions import TooManyStreamsError
 
 __all__ = ["unary_call"]
 
+#: HTTP statuses of a reply without gRPC status, as grpclib (and gRPC's spec) map them.
+_HTTP_TO_GRPC_STATUS = {
+    "400": Status.INTERNAL,
+    "401": Status.UNAUTHENTICATED,
+    "403": Status.PERMISSION_DENIED,
+    "404": Status.UNIMPLEMENTED,
+    "429": Status.UNAVAILABLE,
+    "502": Status.UNAVAILABLE,
+    "503": Status.UNAVAILABLE,
+    "504": Status.UNAVAILABLE,
+}
 _CONTENT_TYPE = "application/grpc"
 _CONTENT_TYPES = frozenset({_CONTENT_TYPE, _CONTENT_TYPE + "+proto"})
 
@@ -165,7 +176,7 @@ def _status_error(fields: dict[str, str]) -> GRPCError | None:
 def _check_status(fields: dict[str, str]) -> None:
     status = fields.get(":status")
     if status is not None and status != "200":
-        grpc_status = _H2_TO_GRPC_STATUS_MAP.get(status, Status.UNKNOWN)
+        grpc_status = _HTTP_TO_GRPC_STATUS.get(status, Status.UNKNOWN)
         raise GRPCError(grpc_status, f"Received :status = {status!r}")
 
 

@@ -45,6 +45,14 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("grpclib.protocol", "Stream", "closable"),
     ("grpclib.protocol", "Connection", "data_send_process"),
     ("grpclib.client", "Channel", "_protocol_factory"),
+    # the Client's lean unary call (call.py) and its held PING ACKs (transport.py)
+    ("grpclib.client", "Channel", "__connect__"),
+    ("grpclib.protocol", "Connection", "ack"),
+    ("grpclib.protocol", "Connection", "headers_send_process"),
+    ("grpclib.protocol", "EventsProcessor", "register"),
+    ("h2.connection", "H2Connection", "get_next_available_stream_id"),
+    ("h2.connection", "H2Connection", "send_data"),
+    ("h2.connection", "H2Connection", "reset_stream"),
     ("h2.connection", "H2Connection", "send_headers"),
     ("h2.connection", "H2Connection", "data_to_send"),
     ("h2.connection", "H2Connection", "local_flow_control_window"),
@@ -70,7 +78,8 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "Handler": ("_tasks", "codec", "loop"),
     "Stream": ("_h2_connection", "_transport", "connection", "window_updated"),
     "ServerStream": ("_stream", "_codec", "_recv_type"),
-    "Connection": ("_connection", "write_ready"),
+    "Connection": ("_connection", "_transport", "write_ready", "stream_close_waiter"),
+    "Channel": ("_scheme", "_authority"),
     "H2Connection": (
         "streams",
         "outbound_flow_control_window",
@@ -78,6 +87,8 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "encoder",
         "local_settings",
         "max_outbound_frame_size",
+        "remote_settings",
+        "state_machine",
     ),
     "H2Stream": ("state_machine", "outbound_flow_control_window"),
 }
@@ -90,6 +101,7 @@ def missing_attributes(kind: str, obj: Any) -> list[str]:
 
 def _probe() -> list[str]:
     """Build grpclib's and h2's per-connection objects without a socket and check them."""
+    from grpclib.client import Channel
     from grpclib.config import Configuration
     from grpclib.const import Cardinality
     from grpclib.protocol import Connection, Stream
@@ -114,7 +126,9 @@ def _probe() -> list[str]:
         status_details_codec=None,
         dispatch=none,
     )
+    channel = Channel("127.0.0.1", 1)  # no connection is made before the first call
     return [
+        *missing_attributes("Channel", channel),
         *missing_attributes("ServerStream", server_stream),
         *missing_attributes("H2Connection", h2conn),
         *missing_attributes("Connection", conn),
