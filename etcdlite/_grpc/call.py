@@ -21,8 +21,9 @@ What it does the way grpclib's path does (tests compare the two):
   grpclib's stream exit decides; the calling task is not cancelled for it (grpclib cancels
   it and turns the ``CancelledError`` into the error);
 * a caller cancelled (a deadline) resets the stream with RST_STREAM NO_ERROR;
-* received DATA is acknowledged (flow control) as it arrives: a unary reply is buffered
-  whole anyway.
+* received DATA is acknowledged (flow control) in 1 MiB steps as it arrives (a unary
+  reply is buffered whole anyway) and the rest when the call ends, as grpclib's stream
+  release acknowledges what was not read.
 
 A request too large for one DATA frame or the current flow-control windows is not taken:
 :func:`unary_call` returns ``None`` before sending anything and the caller goes grpclib's way.
@@ -70,6 +71,11 @@ class _Ignored:
 
 _IGNORED = _Ignored()
 
+#: Reply bytes acknowledged (flow control) at once when this many are unacknowledged; the
+#: rest when the call ends. grpclib opens 4 MiB windows: a reply under 1 MiB is
+#: acknowledged once, at its end, instead of per 16 KiB frame.
+ACK_AFTER = 1 << 20
+
 
 class _UnaryStream:
     """What grpclib's ``EventsProcessor`` touches on a client stream, for one unary call:
@@ -110,14 +116,17 @@ class _UnaryStream:
 
     def add(self, data: bytes, ack_size: int) -> None:
         self.chunks.append(data)
-        if ack_size:
-            self._ack(self.id, ack_size)
+        self._unacked += ack_size
+        if self._unacked >= ACK_AFTER:
+            self._ack(self.id, self._unacked)
+            self._unacked = 0
 
     def eof(self) -> None:
         pass
 
     def unacked_size(self) -> int:
-        return 0  # every DATA frame was acknowledged as it came
+        """What grpclib's stream release acknowledges (the rest of the reply)."""
+        return self._unacked
 
     # --- the stream's part ---------------------------------------------------------------
 
@@ -189,8 +198,20 @@ def _check_headers(fields: dict[str, str]) -> None:
         raise GRPCError(Status.UNKNOWN, f"Invalid content-type: {content_type!r}")
 
 
+#: etcd's (grpc-go's) reply headers and OK trailers: a reply with exactly these needs none
+#: of the checks below (compared as lists: h2 builds new ones per reply).
+_ETCD_HEADERS = [(":status", "200"), ("content-type", _CONTENT_TYPE)]
+_OK_TRAILERS = [("grpc-status", "0"), ("grpc-message", "")]
+
+
 def _outcome(stream: _UnaryStream) -> bytes:
     """The reply message of an ended or terminated stream, or the error it stands for."""
+    if (
+        stream.terminated is None
+        and stream.trailers == _OK_TRAILERS
+        and stream.headers == _ETCD_HEADERS
+    ):
+        return _message(stream.chunks)
     if stream.terminated is not None:
         # grpclib: a status that already arrived wins over the termination
         if stream.headers is not None:
@@ -218,7 +239,11 @@ def _outcome(stream: _UnaryStream) -> bytes:
     error = _status_error(dict(stream.trailers))
     if error is not None:
         raise error
-    chunks = stream.chunks
+    return _message(stream.chunks)
+
+
+def _message(chunks: list[bytes]) -> bytes:
+    """The one message the DATA frames of a unary reply carry."""
     first = chunks[0] if chunks else b""
     if len(first) < 5:  # the prefix straddles frames (or is missing): join first
         first = b"".join(chunks)

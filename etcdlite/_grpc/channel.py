@@ -10,7 +10,7 @@ from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.encoding.base import CodecBase
 
-from .compat import fast_path_enabled
+from .compat import fast_path_enabled, missing_attributes
 from .transport import CorkedChannel
 
 __all__ = [
@@ -51,8 +51,8 @@ def open_channel(
 
 def lean_channel(channel: Channel) -> bool:
     """Whether ``channel`` is etcdlite's fast-path channel, whose unary calls may take the
-    lean path of :mod:`etcdlite._grpc.call`."""
-    return isinstance(channel, CorkedChannel)
+    lean path of :mod:`etcdlite._grpc.call` (and has the attributes that path reads)."""
+    return isinstance(channel, CorkedChannel) and not missing_attributes("Channel", channel)
 
 
 async def connect_channel(channel: Channel) -> None:
