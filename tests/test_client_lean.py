@@ -457,3 +457,30 @@ async def test_etcd_draws_few_pings_from_a_sequential_client(net: Ctx) -> None:
             await c.put(net.k("p"), b"v")
     if compat.fast_path_enabled() and net.is_etcd:
         assert pings <= 30, pings
+
+
+def test_quiet_frames_keep_their_fields_and_handlers() -> None:
+    """A received frame becomes its class's quiet subclass: same fields, isinstance of the
+    original class, a repr that does not hex-encode the body."""
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+    from hyperframe.frame import DataFrame, HeadersFrame
+
+    from etcdlite._grpc.transport import QuietFrameBuffer
+
+    frame = DataFrame(1)
+    frame.data = b"x" * 1000
+    frame.flags.add("END_STREAM")
+    buffer = QuietFrameBuffer(server=False)
+    buffer.max_frame_size = 16384
+    buffer.add_data(frame.serialize())
+    (got,) = list(buffer)
+    assert isinstance(got, DataFrame) and type(got) is not DataFrame
+    assert got.data == frame.data and "END_STREAM" in got.flags
+    assert "78787878" not in repr(got) and len(repr(got)) < 100
+    # every quiet class the Client's connections get is dispatched like its original
+    conn = H2Connection(H2Configuration(client_side=True))
+    table = conn._frame_dispatch_table
+    from etcdlite._grpc.transport import _QUIET
+
+    assert set(_QUIET) <= set(table) and HeadersFrame in _QUIET

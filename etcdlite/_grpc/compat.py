@@ -53,6 +53,7 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("h2.connection", "H2Connection", "get_next_available_stream_id"),
     ("h2.connection", "H2Connection", "send_data"),
     ("h2.connection", "H2Connection", "reset_stream"),
+    ("h2.frame_buffer", "FrameBuffer", "__next__"),
     ("h2.connection", "H2Connection", "send_headers"),
     ("h2.connection", "H2Connection", "data_to_send"),
     ("h2.connection", "H2Connection", "local_flow_control_window"),
@@ -90,6 +91,8 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "max_outbound_frame_size",
         "remote_settings",
         "state_machine",
+        "incoming_buffer",
+        "_frame_dispatch_table",
     ),
     "H2Stream": ("state_machine", "outbound_flow_control_window"),
 }
