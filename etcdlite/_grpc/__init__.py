@@ -8,7 +8,9 @@
 * :mod:`.peer`: :func:`peer_common_name`, the CN of a request's verified client
   certificate (the hook for etcd's certificate-based auth).
 * :mod:`.transport`: writes corked per event-loop turn, repeated HPACK blocks coded once
-  (server and Client).
+  (server and Client); the Client's PING ACKs held 20 ms and received frames' reprs cheap.
+* :mod:`.call`: the Client's unary RPCs on a lean path (one write, one wake-up per reply).
+* :mod:`.channel`: the Client's channels.
 
 Everything here falls back to grpclib's public behaviour when the guard fails, so a grpclib
 or h2 release that moved an internal makes etcdlite slower, never wrong.

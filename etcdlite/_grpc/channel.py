@@ -10,10 +10,15 @@ from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.encoding.base import CodecBase
 
-from .compat import fast_path_enabled
+from .compat import fast_path_enabled, missing_attributes
 from .transport import CorkedChannel
 
-__all__ = ["connect_channel", "open_channel", "undo_lost_connection_cancel"]
+__all__ = [
+    "connect_channel",
+    "lean_channel",
+    "open_channel",
+    "undo_lost_connection_cancel",
+]
 
 
 def open_channel(
@@ -42,6 +47,12 @@ def open_channel(
     if fast_path_enabled():
         return CorkedChannel(host, port, codec=codec, ssl=ssl, config=config)
     return Channel(host, port, codec=codec, ssl=ssl, config=config)
+
+
+def lean_channel(channel: Channel) -> bool:
+    """Whether ``channel`` is etcdlite's fast-path channel, whose unary calls may take the
+    lean path of :mod:`etcdlite._grpc.call` (and has the attributes that path reads)."""
+    return isinstance(channel, CorkedChannel) and not missing_attributes("Channel", channel)
 
 
 async def connect_channel(channel: Channel) -> None:

@@ -45,6 +45,15 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("grpclib.protocol", "Stream", "closable"),
     ("grpclib.protocol", "Connection", "data_send_process"),
     ("grpclib.client", "Channel", "_protocol_factory"),
+    # the Client's lean unary call (call.py) and its held PING ACKs (transport.py)
+    ("grpclib.client", "Channel", "__connect__"),
+    ("grpclib.protocol", "Connection", "ack"),
+    ("grpclib.protocol", "Connection", "headers_send_process"),
+    ("grpclib.protocol", "EventsProcessor", "register"),
+    ("h2.connection", "H2Connection", "get_next_available_stream_id"),
+    ("h2.connection", "H2Connection", "send_data"),
+    ("h2.connection", "H2Connection", "reset_stream"),
+    ("h2.frame_buffer", "FrameBuffer", "__next__"),
     ("h2.connection", "H2Connection", "send_headers"),
     ("h2.connection", "H2Connection", "data_to_send"),
     ("h2.connection", "H2Connection", "local_flow_control_window"),
@@ -70,7 +79,9 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "Handler": ("_tasks", "codec", "loop"),
     "Stream": ("_h2_connection", "_transport", "connection", "window_updated"),
     "ServerStream": ("_stream", "_codec", "_recv_type"),
-    "Connection": ("_connection", "write_ready"),
+    "Connection": ("_connection", "_transport", "write_ready", "stream_close_waiter"),
+    # checked on the Client's live channels (building one outside a loop would make one)
+    "Channel": ("_scheme", "_authority"),
     "H2Connection": (
         "streams",
         "outbound_flow_control_window",
@@ -78,6 +89,10 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "encoder",
         "local_settings",
         "max_outbound_frame_size",
+        "remote_settings",
+        "state_machine",
+        "incoming_buffer",
+        "_frame_dispatch_table",
     ),
     "H2Stream": ("state_machine", "outbound_flow_control_window"),
 }

@@ -20,8 +20,10 @@ put       sequential ``put(key, value)`` of new keys, 256 B values
 get       sequential ``get(key)`` over preloaded keys
 put-16    put with 16 requests in flight: 16 asyncio tasks on one client (etcdlite, aetcd), 16
           threads sharing one client (etcd3)
-range     ``get_prefix(prefix)`` of a 1000-key prefix, every key/value materialised as the
-          client hands it out (etcd3's generator is consumed)
+range     ``get_prefix(prefix)`` of a 1000-key prefix, counted as the client hands it out:
+          aetcd's ``len()`` of its protobuf container, etcdlite's of its ``kvs`` list (whose
+          KeyValues decode their fields on first touch), etcd3's generator consumed; then
+          the same with every key and value read (the *touched* rows)
 watch     one prefix watch consumed event by event (etcdlite: ``watch.responses()``, counting
           each response's events; aetcd: ``async for event in watch``; etcd3: the
           ``watch_prefix`` events iterator) while a *writer process* (this module's ``writer``,
@@ -133,6 +135,12 @@ class Timer:
             "client_cpu_us_per_op": (self.cpu_end - self.cpu_start) / ops * 1e6 if ops else None,
             **extra,
         }
+
+
+def _touched(timer: Timer, ops: int) -> Metrics:
+    """The *touched* range figures (every key and value read) of ``timer``."""
+    m = timer.metrics(ops)
+    return {"touched_ops_per_s": m["ops_per_s"], "touched_cpu_us_per_op": m["client_cpu_us_per_op"]}
 
 
 async def _drive_async(
@@ -310,6 +318,10 @@ class AsyncAdapter:
     async def range_count(self, prefix: bytes) -> int:
         raise NotImplementedError
 
+    async def range_touch(self, prefix: bytes) -> int:
+        """Range ``prefix`` and read every key and value; the bytes read."""
+        raise NotImplementedError
+
     async def grant(self, ttl: int) -> Any:
         raise NotImplementedError
 
@@ -343,6 +355,9 @@ class EtcdliteAdapter(AsyncAdapter):
 
     async def range_count(self, prefix: bytes) -> int:
         return len((await self.c.get_prefix(prefix)).kvs)
+
+    async def range_touch(self, prefix: bytes) -> int:
+        return sum(len(kv.key) + len(kv.value) for kv in (await self.c.get_prefix(prefix)).kvs)
 
     async def grant(self, ttl: int) -> Any:
         return await self.c.grant(ttl)
@@ -388,6 +403,9 @@ class AetcdAdapter(AsyncAdapter):
 
     async def range_count(self, prefix: bytes) -> int:
         return len(await self.c.get_prefix(prefix))
+
+    async def range_touch(self, prefix: bytes) -> int:
+        return sum(len(kv.key) + len(kv.value) for kv in await self.c.get_prefix(prefix))
 
     async def grant(self, ttl: int) -> Any:
         return await self.c.lease(ttl)
@@ -436,7 +454,9 @@ async def _run_async(adapter: AsyncAdapter, workload: str, endpoint: str, prefix
             if await adapter.range_count(prefix) != size:
                 raise RuntimeError("range: preloaded keys missing")
             await _drive_async(timer, lambda i: adapter.range_count(prefix), n["range"])
-            return timer.metrics(n["range"], keys_per_range=size)
+            touched = Timer()
+            await _drive_async(touched, lambda i: adapter.range_touch(prefix), n["range"])
+            return timer.metrics(n["range"], keys_per_range=size, **_touched(touched, n["range"]))
         if workload == "keepalive":
             lease = await adapter.grant(600)
             await _drive_async(timer, lambda i: adapter.keepalive(lease), n["keepalive"])
@@ -504,10 +524,15 @@ def _run_etcd3(workload: str, endpoint: str, prefix: bytes, n: dict[str, int]) -
             def read(i: int) -> int:
                 return sum(1 for _ in c.get_prefix(prefix))
 
+            def touch(i: int) -> int:
+                return sum(len(m.key) + len(v) for v, m in c.get_prefix(prefix))
+
             if read(0) != size:
                 raise RuntimeError("range: preloaded keys missing")
             _drive_threads(timer, read, n["range"])
-            return timer.metrics(n["range"], keys_per_range=size)
+            touched = Timer()
+            _drive_threads(touched, touch, n["range"])
+            return timer.metrics(n["range"], keys_per_range=size, **_touched(touched, n["range"]))
         if workload == "keepalive":
             lease = c.lease(600)
             _drive_threads(timer, lambda i: lease.refresh(), n["keepalive"])

@@ -52,7 +52,7 @@ DESCRIPTIONS = {
     "put": "sequential put of new keys, 256 B values",
     "get": "sequential point get",
     "put-16": "put, 16 in flight (async: 16 tasks; etcd3: 16 threads)",
-    "range": "get_prefix of a 1000-key prefix",
+    "range": "get_prefix of a 1000-key prefix (counted; then every key and value read)",
     "watch": f"prefix watch consumed while a writer process puts ({WATCH_BATCH} puts per txn)",
     "keepalive": "sequential keepalive of one lease",
 }
@@ -66,6 +66,8 @@ ROWS: dict[str, tuple[tuple[str, str], ...]] = {
         ("ops_per_s", "ranges/s"),
         ("p50_us", "p50 µs"),
         ("client_cpu_us_per_op", "client CPU µs/range"),
+        ("touched_ops_per_s", "ranges/s, every key+value read"),
+        ("touched_cpu_us_per_op", "client CPU µs/range, touched"),
     ),
     "watch": (
         ("ops_per_s", "events/s delivered"),

@@ -20,7 +20,13 @@ from grpclib.const import Cardinality
 from grpclib.events import SendRequest, listen
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from .._grpc.channel import connect_channel, open_channel, undo_lost_connection_cancel
+from .._grpc.call import unary_call
+from .._grpc.channel import (
+    connect_channel,
+    lean_channel,
+    open_channel,
+    undo_lost_connection_cancel,
+)
 from ..api import KVBase
 from ..clock import Clock, LoopClock
 from ..core.quota import AlarmType
@@ -43,7 +49,7 @@ from ..types import (
     to_bytes,
 )
 from ..watch import Watch, WatchSpec
-from ..wire import convert, fastpb
+from ..wire import clientpb, convert, fastpb
 from ..wire.codec import ClientCodec
 from ..wire.pb import etcdserverpb as pb
 from .auth import ClientAuth
@@ -67,6 +73,12 @@ T = TypeVar("T")
 
 _AUTHENTICATE = "/etcdserverpb.Auth/Authenticate"
 _STREAMS = frozenset({"/etcdserverpb.Watch/Watch", "/etcdserverpb.Lease/LeaseKeepAlive"})
+
+_RANGE = "/etcdserverpb.KV/Range"
+_PUT = "/etcdserverpb.KV/Put"
+_DELETE_RANGE = "/etcdserverpb.KV/DeleteRange"
+_TXN = "/etcdserverpb.KV/Txn"
+_LEASE_GRANT = "/etcdserverpb.Lease/LeaseGrant"
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -123,6 +135,8 @@ class _Conn:
         #: Whether a call on this connection ever succeeded (a failure before the first
         #: one is most likely a TLS mismatch: see :func:`_first_failure_hint`).
         self.answered = False
+        #: Whether unary calls take the lean path (:mod:`etcdlite._grpc.call`).
+        self.lean = lean_channel(channel)
         self.kv = pb.KvStub(channel)
         self.lease = pb.LeaseStub(channel)
         self.auth = pb.AuthStub(channel)
@@ -472,21 +486,23 @@ class Client(KVBase):
     # --- KV ---------------------------------------------------------------------------
 
     async def range_request(self, req: RangeRequest) -> RangeResponse:
-        msg = convert.range_request_to_pb(req)
-        # The reply stays raw bytes (see ClientCodec) for the hand-written decoder.
-        path = "/etcdserverpb.KV/Range"
-        data = await self._call(path, lambda c: self._unary_raw(c, path, msg, pb.RangeRequest))
+        body = clientpb.encode_range_request(req)
+        data = await self._call(_RANGE, lambda c: self._unary_raw(c, _RANGE, body))
         return fastpb.decode_range_response(data)
 
-    async def _unary_raw(self, conn: _Conn, path: str, msg: Any, req_type: Any) -> bytes:
-        stream: Stream[Any, bytes]
-        async with conn.channel.request(
-            path,
-            Cardinality.UNARY_UNARY,
-            req_type,
-            bytes,
-        ) as stream:
-            await stream.send_message(msg, end=True)
+    async def _unary_raw(self, conn: _Conn, path: str, body: bytes) -> bytes:
+        """The unary RPC ``path`` with an encoded request; the encoded reply. On the lean
+        path when the channel takes it (the auth token sent as ``token`` metadata, as the
+        ``SendRequest`` listener adds it on grpclib's path), else through grpclib's
+        ``Stream``; both raise the same ``GRPCError``/``StreamTerminatedError``."""
+        if conn.lean:
+            token = self._token
+            reply = await unary_call(conn.channel, path, body, (("token", token),) if token else ())
+            if reply is not None:
+                return reply
+        stream: Stream[bytes, bytes]
+        async with conn.channel.request(path, Cardinality.UNARY_UNARY, bytes, bytes) as stream:
+            await stream.send_message(body, end=True)
             reply = await stream.recv_message()
             await stream.recv_trailing_metadata()
         assert isinstance(reply, bytes)
@@ -502,26 +518,26 @@ class Client(KVBase):
         ignore_value: bool = False,
         ignore_lease: bool = False,
     ) -> PutResponse:
-        msg = pb.PutRequest(
-            key=to_bytes(key),
-            value=to_bytes(value, "value"),
-            lease=lease_id(lease),
-            prev_kv=prev_kv,
-            ignore_value=ignore_value,
-            ignore_lease=ignore_lease,
+        body = clientpb.encode_put_request(
+            to_bytes(key),
+            to_bytes(value, "value"),
+            lease_id(lease),
+            prev_kv,
+            ignore_value,
+            ignore_lease,
         )
-        resp = await self._call("/etcdserverpb.KV/Put", lambda c: c.kv.put(msg))
-        return convert.put_response_from_pb(resp)
+        data = await self._call(_PUT, lambda c: self._unary_raw(c, _PUT, body))
+        return clientpb.decode_put_response(data)
 
     async def delete_range_request(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
-        msg = convert.delete_range_request_to_pb(req)
-        resp = await self._call("/etcdserverpb.KV/DeleteRange", lambda c: c.kv.delete_range(msg))
-        return convert.delete_range_response_from_pb(resp)
+        body = clientpb.encode_delete_range_request(req)
+        data = await self._call(_DELETE_RANGE, lambda c: self._unary_raw(c, _DELETE_RANGE, body))
+        return clientpb.decode_delete_range_response(data)
 
     async def txn_request(self, req: TxnRequest) -> TxnResponse:
-        msg = convert.txn_request_to_pb(req)
-        resp = await self._call("/etcdserverpb.KV/Txn", lambda c: c.kv.txn(msg))
-        return convert.txn_response_from_pb(resp)
+        body = bytes(convert.txn_request_to_pb(req))
+        data = await self._call(_TXN, lambda c: self._unary_raw(c, _TXN, body))
+        return convert.txn_response_from_pb(pb.TxnResponse.parse(data))
 
     async def compact(self, revision: int, *, physical: bool = False) -> CompactResponse:
         msg = pb.CompactionRequest(revision=revision, physical=physical)
@@ -536,14 +552,13 @@ class Client(KVBase):
     # --- leases -----------------------------------------------------------------------
 
     async def grant(self, ttl: int, id: int = 0) -> Lease:
-        msg = pb.LeaseGrantRequest(ttl=ttl, id=id)
-        resp = await self._call(
-            "/etcdserverpb.Lease/LeaseGrant", lambda c: c.lease.lease_grant(msg)
-        )
-        if resp.error:
-            raise EtcdError(resp.error)
-        self._ttls[resp.id] = resp.ttl
-        return Lease(self, resp.id, resp.ttl)
+        body = clientpb.encode_lease_grant_request(ttl, id)
+        data = await self._call(_LEASE_GRANT, lambda c: self._unary_raw(c, _LEASE_GRANT, body))
+        _, granted, granted_ttl, error = clientpb.decode_lease_grant_response(data)
+        if error:
+            raise EtcdError(error)
+        self._ttls[granted] = granted_ttl
+        return Lease(self, granted, granted_ttl)
 
     async def revoke(self, lease: int | _HasId) -> int:
         msg = pb.LeaseRevokeRequest(id=lease_id(lease))

@@ -11,7 +11,7 @@ from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from ..errors import UnavailableError, error_from_status
-from ..wire.pb import etcdserverpb as pb
+from ..wire import clientpb
 
 __all__ = ["KeepAliveStream"]
 
@@ -30,7 +30,8 @@ class KeepAliveStream:
         self._endpoint = endpoint
         self._timeout = timeout
         self._waiters: dict[int, list[asyncio.Future[int]]] = {}
-        self._stream: Stream[pb.LeaseKeepAliveRequest, pb.LeaseKeepAliveResponse] | None = None
+        # Requests and replies stay bytes (see ClientCodec): clientpb encodes and decodes them.
+        self._stream: Stream[bytes, bytes] | None = None
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._send_lock = asyncio.Lock()
         self._task = asyncio.ensure_future(self._run())
@@ -45,23 +46,24 @@ class KeepAliveStream:
             async with self._open_channel().request(
                 "/etcdserverpb.Lease/LeaseKeepAlive",
                 Cardinality.STREAM_STREAM,
-                pb.LeaseKeepAliveRequest,
-                pb.LeaseKeepAliveResponse,
+                bytes,
+                bytes,
             ) as stream:
                 await stream.send_request()
                 self._stream = stream
                 self._ready.set_result(None)
                 while True:
-                    msg = await stream.recv_message()
-                    if msg is None:
+                    data = await stream.recv_message()
+                    if data is None:
                         break
-                    waiters = self._waiters.get(msg.id)
+                    _, lease, ttl = clientpb.decode_lease_keepalive_response(data)
+                    waiters = self._waiters.get(lease)
                     if waiters:
                         fut = waiters.pop(0)
                         if not waiters:
-                            del self._waiters[msg.id]
+                            del self._waiters[lease]
                         if not fut.done():
-                            fut.set_result(msg.ttl)
+                            fut.set_result(ttl)
             error = UnavailableError("etcdlite: keepalive stream ended")
         except asyncio.CancelledError:
             self._fail(UnavailableError("etcdlite: keepalive stream closed"))
@@ -91,7 +93,7 @@ class KeepAliveStream:
         self._waiters.setdefault(lease, []).append(fut)
         try:
             async with self._send_lock:
-                await stream.send_message(pb.LeaseKeepAliveRequest(id=lease))
+                await stream.send_message(clientpb.encode_lease_keepalive_request(lease))
         except (OSError, StreamTerminatedError) as e:
             raise UnavailableError(f"etcdlite: {self._endpoint()}: {e}") from e
         if self._timeout is None:

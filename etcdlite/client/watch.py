@@ -39,7 +39,7 @@ from ..errors import (
 )
 from ..types import Event, WatchResponse
 from ..watch import Watch, WatchSpec
-from ..wire import convert
+from ..wire import clientpb, convert
 from ..wire.pb import etcdserverpb as pb
 from .policy import DeadlineExceededError
 
@@ -114,7 +114,7 @@ class WatchStream:
         self._send_lock = asyncio.Lock()
         self._pending: asyncio.Future[WatchResponse] | None = None
         self._pending_watch: ClientWatch | None = None
-        self._stream: Stream[pb.WatchRequest, pb.WatchResponse] | None = None
+        self._stream: Stream[pb.WatchRequest, bytes] | None = None
         self._ready = asyncio.get_running_loop().create_future()
         self._task = asyncio.ensure_future(self._run())
         self._error: BaseException | None = None
@@ -131,7 +131,7 @@ class WatchStream:
                 "/etcdserverpb.Watch/Watch",
                 Cardinality.STREAM_STREAM,
                 pb.WatchRequest,
-                pb.WatchResponse,
+                bytes,  # the reply stays raw bytes (see ClientCodec) for the hand decoder
             ) as stream:
                 await stream.send_request()
                 self._stream = stream
@@ -141,7 +141,7 @@ class WatchStream:
                     msg = await stream.recv_message()
                     if msg is None:
                         break
-                    self._dispatch(convert.watch_response_from_pb(msg))
+                    self._dispatch(clientpb.decode_watch_response(msg))
             error: BaseException = UnavailableError("etcdlite: watch stream ended")
         except asyncio.CancelledError:
             if self._abandoned is not None:

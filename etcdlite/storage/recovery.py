@@ -127,9 +127,7 @@ def _recover(directory: Path, core: MVCC, now: float, lock_fd: int) -> Recovered
     torn = None
     state = _State()
     for i, s in enumerate(live):
-        offset, cut = _replay(
-            segment_path(directory, s), core, now, state, last=i == len(live) - 1
-        )
+        offset, cut = _replay(segment_path(directory, s), core, now, state, last=i == len(live) - 1)
         log_bytes += offset
         if cut is not None:
             torn = cut
