@@ -17,9 +17,10 @@ What etcd keeps (``auth/store.go``) and what etcdlite keeps the same way:
 
 Checks, in etcd's order, each raising etcd's error:
 
-* key space (:meth:`AuthStore.check_read`/:meth:`check_write`): auth off → allowed; no user →
-  ``user name is empty``; unknown user → ``permission denied``; role ``root`` → allowed; else
-  the request's range must lie inside the union of the user's granted ranges;
+* key space (:meth:`AuthStore.check_read`/:meth:`check_write`): auth off → allowed; no user
+  (``None``: no token, no certificate) → ``user name is empty``; unknown user (a
+  certificate without a CN is ``""``, unknown) → ``permission denied``; role ``root`` →
+  allowed; else the request's range must lie inside the union of the user's granted ranges;
 * administration (:meth:`AuthStore.check_admin`): auth off → allowed; no user → ``user name
   is empty``; unknown user → ``user name not found``; no role ``root`` → ``permission denied``.
 
