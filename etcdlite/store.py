@@ -441,9 +441,14 @@ class Store(KVBase):
         await self.admit("snapshot")
         async with self._compaction_lock:
             await self._settle()
+            from .storage.records import encode_alarm, encode_auth
             from .storage.snapshot import write_snapshot
 
-            return await write_snapshot(self.core, Path(path))
+            # alarms and auth too: a store restored from it refuses what this one refuses
+            extras = [encode_alarm(m, int(a), True) for m, a in self.quota.listed()]
+            if self.auth_store.users or self.auth_store.enabled:
+                extras.append(encode_auth(self.auth_store.dump()))
+            return await write_snapshot(self.core, Path(path), extras=extras)
 
     # --- KV ---------------------------------------------------------------------------
 

@@ -453,3 +453,31 @@ async def test_auth_survives_a_restart_of_a_durable_store(tmp_path: Path) -> Non
         await alice.put("/app/x", "1")
         await fails(alice.put("/other", "1"), PermissionDeniedError)
         assert await store.auth.role_get("app") == [Permission(RW, b"/app/", b"/app0")]
+
+
+async def test_a_restored_snapshot_keeps_auth_and_alarms(tmp_path: Path) -> None:
+    """etcd's snapshot is a copy of its backend, users, roles and alarms included: a member
+    restored from it still refuses what the original refused."""
+    from etcdlite.core.quota import AlarmType
+    from etcdlite.storage.snapshot import restore_snapshot
+
+    async with etcdlite.Store(bcrypt_cost=4) as store:  # memory only: its snapshot too
+        a = store.auth
+        await a.user_add("root", "rootpw")
+        await a.user_grant_role("root", "root")
+        await a.user_add("alice", "alicepw")
+        await a.role_add("app")
+        await a.role_grant_permission("app", RW, "/app/", prefix=True)
+        await a.user_grant_role("alice", "app")
+        await a.enable()
+        await store.put("/app/x", "1")
+        await store.activate(AlarmType.CORRUPT, 7)
+        await store.snapshot(tmp_path / "s.snap")
+    restore_snapshot(tmp_path / "s.snap", tmp_path / "data")
+    async with etcdlite.Store(data_dir=tmp_path / "data", bcrypt_cost=4) as store:
+        assert store.auth_store.enabled
+        await fails(store.as_user(None).get("/app/x"), UserEmptyError)
+        alice = await store.login("alice", "alicepw")
+        assert (await alice.get("/app/x")) is not None
+        await fails(alice.get("/other"), PermissionDeniedError)
+        assert await store.alarms() == [(7, AlarmType.CORRUPT)]

@@ -131,6 +131,13 @@ class DataDir:
             self.alarms.discard((member, alarm))
         self.writer.append(encode_alarm(member, alarm, active))
 
+    def extras(self) -> list[bytes]:
+        """The alarm and auth records a snapshot of this directory's store holds."""
+        out = [encode_alarm(member, alarm, True) for member, alarm in sorted(self.alarms)]
+        if self.auth is not None:
+            out.append(encode_auth(self.auth))
+        return out
+
     def log_auth(self, state: bytes) -> None:
         """The auth store after a change (etcd keeps it in its backend). Snapshots do not
         hold it: each new segment starts with it, as with alarms."""
@@ -206,6 +213,7 @@ class DataDir:
                 self.core,
                 snapshot_path(self.path, seq),
                 before_install=lambda: self.writer.wait(mark),
+                extras=self.extras(),
             )
         self.snapshot_bytes = snapshot_path(self.path, seq).stat().st_size
 

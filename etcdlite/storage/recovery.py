@@ -109,8 +109,10 @@ def _recover(directory: Path, core: MVCC, now: float, lock_fd: int) -> Recovered
     snaps, segs = list_dir(directory)
     seq = snaps[-1] if snaps else 0
     snapshot_bytes = 0
+    state = _State()
     if snaps:
         snap = read_snapshot(snapshot_path(directory, seq))
+        state.alarms, state.auth = set(snap.alarms), snap.auth  # the log may change them
         for lease_id, ttl in snap.leases:
             core.grant(ttl, lease_id, now)
         try:
@@ -125,7 +127,6 @@ def _recover(directory: Path, core: MVCC, now: float, lock_fd: int) -> Recovered
     offset = 0
     log_bytes = 0
     torn = None
-    state = _State()
     for i, s in enumerate(live):
         offset, cut = _replay(segment_path(directory, s), core, now, state, last=i == len(live) - 1)
         log_bytes += offset

@@ -6,6 +6,9 @@ etcd's snapshot is a copy of its bbolt file; etcdlite's is a run of frames
 
 * ``H`` header: ``<q revision><q compacted revision>``;
 * ``G`` one per lease: ``<q id><q granted ttl>`` (a restored lease gets its full TTL back);
+* ``A`` one per active alarm and ``U`` the auth store (users, roles, permissions, enabled),
+  as in the log (:mod:`etcdlite.storage.records`): etcd's snapshot, a copy of its backend,
+  holds both, so a restored member keeps its users and refuses what it refused;
 * ``B`` KeyValues older than the change log (the state at the compaction point), ``L`` the
   change log (every change the store still keeps), each ``<I count>`` then per KeyValue
   ``<q create><q mod><q version><q lease><I key length><I value length>`` key value;
@@ -35,7 +38,19 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..types import KeyValue
 from .errors import CorruptDataError
 from .log import fsync_dir, snapshot_path
-from .records import FRAME, GRANT, BadFrame, decode_id_int, encode_grant, frame, frames
+from .records import (
+    ALARM,
+    AUTH,
+    FRAME,
+    GRANT,
+    BadFrame,
+    decode_alarm,
+    decode_auth,
+    decode_id_int,
+    encode_grant,
+    frame,
+    frames,
+)
 
 if TYPE_CHECKING:
     from ..core.mvcc import MVCC
@@ -115,11 +130,13 @@ async def write_snapshot(
     *,
     chunk: int = CHUNK,
     before_install: Callable[[], Awaitable[None]] | None = None,
+    extras: Sequence[bytes] = (),
 ) -> SnapshotInfo:
     """Write ``core``'s state now to ``path`` atomically (a temporary file, synced, renamed,
-    directory synced; ``before_install`` is awaited before the rename). The state is read
-    before the first await; writes may go on meanwhile (they are not in it), but the caller
-    keeps physical compaction from running until this returns."""
+    directory synced; ``before_install`` is awaited before the rename). ``extras`` are the
+    framed alarm and auth records of the store (``encode_alarm``, ``encode_auth``). The
+    state is read before the first await; writes may go on meanwhile (they are not in it),
+    but the caller keeps physical compaction from running until this returns."""
     revision = core.revision
     compacted = core.compacted_revision
     below = core.log_start
@@ -132,6 +149,7 @@ async def write_snapshot(
     try:
         head = [MAGIC, frame(_HEADER.pack(HEADER, revision, compacted))]
         head.extend(encode_grant(lid, ttl) for lid, ttl in leases)
+        head.extend(extras)
         pending = b"".join(head)
         kvs = 0
         for kind, source in (
@@ -189,6 +207,9 @@ class Snapshot:
     size: int
     hash: int
     sha256: str
+    #: Active alarms ``(member, alarm type)`` and the auth store's state, if it had any.
+    alarms: set[tuple[int, int]]
+    auth: bytes | None
 
 
 def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
@@ -204,6 +225,8 @@ def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
         raise CorruptDataError(p, len(data) - TRAILER, "sha256 mismatch")
     revision = compacted = -2
     leases: list[tuple[int, int]] = []
+    alarms: set[tuple[int, int]] = set()
+    auth: bytes | None = None
     base: list[KeyValue] = []
     log: list[KeyValue] = []
     ended = False
@@ -219,6 +242,12 @@ def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
                 _decode_kvs(payload, log)
             elif kind == GRANT:
                 leases.append(decode_id_int(payload))
+            elif kind == ALARM:
+                member, alarm, active = decode_alarm(payload)
+                if active:
+                    alarms.add((member, alarm))
+            elif kind == AUTH:
+                auth = decode_auth(payload)
             elif kind == HEADER:
                 _, revision, compacted = _HEADER.unpack(payload)
             elif kind == END:
@@ -239,7 +268,16 @@ def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
     if revision < 1 or not ended:
         raise CorruptDataError(p, offset, "incomplete snapshot")
     return Snapshot(
-        revision, compacted, leases, base, log, len(data), zlib.crc32(body), sha.hexdigest()
+        revision,
+        compacted,
+        leases,
+        base,
+        log,
+        len(data),
+        zlib.crc32(body),
+        sha.hexdigest(),
+        alarms,
+        auth,
     )
 
 
