@@ -5,6 +5,8 @@ etcdlite's server and on real etcd), and the PING ACK held for the next request.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -237,6 +239,22 @@ def test_range_reply_decoded_together_on_any_first_touch(
     # one touch decoded them all: each is a plain KeyValue now, and lets the reply go
     assert all(kv._src is None for kv in lazy)  # type: ignore[attr-defined]
     assert [kv._fields() for kv in lazy] == [kv._fields() for kv in items]
+
+
+def test_untouched_range_reply_goes_with_its_last_reference() -> None:
+    items = [KeyValue(b"k%d" % i, 10 + i, 20 + i, 1, b"v" * i, 0) for i in range(5)]
+    data = fastpb.encode_range_response(etcdlite.RangeResponse(ResponseHeader(), items, False, 5))
+    gc.disable()  # freed by reference counting, not by the cycle collector
+    try:
+        r = fastpb.decode_range_response(data)
+        first = weakref.ref(r.kvs[0])
+        kept = r.kvs[3]
+        del r
+        assert first() is None
+        # one KeyValue kept from a dropped reply still decodes (its dead siblings skipped)
+        assert kept._fields() == items[3]._fields()
+    finally:
+        gc.enable()
 
 
 def test_range_reply_key_values_after_another_field_decode_too() -> None:
