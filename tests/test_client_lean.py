@@ -5,6 +5,8 @@ etcdlite's server and on real etcd), and the PING ACK held for the next request.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -204,6 +206,73 @@ def test_watch_reply_decoder_matches_betterproto(
     theirs = convert.watch_response_from_pb(msg)
     assert _strip(ours) == _strip(theirs)
     assert ours.events == theirs.events
+
+
+# KeyValues as etcd writes them: revisions of one to four varint bytes (the fast pass
+# reads up to two inline), keys and values on both sides of its one- and two-byte lengths.
+etcd_kvs = st.builds(
+    KeyValue,
+    st.binary(min_size=1, max_size=200),
+    st.integers(0, 2**28),
+    st.integers(0, 2**28),
+    st.integers(0, 2**16),
+    st.one_of(st.binary(max_size=300), st.binary(min_size=16300, max_size=16500)),
+    st.one_of(st.just(0), int64s),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(etcd_kvs, max_size=8), st.data())
+def test_range_reply_decoded_together_on_any_first_touch(
+    items: list[KeyValue], data: st.DataObject
+) -> None:
+    reply = bytes(pb.RangeResponse(kvs=[kv_pb(k) for k in items], count=len(items)))
+    eager = fastpb.decode_range_response(reply, lazy=False)
+    assert [kv._fields() for kv in eager.kvs] == [kv._fields() for kv in items]
+    lazy = fastpb.decode_range_response(reply).kvs
+    assert len(lazy) == len(items)
+    if not items:
+        return
+    first = data.draw(st.integers(0, len(items) - 1))
+    field = data.draw(st.sampled_from(["key", "value", "create_revision", "lease", "version"]))
+    assert getattr(lazy[first], field) == getattr(items[first], field)
+    # one touch decoded them all: each is a plain KeyValue now, and lets the reply go
+    assert all(kv._src is None for kv in lazy)  # type: ignore[attr-defined]
+    assert [kv._fields() for kv in lazy] == [kv._fields() for kv in items]
+
+
+def test_untouched_range_reply_goes_with_its_last_reference() -> None:
+    items = [KeyValue(b"k%d" % i, 10 + i, 20 + i, 1, b"v" * i, 0) for i in range(5)]
+    data = fastpb.encode_range_response(etcdlite.RangeResponse(ResponseHeader(), items, False, 5))
+    gc.disable()  # freed by reference counting, not by the cycle collector
+    try:
+        r = fastpb.decode_range_response(data)
+        first = weakref.ref(r.kvs[0])
+        kept = r.kvs[3]
+        del r
+        assert first() is None
+        # one KeyValue kept from a dropped reply still decodes (its dead siblings skipped)
+        assert kept._fields() == items[3]._fields()
+    finally:
+        gc.enable()
+
+
+def test_range_reply_key_values_after_another_field_decode_too() -> None:
+    # No encoder splits ``kvs`` around another field, but protobuf allows it.
+    a = KeyValue(b"a", 2, 3, 1, b"x", 0)
+    b = KeyValue(b"b", 4, 5, 1, b"y", 7)
+    c = KeyValue(b"c", 6, 7, 2, b"", 0)
+    data = (
+        fastpb.kv_field(a)
+        + fastpb.int_field(4, 3)
+        + fastpb.kv_field(b)
+        + fastpb.message_field(1, fastpb.encode_header(ResponseHeader(1, 2, 9, 4)))
+        + fastpb.kv_field(c)
+    )
+    for lazy in (True, False):
+        r = fastpb.decode_range_response(data, lazy=lazy)
+        assert (r.count, r.header.revision) == (3, 9)
+        assert [kv._fields() for kv in r.kvs] == [a._fields(), b._fields(), c._fields()]
 
 
 def test_lazy_key_value_decodes_once_and_lets_the_buffer_go() -> None:

@@ -11,7 +11,9 @@ present when set); tests compare it with betterproto2's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+import weakref
+from collections.abc import Iterable, Sequence
 
 from ..types import (
     DeleteRangeResponse,
@@ -348,41 +350,141 @@ def decode_kv(data: bytes, pos: int = 0, end: int | None = None) -> KeyValue:
 class LazyKeyValue(KeyValue):
     """A :class:`KeyValue` of a Client's range reply, decoded on first attribute access.
 
-    A 1000-key reply is mostly KeyValues; building them all costs several times what the
-    rest of the call does, and many callers look at a few (or only count them). Until first
-    touched, one holds the reply's bytes and its offsets (so an untouched one keeps the
-    reply's buffer alive); after, it is an ordinary ``KeyValue`` and lets the buffer go.
+    A 1000-key reply is mostly KeyValues and many callers only count them or look at a few,
+    so the reply is first scanned for its KeyValue frames only. The first touch of any
+    field of any of them decodes *all* of that reply's KeyValues in one pass
+    (:meth:`_Batch.decode`): a caller that touches one almost always touches the rest, one
+    tight pass costs about half of decoding each on its own touch, and each after the
+    first is then a plain slot read. Until then every one holds the shared :class:`_Batch`
+    (the reply's bytes); after, it is an ordinary ``KeyValue`` and lets the buffer go.
+
+    The batch holds its KeyValues by weak reference: a strong one would make each reply a
+    reference cycle, and an untouched reply (300 KB for 1000 keys of 256 B) would wait for
+    the cyclic garbage collector instead of going with its last KeyValue. (The weak references
+    cost about 0.15 µs a KeyValue.)
     """
 
-    __slots__ = ("_src",)
+    __slots__ = ("__weakref__", "_src")
 
-    _src: tuple[bytes, int, int] | None
-
-    def __init__(self, data: bytes, pos: int, end: int) -> None:
-        self._src = (data, pos, end)
+    _src: _Batch | None
 
     def __getattr__(self, name: str) -> object:
-        # Called only for a slot not yet set: every field is set together, here.
-        src = self._src
-        if src is None or name not in _KV_SLOTS:
+        # Called only for a slot not yet set: every field of every KeyValue of the reply
+        # is set together, here.
+        if name not in _KV_SLOTS:
             raise AttributeError(name)
-        try:
-            fields = _kv_fields(*src)
-        except IndexError:
-            fields = None
-        if fields is None:
-            fields = _decode_kv_generic(*src)._fields()
-        (
-            self.key,
-            self.create_revision,
-            self.mod_revision,
-            self.version,
-            self.value,
-            self.lease,
-        ) = fields
-        self._wire = None
-        self._src = None
+        batch = self._src
+        if batch is None:
+            raise AttributeError(name)
+        batch.decode()
         return object.__getattribute__(self, name)
+
+
+class _Batch:
+    """The still undecoded KeyValues of one range reply: ``kvs`` (weakly) are the frames of
+    ``data`` that start at ``start``, one after another; a dead reference is a KeyValue
+    nobody holds any more, skipped."""
+
+    __slots__ = ("data", "kvs", "start")
+
+    def __init__(self, data: bytes, start: int) -> None:
+        self.data = data
+        self.start = start
+        self.kvs: list[weakref.ref[LazyKeyValue]] = []
+
+    def decode(self) -> None:
+        # Cleared only after the pass: a second thread touching one meanwhile runs the
+        # same pass and stores the same values.
+        _fill(self.data, self.start, map(operator.call, self.kvs), self)
+        self.kvs = []
+        self.data = b""
+
+
+def _fill(data: bytes, pos: int, kvs: Iterable[KeyValue | None], batch: _Batch | None) -> None:
+    """Decode the consecutive KeyValue frames (field 2, tag 0x12) of ``data`` from ``pos``
+    into ``kvs``, one each, in order; with a ``batch``, only those still waiting on it
+    (and then they let it go).
+
+    One pass, straight-line, in the field order every etcd encoder writes (key, revisions,
+    value, lease), varints of up to two bytes read inline: at 2-3 bytes of Python per
+    field this is the cost of a touched range. Anything else (another order, an unknown
+    field, a long key, a negative int64, a bad length) takes :func:`decode_kv`."""
+    read = _read_varint
+    for kv in kvs:
+        n = data[pos + 1]
+        if n < 0x80:
+            pos += 2
+        elif (b := data[pos + 2]) < 0x80:
+            n += (b - 1) << 7
+            pos += 3
+        else:
+            n, pos = read(data, pos + 1)
+        stop = pos + n
+        if kv is None or (batch is not None and kv._src is not batch):  # type: ignore[attr-defined]
+            # gone, or decoded already (touched while another thread ran the pass)
+            pos = stop
+            continue
+        try:
+            if data[pos] != 0x0A or (v := data[pos + 1]) >= 0x80:
+                raise IndexError  # not the usual shape: the careful way
+            p = pos + 2 + v
+            key = data[pos + 2 : p]
+            create = mod = version = lease = 0
+            value = b""
+            if p < stop and data[p] == 0x10:
+                create = data[p + 1]
+                if create < 0x80:
+                    p += 2
+                elif (b := data[p + 2]) < 0x80:
+                    create += (b - 1) << 7
+                    p += 3
+                else:
+                    create, p = read(data, p + 1)
+            if p < stop and data[p] == 0x18:
+                mod = data[p + 1]
+                if mod < 0x80:
+                    p += 2
+                elif (b := data[p + 2]) < 0x80:
+                    mod += (b - 1) << 7
+                    p += 3
+                else:
+                    mod, p = read(data, p + 1)
+            if p < stop and data[p] == 0x20:
+                version = data[p + 1]
+                if version < 0x80:
+                    p += 2
+                elif (b := data[p + 2]) < 0x80:
+                    version += (b - 1) << 7
+                    p += 3
+                else:
+                    version, p = read(data, p + 1)
+            if p < stop and data[p] == 0x2A:
+                v = data[p + 1]
+                if v < 0x80:
+                    p += 2
+                elif (b := data[p + 2]) < 0x80:
+                    v += (b - 1) << 7
+                    p += 3
+                else:
+                    v, p = read(data, p + 1)
+                value = data[p : p + v]
+                p += v
+            if p < stop and data[p] == 0x30:
+                lease, p = read(data, p + 1)
+            if p != stop or (create | mod | version | lease) >> 63:
+                raise IndexError
+        except IndexError:
+            key, create, mod, version, value, lease = decode_kv(data, pos, stop)._fields()
+        kv.key = key
+        kv.create_revision = create
+        kv.mod_revision = mod
+        kv.version = version
+        kv.value = value
+        kv.lease = lease
+        kv._wire = None
+        if batch is not None:
+            kv._src = None  # type: ignore[attr-defined]
+        pos = stop
 
 
 _KV_SLOTS = frozenset(KeyValue.__slots__)
@@ -408,44 +510,75 @@ def decode_header(data: bytes, pos: int, end: int) -> ResponseHeader:
     return h
 
 
+def _scan(data: bytes, pos: int, kvs: list[KeyValue], batch: _Batch | None) -> int:
+    """Append an undecoded KeyValue to ``kvs`` for each consecutive KeyValue frame (field
+    2) of ``data`` from ``pos``, waiting on ``batch`` (or plain, for :func:`_fill`); the
+    position after them. Only the frames' lengths are read: this is a counted range."""
+    end = len(data)
+    append = kvs.append
+    read = _read_varint
+    if batch is None:
+        plain_new = KeyValue.__new__
+        plain = KeyValue
+        while pos < end and data[pos] == 0x12:
+            n = data[pos + 1]
+            if n < 0x80:
+                pos += 2 + n
+            elif (b := data[pos + 2]) < 0x80:  # a 128 B – 16 KiB KeyValue
+                pos += 3 + n + ((b - 1) << 7)
+            else:
+                n, pos = read(data, pos + 1)
+                pos += n
+            append(plain_new(plain))
+    else:
+        lazy_new = LazyKeyValue.__new__  # no __init__ call per KeyValue: a third of the scan
+        lazy = LazyKeyValue
+        while pos < end and data[pos] == 0x12:
+            n = data[pos + 1]
+            if n < 0x80:
+                pos += 2 + n
+            elif (b := data[pos + 2]) < 0x80:
+                pos += 3 + n + ((b - 1) << 7)
+            else:
+                n, pos = read(data, pos + 1)
+                pos += n
+            kv = lazy_new(lazy)
+            kv._src = batch
+            append(kv)
+    if pos > end:
+        raise ValueError("truncated RangeResponse")
+    return pos
+
+
 def decode_range_response(data: bytes, *, lazy: bool = True) -> RangeResponse:
     """``etcdserverpb.RangeResponse`` straight into etcdlite's result types; the KeyValues
-    are :class:`LazyKeyValue` unless ``lazy`` is false (their framing is checked here)."""
+    are :class:`LazyKeyValue` (decoded together on the first touch of any) unless ``lazy``
+    is false. Their framing is checked here."""
     header = ResponseHeader()
     kvs: list[KeyValue] = []
-    append = kvs.append
     more = False
     count = 0
     pos, end = 0, len(data)
-    new = LazyKeyValue.__new__  # no __init__ call per KeyValue: a third of the scan
-    lazy_kv = LazyKeyValue
+    batch: _Batch | None = None
     while pos < end:
-        if data[pos] == 0x12:  # kvs: the bulk of a reply, framed inline
-            n = data[pos + 1]
-            if n < 0x80:
-                pos += 2
-            elif data[pos + 2] < 0x80:  # a 128 B – 16 KiB KeyValue
-                n = (n & 0x7F) | (data[pos + 2] << 7)
-                pos += 3
-            else:
-                n, pos = _read_varint(data, pos + 1)
-            stop = pos + n
-            if stop > end:
-                raise ValueError("truncated RangeResponse")
+        if data[pos] == 0x12 and batch is None:
+            # The KeyValues, the bulk of a reply: etcd writes them all in one run between
+            # the header and ``more``. (Any after another field are decoded below, eagerly.)
+            batch = _Batch(data, pos)
+            at = len(kvs)
+            pos = _scan(data, pos, kvs, batch if lazy else None)
+            run = kvs[at:] if at else kvs
             if lazy:
-                kv = new(lazy_kv)
-                kv._src = (data, pos, stop)
-                append(kv)
+                batch.kvs = list(map(weakref.ref, run))  # type: ignore[arg-type]
             else:
-                append(decode_kv(data, pos, stop))
-            pos = stop
+                _fill(data, batch.start, run, None)
             continue
         tag, pos = _read_varint(data, pos)
         field, wt = tag >> 3, tag & 7
         if wt == 2:
             n, pos = _read_varint(data, pos)
             if field == 2:
-                append(decode_kv(data, pos, pos + n))
+                kvs.append(decode_kv(data, pos, pos + n))
             elif field == 1:
                 header = decode_header(data, pos, pos + n)
             pos += n
