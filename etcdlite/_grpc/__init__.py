@@ -18,7 +18,6 @@ or h2 release that moved an internal makes etcdlite slower, never wrong.
 
 from __future__ import annotations
 
-from .channel import open_channel
 from .compat import fast_path_enabled
 from .frames import send_messages
 from .messages import recv_message
@@ -31,7 +30,6 @@ __all__ = [
     "GrpcServer",
     "Interceptor",
     "fast_path_enabled",
-    "open_channel",
     "peer_certificate",
     "peer_common_name",
     "recv_message",
