@@ -341,19 +341,11 @@ class AuthStore:
 
     def check_read(self, user: str | None, key: bytes, range_end: bytes = b"") -> None:
         if self.enabled:
-            ranges = self._cache.get(user) if user is not None else None
-            if ranges is None:
-                ranges = self._ranges_of(user)
-            if ranges is not _ROOT_RANGES and not allows(ranges[0], key, range_end):
-                raise PermissionDeniedError()
+            _check(self.ranges(user), 0, key, range_end)
 
     def check_write(self, user: str | None, key: bytes, range_end: bytes = b"") -> None:
         if self.enabled:
-            ranges = self._cache.get(user) if user is not None else None
-            if ranges is None:
-                ranges = self._ranges_of(user)
-            if ranges is not _ROOT_RANGES and not allows(ranges[1], key, range_end):
-                raise PermissionDeniedError()
+            _check(self.ranges(user), 1, key, range_end)
 
     def _ranges_of(self, user: str | None) -> tuple[RangeSet, RangeSet]:
         if user is None:  # no token and no certificate ("" is a certificate without a CN)
@@ -570,6 +562,14 @@ class AuthStore:
             assert keys == sorted(keys), record
         if self.enabled:
             assert self.is_admin(ROOT)
+
+
+def _check(
+    ranges: tuple[RangeSet, RangeSet] | None, which: int, key: bytes, range_end: bytes
+) -> None:
+    """``PermissionDeniedError`` unless ``ranges[which]`` (None: root) allow the request."""
+    if ranges is not None and not allows(ranges[which], key, range_end):
+        raise PermissionDeniedError()
 
 
 def allows(granted: RangeSet, key: bytes, range_end: bytes) -> bool:
