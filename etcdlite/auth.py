@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .core.auth import AuthStore
@@ -197,15 +198,18 @@ class StoreAuth(AuthAPI):
         disable (etcd's ``etcd_debugging_auth_revision``)."""
         return self._core.revision
 
-    async def enable(self) -> None:
+    async def _change(self, fn: Callable[..., None], *args: Any) -> None:
+        """An administrative change: the root role (auth on), then ``fn(*args)`` on the auth
+        store, then (with a data directory) the new state durable before the reply."""
         await self._admin()
-        self._core.enable()
+        fn(*args)
         await self._store._auth_changed()
 
+    async def enable(self) -> None:
+        await self._change(self._core.enable)
+
     async def disable(self) -> None:
-        await self._admin()
-        self._core.disable()
-        await self._store._auth_changed()
+        await self._change(self._core.disable)
 
     async def authenticate(self, name: str, password: str) -> str:
         hashed = await self.verify_password(name, password)
@@ -252,32 +256,22 @@ class StoreAuth(AuthAPI):
         return self._core.user_list()
 
     async def user_delete(self, name: str) -> None:
-        await self._admin()
-        self._core.user_delete(name)
-        await self._store._auth_changed()
+        await self._change(self._core.user_delete, name)
 
     async def user_change_password(self, name: str, password: str) -> None:
         await self._admin()
         self._core.user_get(name)  # an unknown user fails before the slow hash
         hashed = await hash_password(password, self._store.bcrypt_cost)
-        await self._admin()
-        self._core.user_change_password(name, hashed)
-        await self._store._auth_changed()
+        await self._change(self._core.user_change_password, name, hashed)
 
     async def user_grant_role(self, name: str, role: str) -> None:
-        await self._admin()
-        self._core.user_grant_role(name, role)
-        await self._store._auth_changed()
+        await self._change(self._core.user_grant_role, name, role)
 
     async def user_revoke_role(self, name: str, role: str) -> None:
-        await self._admin()
-        self._core.user_revoke_role(name, role)
-        await self._store._auth_changed()
+        await self._change(self._core.user_revoke_role, name, role)
 
     async def role_add(self, name: str) -> None:
-        await self._admin()
-        self._core.role_add(name)
-        await self._store._auth_changed()
+        await self._change(self._core.role_add, name)
 
     async def role_get(self, name: str) -> list[Permission]:
         await self._store.admit("auth")
@@ -292,16 +286,10 @@ class StoreAuth(AuthAPI):
         return self._core.role_list()
 
     async def role_delete(self, name: str) -> None:
-        await self._admin()
-        self._core.role_delete(name)
-        await self._store._auth_changed()
+        await self._change(self._core.role_delete, name)
 
     async def _grant(self, name: str, perm: Permission) -> None:
-        await self._admin()
-        self._core.role_grant_permission(name, perm)
-        await self._store._auth_changed()
+        await self._change(self._core.role_grant_permission, name, perm)
 
     async def _revoke(self, name: str, key: bytes, range_end: bytes) -> None:
-        await self._admin()
-        self._core.role_revoke_permission(name, key, range_end)
-        await self._store._auth_changed()
+        await self._change(self._core.role_revoke_permission, name, key, range_end)
