@@ -59,6 +59,10 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("h2.connection", "H2Connection", "local_flow_control_window"),
     ("h2.stream", "StreamState", "OPEN"),
     ("h2.stream", "StreamState", "HALF_CLOSED_REMOTE"),
+    ("h2.stream", "StreamState", "HALF_CLOSED_LOCAL"),
+    ("h2.connection", "ConnectionState", "CLIENT_OPEN"),
+    ("h2.windows", "WindowManager", "window_consumed"),
+    ("grpclib.protocol", "EventsProcessor", "process"),
     ("hpack", "Decoder", "decode"),
     ("hpack", "Encoder", "encode"),
 )
@@ -79,7 +83,14 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "Handler": ("_tasks", "codec", "loop"),
     "Stream": ("_h2_connection", "_transport", "connection", "window_updated"),
     "ServerStream": ("_stream", "_codec", "_recv_type"),
-    "Connection": ("_connection", "_transport", "write_ready", "stream_close_waiter"),
+    "Connection": (
+        "_connection",
+        "_transport",
+        "write_ready",
+        "stream_close_waiter",
+        "data_received",
+        "last_data_received",
+    ),
     # checked on the Client's live channels (building one outside a loop would make one)
     "Channel": ("_scheme", "_authority"),
     "H2Connection": (
@@ -93,8 +104,17 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "state_machine",
         "incoming_buffer",
         "_frame_dispatch_table",
+        # the Client's receive path (receive.py)
+        "max_inbound_frame_size",
+        "_inbound_flow_control_window_manager",
     ),
-    "H2Stream": ("state_machine", "outbound_flow_control_window"),
+    "H2Stream": (
+        "state_machine",
+        "outbound_flow_control_window",
+        "_inbound_window_manager",
+        "_expected_content_length",
+        "_actual_content_length",
+    ),
 }
 
 

@@ -31,6 +31,7 @@ from hpack import Decoder, Encoder
 from hyperframe import frame as hyperframe
 
 from .guard import Abuse, FrameGuard, Limits
+from .receive import FrameSplitter
 
 __all__ = [
     "PING_ACK_DELAY",
@@ -414,9 +415,11 @@ class QuietFrameBuffer(FrameBuffer):
 
 
 class ClientProtocol(CorkedProtocol):
-    """The Client's connections: corked writes, PING ACKs held, frames' reprs cheap."""
+    """The Client's connections: corked writes, PING ACKs held, frames' reprs cheap, the
+    reply DATA of lean calls taken without h2 (:class:`~etcdlite._grpc.receive.FrameSplitter`)."""
 
     transport_class = AckHoldingTransport
+    splitter: FrameSplitter | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -426,6 +429,13 @@ class ClientProtocol(CorkedProtocol):
             if cls in table:
                 table[quiet] = table[cls]
         h2conn.incoming_buffer.__class__ = QuietFrameBuffer
+        self.splitter = FrameSplitter(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.splitter is None:  # not connected yet (grpclib's own handling)
+            super().data_received(data)
+        else:
+            self.splitter.feed(data)
 
 
 class CorkedChannel(Channel):
