@@ -270,17 +270,26 @@ def test_repeated_header_blocks_decode_like_a_plain_decoder(
     assert cached.header_table_size == plain.header_table_size
 
 
-def test_only_indexed_blocks_are_cached() -> None:
-    from hpack import Decoder, Encoder
+def test_only_table_neutral_blocks_are_cached() -> None:
+    from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
 
-    from etcdlite._grpc.transport import CachingDecoder, _only_indexed
+    from etcdlite._grpc.request import header_block
+    from etcdlite._grpc.transport import CachingDecoder, _table_neutral
 
     encoder = Encoder()
     headers = [(":method", "POST"), ("x-long-name", "v" * 200)]
     first = encoder.encode(headers)  # a literal that enters the table
     again = encoder.encode(headers)  # now only references
-    assert not _only_indexed(first) and _only_indexed(again)
-    assert _only_indexed(b"\xff\x80\x01")  # a multi-byte index
+    assert not _table_neutral(first) and _table_neutral(again)
+    assert _table_neutral(b"\xff\x80\x01")  # a multi-byte index
+    # literals not indexed: with a static name (multi-byte index), a literal name, long
+    # values (multi-byte lengths), Huffman-coded or not
+    fields = [(":path", "/p" * 100), ("user-agent", "u"), ("token", "t" * 300)]
+    lean = header_block(fields)
+    hpacked = Encoder().encode([NeverIndexedHeaderTuple(n, v) for n, v in fields])
+    assert _table_neutral(lean) and _table_neutral(hpacked)
+    assert not _table_neutral(lean[:-1]) and not _table_neutral(lean + b"\x10")
+    assert not _table_neutral(b"\x3f\xe1\x1f")  # a table size update
     decoder = CachingDecoder(Decoder())
     assert decoder.decode(first, raw=True) == decoder.decode(again, raw=True)
     assert decoder.decode(again, raw=True) is decoder.decode(again, raw=True)

@@ -41,6 +41,8 @@ from grpclib.protocol import Connection, EventsProcessor, H2Protocol
 from h2.connection import ConnectionState
 from h2.exceptions import TooManyStreamsError
 
+from .request import header_block, request_frames
+
 __all__ = ["unary_call"]
 
 #: HTTP statuses of a reply without gRPC status, as grpclib (and gRPC's spec) map them.
@@ -140,16 +142,23 @@ class _UnaryStream:
             self.done.set_result(None)
 
 
-#: Request header lists by (scheme, authority, path, metadata), as bytes: h2 takes bytes
-#: as they are, and the HPACK block of a list seen before is cached per connection.
-_HEADERS: dict[tuple[str, str, str, Metadata], list[tuple[bytes, bytes]]] = {}
+#: Request headers by (scheme, authority, path, metadata): the list as bytes for h2 (which
+#: takes bytes as they are, and caches the HPACK block of a list seen before per
+#: connection), the table-neutral block of :mod:`.request`, the authority as bytes.
+_HEADERS: dict[tuple[str, str, str, Metadata], tuple[list[tuple[bytes, bytes]], bytes, bytes]] = {}
 _MAX_HEADERS = 256
 
+#: Whether requests leave as :func:`.request.request_frames` builds them (tests compare
+#: with False: h2's ``send_headers`` and ``send_data``).
+LEAN_REQUEST_FRAMES = True
 
-def _request_headers(channel: Channel, path: str, metadata: Metadata) -> list[tuple[bytes, bytes]]:
+
+def _request_headers(
+    channel: Channel, path: str, metadata: Metadata
+) -> tuple[list[tuple[bytes, bytes]], bytes, bytes]:
     key = (channel._scheme, channel._authority, path, metadata)
-    headers = _HEADERS.get(key)
-    if headers is None:
+    entry = _HEADERS.get(key)
+    if entry is None:
         if len(_HEADERS) >= _MAX_HEADERS:  # tokens change: keep the table bounded
             _HEADERS.clear()
         fields = [
@@ -162,8 +171,12 @@ def _request_headers(channel: Channel, path: str, metadata: Metadata) -> list[tu
             ("user-agent", USER_AGENT),
             *metadata,
         ]
-        headers = _HEADERS[key] = [(k.encode(), v.encode()) for k, v in fields]
-    return headers
+        entry = _HEADERS[key] = (
+            [(k.encode(), v.encode()) for k, v in fields],
+            header_block(fields),
+            channel._authority.encode(),
+        )
+    return entry
 
 
 def _status_error(fields: dict[str, str]) -> GRPCError | None:
@@ -275,6 +288,8 @@ async def unary_call(
     h2conn = conn._connection
     processor: EventsProcessor = protocol.processor
     size = len(request) + 5
+    headers, block, authority = _request_headers(channel, path, metadata)
+    message = b"\x00" + (size - 5).to_bytes(4, "big") + request
     while True:
         if not conn.write_ready.is_set():
             await conn.write_ready.wait()
@@ -286,7 +301,11 @@ async def unary_call(
             return None
         stream_id = h2conn.get_next_available_stream_id()
         try:
-            h2conn.send_headers(stream_id, _request_headers(channel, path, metadata))
+            frames = None
+            if LEAN_REQUEST_FRAMES:
+                frames = request_frames(h2conn, stream_id, block, authority, message)
+            if frames is None:
+                h2conn.send_headers(stream_id, headers)
         except TooManyStreamsError:
             # as grpclib: wait for a stream to close, then try again from the start
             conn.stream_close_waiter.clear()
@@ -297,10 +316,12 @@ async def unary_call(
     stream = _UnaryStream(stream_id, conn, done)
     release = processor.register(stream)  # type: ignore[arg-type]
     try:
-        h2conn.send_data(
-            stream_id, b"\x00" + (size - 5).to_bytes(4, "big") + request, end_stream=True
-        )
-        conn._transport.write(h2conn.data_to_send())
+        if frames is None:
+            h2conn.send_data(stream_id, message, end_stream=True)
+            conn._transport.write(h2conn.data_to_send())
+        else:
+            pending = h2conn.data_to_send()  # h2's frames (acks, settings) first
+            conn._transport.write(pending + frames if pending else frames)
         conn.headers_send_process()
         conn.data_send_process()
         await done

@@ -9,9 +9,10 @@ does the same for asyncio: everything written during one event-loop turn leaves 
 
 HPACK decoding in pure Python is a large part of a small request's cost. A peer that sends
 the same headers again (etcdlite's Client: same path, same ``grpc-timeout`` text; a server's
-replies) sends them as references into the dynamic table, a block that leaves the table as
-it is; :class:`CachingDecoder` decodes such a block once and reuses the result until a
-block that may change the table arrives. :class:`CachingEncoder` does the same on the way
+replies) sends them as references into the dynamic table, or (etcdlite's lean requests) as
+literals that are not indexed: a block that leaves the table as it is.
+:class:`CachingDecoder` decodes such a block once and reuses the result until a block that
+may change the table arrives. :class:`CachingEncoder` does the same on the way
 out, for the header lists a server sends with every reply.
 """
 
@@ -57,19 +58,47 @@ def _only_ping_acks(data: bytes) -> bool:
     return all(data[i : i + 9] == _PING_ACK_HEADER for i in range(0, len(data), 17))
 
 
-def _only_indexed(block: bytes) -> bool:
-    """Whether every field of an HPACK block is an indexed reference (RFC 7541 6.1): such
-    a block does not change the dynamic table."""
+def _table_neutral(block: bytes) -> bool:
+    """Whether no field of an HPACK block touches the dynamic table's contents: indexed
+    references (RFC 7541 6.1), literals without indexing (6.2.2) and never indexed (6.2.3)
+    whose name is a static-table index or a literal (etcdlite's Client sends its requests
+    so). An incrementally indexed literal (6.2.1) adds to the table, a size update (6.3)
+    resizes it, and a reference into the dynamic table reads it (only a block that left
+    the table as it was may be cached, and the references stay valid while it is)."""
     pos, end = 0, len(block)
     while pos < end:
         b = block[pos]
-        pos += 1
-        if not b & 0x80:
+        if b & 0x80:  # indexed: the index continues while the low 7 bits are all ones
+            pos += 1
+            if b & 0x7F == 0x7F:
+                while pos < end and block[pos] & 0x80:
+                    pos += 1
+                pos += 1
+            continue
+        if b & 0xE0:  # 01xxxxxx incremental indexing, 001xxxxx size update
             return False
-        if b & 0x7F == 0x7F:  # the index continues in the following bytes
+        pos += 1
+        strings = 1 if b & 0x0F else 2  # the name is an index, or a literal
+        if b & 0x0F == 0x0F:
             while pos < end and block[pos] & 0x80:
                 pos += 1
             pos += 1
+        for _ in range(strings):
+            if pos >= end:
+                return False
+            n = block[pos] & 0x7F
+            pos += 1
+            if n == 0x7F:
+                shift = 0
+                n = 0x7F
+                while pos < end:
+                    c = block[pos]
+                    pos += 1
+                    n += (c & 0x7F) << shift
+                    shift += 7
+                    if not c & 0x80:
+                        break
+            pos += n
     return pos == end
 
 
@@ -85,7 +114,7 @@ class _HpackCache:
         """Keep ``value`` for ``key`` if ``block`` left the table as it was; else the
         table may have moved, and nothing cached still holds."""
         cache = self._cache
-        if _only_indexed(block):
+        if _table_neutral(block):
             if len(cache) >= MAX_CACHED_BLOCKS:
                 cache.clear()
             cache[key] = value
