@@ -63,6 +63,15 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("h2.connection", "ConnectionState", "CLIENT_OPEN"),
     ("h2.windows", "WindowManager", "window_consumed"),
     ("grpclib.protocol", "EventsProcessor", "process"),
+    # the Client's request frames (request.py)
+    ("h2.connection", "H2Connection", "_begin_new_stream"),
+    ("h2.connection", "H2Connection", "open_outbound_streams"),
+    ("h2.connection", "ConnectionInputs", "SEND_HEADERS"),
+    ("h2.connection", "ConnectionInputs", "SEND_DATA"),
+    ("h2.connection", "AllowedStreamIDs", "ODD"),
+    ("h2.stream", "StreamInputs", "SEND_HEADERS"),
+    ("h2.stream", "StreamInputs", "SEND_DATA"),
+    ("h2.stream", "StreamInputs", "SEND_END_STREAM"),
     ("hpack", "Decoder", "decode"),
     ("hpack", "Encoder", "encode"),
 )
@@ -114,7 +123,10 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "_inbound_window_manager",
         "_expected_content_length",
         "_actual_content_length",
+        "_authority",
+        "request_method",
     ),
+    "HeaderTable": ("resized",),
 }
 
 
@@ -155,6 +167,7 @@ def _probe() -> list[str]:
         *missing_attributes("Connection", conn),
         *missing_attributes("Stream", stream),
         *missing_attributes("H2Stream", h2stream),
+        *missing_attributes("HeaderTable", h2conn.encoder.header_table),
     ]
 
 
