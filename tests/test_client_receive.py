@@ -216,7 +216,7 @@ async def both(
     serve: Callable[[Peer], Any], splits: Callable[[bytes], Iterator[bytes]] | None = None
 ) -> tuple[Peer, Any]:
     """``serve``'s reply through both receive paths: the same outcome and h2 state."""
-    outcomes = []
+    outcomes: list[tuple[Any, ...]] = []
     peers = []
     for lean in (True, False):
         peer = Peer(lean)
@@ -361,3 +361,46 @@ async def test_window_updates_for_the_server_pass_through() -> None:
     lean, outcome = await both(serve, bytewise)
     assert outcome == ("ok", b"w" * 30000)
     assert lean.client.splitter is not None and lean.client.splitter.taken == 3
+
+
+async def _two_calls(lean: bool, splits: Callable[[bytes], Iterator[bytes]]) -> tuple[Any, ...]:
+    """Two calls whose replies interleave in one read: stream 1's headers, stream 3's
+    whole reply, stream 1's DATA, then RST_STREAM on 1 and a DATA frame after it (which h2
+    must see after the reset)."""
+    peer = Peer(lean)
+    peer.splits = splits
+    peer.deliver()
+    channel: Any = _Channel(peer.client)
+    first = asyncio.create_task(unary_call(channel, PATH, b"1", ()))
+    second = asyncio.create_task(unary_call(channel, PATH, b"2", ()))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    peer.flush_client()
+    server = peer.server
+    server.send_headers(1, HEADERS)
+    server.send_headers(3, HEADERS)
+    server.send_data(3, _message(b"three"))
+    server.send_data(1, _message(b"one" * 1000)[:2000])
+    server.send_headers(3, TRAILERS, end_stream=True)
+    server.reset_stream(1)
+    raw = (10).to_bytes(3, "big") + b"\x00\x00" + (1).to_bytes(4, "big") + bytes(10)
+    peer.to_client = server.data_to_send() + raw
+    peer.deliver()
+    outcomes: list[tuple[Any, ...]] = []
+    for task in (first, second):
+        try:
+            outcomes.append(("ok", await asyncio.wait_for(task, 5)))
+        except (GRPCError, StreamTerminatedError) as e:
+            outcomes.append(("error", type(e).__name__, str(e)))
+    splitter = peer.client.splitter
+    return (*outcomes, peer.state(), splitter and splitter.taken)
+
+
+async def test_interleaved_replies_and_data_after_a_reset() -> None:
+    for splits in (lambda b: iter([b]), bytewise):
+        lean = await _two_calls(True, splits)
+        plain = await _two_calls(False, splits)
+        assert lean[:-1] == plain[:-1]
+        assert lean[0][:2] == ("error", "StreamTerminatedError")
+        assert lean[1] == ("ok", b"three")
+        assert lean[-1] == 2  # stream 3's DATA and stream 1's first; not the one after RST

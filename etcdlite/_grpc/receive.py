@@ -17,17 +17,26 @@ what h2 and grpclib's processor would do with it:
 
 h2 stays the authority for everything else: any frame not taken (HEADERS, trailers,
 RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, unknown types, DATA of other streams)
-goes to h2 as bytes, in order, and its events are processed before a later frame is
-looked at. A DATA frame is taken only when h2 would accept it without an event beyond
-``DataReceived``, i.e. when all of these hold; otherwise h2 gets it and decides (and
-raises) as it always did:
+goes to h2 as bytes, in order, and its events go to grpclib's processor. A DATA frame is
+taken only when h2 would accept it without an event beyond ``DataReceived``, i.e. when all
+of these hold; otherwise h2 gets it and decides (and raises) as it always did:
 
-* the connection is CLIENT_OPEN in h2, and no header block is in progress (CONTINUATION frames
-  must follow their HEADERS directly: h2 checks that);
+* the connection is CLIENT_OPEN in h2, and no header block is in progress (CONTINUATION
+  frames must follow their HEADERS directly: h2 checks that);
 * the frame has no padding and no END_STREAM flag (h2 makes the state transition), and
   fits ``max_inbound_frame_size`` and both inbound windows;
-* the stream is a lean call's, its reply headers already processed, OPEN or
-  HALF_CLOSED_LOCAL in h2, without a ``content-length`` h2 would check.
+* the stream is a lean call's, OPEN or HALF_CLOSED_LOCAL in h2, without a
+  ``content-length`` h2 would check, and its reply headers have been processed or are in
+  the frames ahead that h2 is about to be given.
+
+The frames not taken of one read go to h2 in one ``receive_data`` (a reply's headers and
+trailers, and the other replies of the read), with the DATA taken cut out: h2's per-call
+overhead was a third of a small reply's receive cost. A DATA frame is judged before h2 has
+seen the frames ahead of it only when none of those can change h2's verdict: none on the
+connection (stream 0) but PING and WINDOW_UPDATE (SETTINGS may move the frame size and the
+windows, GOAWAY the connection's state), and none on its own stream but its response
+HEADERS (which move no state of a HALF_CLOSED_LOCAL stream; trailers or RST_STREAM would).
+Otherwise h2 is given the frames ahead first and the frame is judged after.
 
 h2 only ever sees whole frames: a frame split across reads waits here until it is complete,
 so h2's own frame buffer stays empty between reads. The one exception is a frame header
@@ -53,7 +62,7 @@ if TYPE_CHECKING:
 __all__ = ["FrameSplitter"]
 
 _HEADER = struct.Struct(">BHBBL")  # 24-bit length (as 8 + 16), type, flags, stream id
-_DATA, _HEADERS, _PUSH_PROMISE, _CONTINUATION = 0x0, 0x1, 0x5, 0x9
+_DATA, _HEADERS, _PUSH_PROMISE, _PING, _WINDOW_UPDATE, _CONTINUATION = 0x0, 0x1, 0x5, 0x6, 0x8, 0x9
 _END_STREAM, _END_HEADERS, _PADDED = 0x1, 0x4, 0x8
 _RECEIVING = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)
 
@@ -82,9 +91,20 @@ class FrameSplitter:
             data = self._pending + data
             self._pending = b""
         protocol = self._protocol
+        streams = protocol.processor.streams
         unpack = _HEADER.unpack_from
         end = len(data)
-        pos = start = 0  # start: the first byte h2 has not been given
+        pos = start = 0  # start: the first byte of the run h2 has not been given yet
+        # The run h2 has not been given (``parts``, then ``data[start:pos]``), for the rule
+        # of when a DATA frame may be taken before h2 has seen the frames ahead of it:
+        # ``run_conn``: the run holds a connection-level frame other than PING and
+        # WINDOW_UPDATE (SETTINGS may move the frame size and windows, GOAWAY the state);
+        # ``run_streams``: stream -> True while its only frames in the run are response
+        # headers (a HEADERS with END_HEADERS, without END_STREAM: h2 changes no state for
+        # it), False once it has any other frame (trailers, RST_STREAM, DATA not taken).
+        parts: list[bytes] = []
+        run_conn = False
+        run_streams: dict[int, bool] = {}
         while pos + 9 <= end:
             hi, lo, ftype, flags, sid = unpack(data, pos)
             stop = pos + 9 + (hi << 16 | lo)
@@ -93,36 +113,58 @@ class FrameSplitter:
                     # Too large: h2's to refuse (once it holds the whole frame). From here
                     # on h2 holds a partial frame, so every byte goes to h2.
                     self._through = True
-                    self._to_h2(data[start:])
+                    parts.append(data[start:])
+                    self._to_h2(b"".join(parts))
                     return
                 break
-            if ftype == _DATA:
-                if not (self._in_block or flags & (_END_STREAM | _PADDED)):
-                    # grpclib's map holds its own streams and the lean calls' ones
-                    stream: object = protocol.processor.streams.get(sid & 0x7FFFFFFF)
-                    if type(stream) is _UnaryStream:
-                        if start < pos:
-                            if not self._to_h2(data[start:pos]):
-                                return
-                            start = pos
-                        if self._take(stream, data, pos + 9, stop):
-                            start = stop
-            elif ftype in (_HEADERS, _PUSH_PROMISE):
+            sid &= 0x7FFFFFFF
+            if ftype == _DATA and not (self._in_block or flags & (_END_STREAM | _PADDED)):
+                # grpclib's map holds its own streams and the lean calls' ones
+                stream: object = streams.get(sid)
+                if type(stream) is _UnaryStream:
+                    if run_conn or run_streams.get(sid) is False:
+                        # h2 first: what is ahead may change what h2 would make of it
+                        parts.append(data[start:pos])
+                        if not self._to_h2(b"".join(parts)):
+                            return
+                        parts, start, run_conn = [], pos, False
+                        run_streams.clear()
+                    if self._take(stream, data, pos + 9, stop, sid in run_streams):
+                        parts.append(data[start:pos])
+                        start = pos = stop
+                        continue
+            if sid == 0:
+                if ftype != _PING and ftype != _WINDOW_UPDATE:
+                    run_conn = True
+            elif (
+                ftype == _HEADERS
+                and flags & (_END_HEADERS | _END_STREAM) == _END_HEADERS
+                and sid not in run_streams
+            ):
+                run_streams[sid] = True
+            else:
+                run_streams[sid] = False
+            if ftype in (_HEADERS, _PUSH_PROMISE):
                 self._in_block = not flags & _END_HEADERS
             elif ftype == _CONTINUATION and flags & _END_HEADERS:
                 self._in_block = False
             pos = stop
-        if start < pos and not self._to_h2(data[start:pos]):
+        if start < pos:
+            parts.append(data[start:pos])
+        if parts and not self._to_h2(b"".join(parts)):
             return
         if pos < end:
             self._pending = data[pos:]
 
-    def _take(self, stream: _UnaryStream, data: bytes, begin: int, stop: int) -> bool:
+    def _take(
+        self, stream: _UnaryStream, data: bytes, begin: int, stop: int, headers_ahead: bool
+    ) -> bool:
         """Give the payload ``data[begin:stop]`` of a DATA frame to a lean call's
-        ``stream`` if h2 would take it without a word (module docstring); whether taken."""
+        ``stream`` if h2 would take it without a word (module docstring); whether taken.
+        ``headers_ahead``: the stream's response headers are in the run h2 is given next."""
         protocol = self._protocol
         registered: object = protocol.processor.streams.get(stream.id)
-        if registered is not stream or stream.headers is None:
+        if registered is not stream or (stream.headers is None and not headers_ahead):
             return False
         conn = protocol.connection
         h2conn = conn._connection
