@@ -12,7 +12,9 @@ collected as h2 reports them, and the caller wakes once, when the stream ends.
 What it does the way grpclib's path does (tests compare the two):
 
 * request headers: grpclib's, in its order (``:method``, ``:scheme``, ``:path``,
-  ``:authority``, ``te``, ``content-type``, ``user-agent``), then the call's metadata;
+  ``:authority``, ``te``, ``content-type``, ``user-agent``), then the call's metadata,
+  framed by :mod:`.request` (a cached block that leaves HPACK's dynamic table alone; h2's
+  ``send_headers`` when the encoder owes the peer a table size update);
 * a reply ``:status`` other than 200, a missing or foreign ``content-type``, a missing
   ``grpc-status`` are the same ``GRPCError``s with grpclib's texts; a non-OK ``grpc-status``
   (in trailers, or a trailers-only reply) is ``GRPCError(status, grpc-message)``;
