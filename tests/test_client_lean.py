@@ -164,6 +164,20 @@ def test_range_reply_lazy_and_eager_match_betterproto(
         assert [kv._fields() for kv in r.kvs] == [kv._fields() for kv in items]
 
 
+@pytest.mark.parametrize("base", [0, 120, 16_000, 16_383, 2_097_000, 2_097_151, 2**28 - 3])
+def test_range_reply_revisions_at_varint_length_boundaries(base: int) -> None:
+    """The one-pass decoder reads 1-, 2- and 3-byte revisions inline and longer ones the
+    careful way: every length, and each boundary, decodes as betterproto2 encodes it."""
+    items = [
+        KeyValue(b"k%d" % i, base + i, base + 2 * i, base // 7 + i, b"v" * (i * 50), 0)
+        for i in range(8)
+    ]
+    data = bytes(pb.RangeResponse(kvs=[kv_pb(k) for k in items]))
+    for lazy in (True, False):
+        r = fastpb.decode_range_response(data, lazy=lazy)
+        assert [kv._fields() for kv in r.kvs] == [kv._fields() for kv in items]
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     headers,

@@ -406,7 +406,8 @@ def _fill(data: bytes, pos: int, kvs: Iterable[KeyValue | None], batch: _Batch |
     (and then they let it go).
 
     One pass, straight-line, in the field order every etcd encoder writes (key, revisions,
-    value, lease), varints of up to two bytes read inline: at 2-3 bytes of Python per
+    value, lease), varints of up to two bytes read inline (revisions up to three: a
+    cluster past 16 Ki revisions writes three-byte ones): at 2-3 bytes of Python per
     field this is the cost of a touched range. Anything else (another order, an unknown
     field, a long key, a negative int64, a bad length) takes :func:`decode_kv`."""
     read = _read_varint
@@ -438,6 +439,9 @@ def _fill(data: bytes, pos: int, kvs: Iterable[KeyValue | None], batch: _Batch |
                 elif (b := data[p + 2]) < 0x80:
                     create += (b - 1) << 7
                     p += 3
+                elif (c := data[p + 3]) < 0x80:  # revisions 16 Ki – 2 Mi
+                    create += ((b - 1) << 7) + ((c - 1) << 14)
+                    p += 4
                 else:
                     create, p = read(data, p + 1)
             if p < stop and data[p] == 0x18:
@@ -447,6 +451,9 @@ def _fill(data: bytes, pos: int, kvs: Iterable[KeyValue | None], batch: _Batch |
                 elif (b := data[p + 2]) < 0x80:
                     mod += (b - 1) << 7
                     p += 3
+                elif (c := data[p + 3]) < 0x80:  # revisions 16 Ki – 2 Mi
+                    mod += ((b - 1) << 7) + ((c - 1) << 14)
+                    p += 4
                 else:
                     mod, p = read(data, p + 1)
             if p < stop and data[p] == 0x20:
