@@ -232,6 +232,85 @@ def test_data_frames_carry_prefix_and_body_and_debit_h2s_windows(size: int) -> N
     assert any(type(e).__name__ == "StreamEnded" for e in ended)
 
 
+@pytest.mark.parametrize("value_size", [1, 100, 16384, 40000])
+def test_headers_frames_send_what_h2_would_and_move_its_state(value_size: int) -> None:
+    """The lean path's reply headers and trailers, framed without h2's ``send_headers``:
+    the client decodes them (a block over the frame size in CONTINUATION frames), the
+    trailers end the stream on both sides, and h2 refuses a second set as it would."""
+    import h2.exceptions
+
+    from etcdlite._grpc.headers import headers_frames
+
+    server, client, sid = _h2_pair()
+    reply = [(b":status", b"200"), (b"x-big", b"v" * value_size)]
+    for sid in (1, 3):  # on stream 3 the encoder sends table references
+        if sid != 1:
+            client.send_headers(
+                sid,
+                [(":method", "POST"), (":path", "/x"), (":scheme", "http"), (":authority", "a")],
+            )
+        client.end_stream(sid)
+        server.receive_data(client.data_to_send())
+        stream = server.streams[sid]
+        frames = headers_frames(server, stream, reply)
+        events = client.receive_data(server.data_to_send() + frames)
+        assert [type(e).__name__ for e in events] == ["ResponseReceived"]
+        assert events[0].headers == reply
+        frames = headers_frames(server, stream, [(b"grpc-status", b"0")], end_stream=True)
+        events = client.receive_data(frames)
+        assert [type(e).__name__ for e in events] == ["TrailersReceived", "StreamEnded"]
+        assert events[0].headers == [(b"grpc-status", b"0")]
+        assert stream.closed and client.streams[sid].closed
+        with pytest.raises(h2.exceptions.ProtocolError):
+            headers_frames(server, stream, [(b"grpc-status", b"0")], end_stream=True)
+
+
+def test_received_header_lists_are_checked_once_and_refused_every_time() -> None:
+    """A server connection that checks each distinct header list once gives the events a
+    plain h2 connection gives, repeated lists and trailers included; an invalid list (a
+    connection-specific field) after them is refused with h2's error, as h2 refuses it."""
+    import h2.config
+    import h2.connection
+    import h2.exceptions
+
+    from etcdlite._grpc.headers import check_headers_once
+
+    def connect(once: bool) -> tuple[Any, Any]:
+        server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        if once:
+            check_headers_once(server)
+        client = h2.connection.H2Connection(
+            h2.config.H2Configuration(
+                client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
+            )
+        )
+        client.initiate_connection()
+        server.initiate_connection()
+        server.receive_data(client.data_to_send())
+        client.receive_data(server.data_to_send())
+        return server, client
+
+    request = [(":method", "POST"), (":path", "/x"), (":scheme", "http"), (":authority", "a")]
+    other = [*request[:1], (":path", "/y"), *request[2:], ("te", "trailers")]
+    bad = [*request, ("connection", "close")]
+    seen: dict[bool, list[Any]] = {}
+    for once in (False, True):
+        server, client = connect(once)
+        log: list[Any] = []
+        for sid, headers in [(1, request), (3, other), (5, request), (7, request)]:
+            client.send_headers(sid, headers)
+            client.send_headers(sid, [("x-trailer", "t")], end_stream=True)  # trailers
+            events = server.receive_data(client.data_to_send())
+            log += [(type(e).__name__, getattr(e, "headers", None)) for e in events]
+        assert (type(server.streams[7]).__name__ == "_CheckedOnceStream") is once
+        client.send_headers(9, bad, end_stream=True)
+        with pytest.raises(h2.exceptions.ProtocolError, match="Connection-specific header"):
+            server.receive_data(client.data_to_send())
+        seen[once] = log
+    assert seen[True] == seen[False]
+    assert len([name for name, _ in seen[True] if name == "RequestReceived"]) == 4
+
+
 # --- CachingDecoder: a cached HPACK decoder agrees with a plain one -----------------------
 
 _names = st.sampled_from([":path", "grpc-timeout", "user-agent", "x-a", "content-type"])

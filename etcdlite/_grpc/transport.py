@@ -31,6 +31,7 @@ from hpack import Decoder, Encoder
 from hyperframe import frame as hyperframe
 
 from .guard import Abuse, FrameGuard, Limits
+from .headers import check_headers_once
 
 __all__ = [
     "PING_ACK_DELAY",
@@ -255,7 +256,8 @@ class ServerProtocol(CorkedProtocol):
     * a connection whose client has not sent the HTTP/2 preface within
       ``preface_timeout`` seconds is closed (a socket that never speaks costs a slot);
     * events grpclib has no handler for (an unknown frame type, which RFC 9113 says to
-      ignore) are ignored instead of raising from grpclib's event processor.
+      ignore) are ignored instead of raising from grpclib's event processor;
+    * h2 checks each distinct received header list once (:func:`.headers.check_headers_once`).
     """
 
     def __init__(
@@ -276,6 +278,7 @@ class ServerProtocol(CorkedProtocol):
         self._preface_timer = asyncio.get_running_loop().call_later(
             self._preface_timeout, self._no_preface
         )
+        check_headers_once(self.connection._connection)
         handler = self.handler
         if hasattr(handler, "closed_streams"):  # the lean path's handler counts them
             h2conn = self.connection._connection

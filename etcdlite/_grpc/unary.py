@@ -42,6 +42,7 @@ from ..errors import (
 )
 from .caller import CALLER, Caller
 from .frames import data_frames, send_data
+from .headers import headers_frames
 from .messages import read_message
 
 __all__ = ["FastMethod", "Interceptor", "UnaryHandler"]
@@ -55,8 +56,8 @@ Interceptor = Callable[[str], Awaitable[None]]
 
 _CONTENT_TYPE = "application/grpc+proto"
 _ACCEPTED_CONTENT_TYPES = frozenset({"application/grpc", _CONTENT_TYPE})
-_RESPONSE_HEADERS = [(":status", "200"), ("content-type", _CONTENT_TYPE)]
-_TRAILERS_OK = [("grpc-status", "0")]
+_RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", _CONTENT_TYPE.encode())]
+_TRAILERS_OK = [(b"grpc-status", b"0")]
 
 
 class UnaryHandler(Handler):
@@ -212,25 +213,30 @@ async def _send_reply(stream: H2Stream, message: bytes) -> None:
     h2conn = stream._h2_connection
     sid = stream.id
     assert sid is not None
-    if sid not in h2conn.streams:
+    h2stream = h2conn.streams.get(sid)
+    if h2stream is None:
         return  # reset by the client meanwhile
     prefix = b"\x00" + len(message).to_bytes(4, "big")  # gRPC: uncompressed, length
-    h2conn.send_headers(sid, _RESPONSE_HEADERS)
     transport = stream._transport
     if len(message) + 5 <= h2conn.local_flow_control_window(sid):
-        # headers, body and trailers in one buffer: the body is copied once, by the join
-        parts: list[bytes | memoryview] = [h2conn.data_to_send()]
+        # headers, body and trailers in one buffer: the body is copied once, by the join;
+        # the header blocks are framed here, not by h2 (see .headers)
+        parts: list[bytes | memoryview] = [
+            h2conn.data_to_send(),
+            headers_frames(h2conn, h2stream, _RESPONSE_HEADERS),
+        ]
         parts += data_frames(h2conn, sid, memoryview(message), 0, len(message), prefix)
-        h2conn.send_headers(sid, _TRAILERS_OK, end_stream=True)
-        parts.append(h2conn.data_to_send())
+        parts.append(headers_frames(h2conn, h2stream, _TRAILERS_OK, end_stream=True))
         transport.write(b"".join(parts))
     else:
-        transport.write(h2conn.data_to_send())
+        transport.write(h2conn.data_to_send() + headers_frames(h2conn, h2stream, _RESPONSE_HEADERS))
         await send_data(stream, message, prefix)  # a large body is not copied to prepend
-        if sid not in h2conn.streams:
+        h2stream = h2conn.streams.get(sid)
+        if h2stream is None:
             return
-        h2conn.send_headers(sid, _TRAILERS_OK, end_stream=True)
-        transport.write(h2conn.data_to_send())
+        transport.write(
+            h2conn.data_to_send() + headers_frames(h2conn, h2stream, _TRAILERS_OK, end_stream=True)
+        )
     conn.data_send_process()  # grpclib's keepalive accounting: the connection is in use
 
 
@@ -244,9 +250,12 @@ async def _send_status(stream: H2Stream, status: Status, message: str | None) ->
     assert stream.id is not None
     if stream.id not in h2conn.streams:
         return
-    headers = [*_RESPONSE_HEADERS, ("grpc-status", str(status.value))]
+    headers: list[tuple[bytes, bytes]] = [
+        *_RESPONSE_HEADERS,
+        (b"grpc-status", str(status.value).encode()),
+    ]
     if message is not None:
-        headers.append(("grpc-message", encode_grpc_message(message)))
+        headers.append((b"grpc-message", encode_grpc_message(message).encode()))
     h2conn.send_headers(stream.id, headers, end_stream=True)
     stream._transport.write(h2conn.data_to_send())
     if stream.closable:
