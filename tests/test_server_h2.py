@@ -154,6 +154,29 @@ class _Recorder:
         return {"peername": ("127.0.0.1", 1)}.get(name, default)
 
 
+async def test_the_servers_connections_read_frames_with_a_cheap_repr() -> None:
+    """h2 formats ``repr(frame)`` for every frame it reads: the lean path's connections
+    read frames whose ``repr`` does not serialize the body, and still answer."""
+    from etcdlite._grpc.transport import QuietFrameBuffer
+
+    async with Store() as store, etcdlite.serve(store, port=0) as server:
+        if not server.fast_path:
+            pytest.skip("grpclib's own path (ETCDLITE_FAST_PATH=0)")
+        channel = Channel("127.0.0.1", server.port, codec=server.codec())
+        try:
+            put = pb.PutRequest(key=b"k", value=b"v" * 3000)
+            await call(channel, "/etcdserverpb.KV/Put", put, pb.PutResponse)
+            reply: Any = await call(channel, RANGE, pb.RangeRequest(key=b"k"), pb.RangeResponse)
+            assert [kv.value for kv in reply.kvs] == [b"v" * 3000]
+            protocols = [p for s in server.grpc_servers for p in s.protocols]
+            assert protocols
+            for protocol in protocols:
+                h2conn = protocol.connection._connection
+                assert type(h2conn.incoming_buffer) is QuietFrameBuffer
+        finally:
+            channel.close()
+
+
 async def test_writes_of_one_loop_turn_leave_in_one_write() -> None:
     raw = _Recorder()
     corked = CorkedTransport(raw)  # type: ignore[arg-type]

@@ -257,7 +257,8 @@ class ServerProtocol(CorkedProtocol):
       ``preface_timeout`` seconds is closed (a socket that never speaks costs a slot);
     * events grpclib has no handler for (an unknown frame type, which RFC 9113 says to
       ignore) are ignored instead of raising from grpclib's event processor;
-    * h2 checks each distinct received header list once (:func:`.headers.check_headers_once`).
+    * h2 checks each distinct received header list once (:func:`.headers.check_headers_once`)
+      and reads frames whose ``repr`` is cheap (:func:`quiet_frames`).
     """
 
     def __init__(
@@ -279,6 +280,7 @@ class ServerProtocol(CorkedProtocol):
             self._preface_timeout, self._no_preface
         )
         check_headers_once(self.connection._connection)
+        quiet_frames(self.connection._connection)  # the server formats a repr per frame too
         handler = self.handler
         if hasattr(handler, "closed_streams"):  # the lean path's handler counts them
             h2conn = self.connection._connection
@@ -414,6 +416,15 @@ class QuietFrameBuffer(FrameBuffer):
         if quiet is not None:
             frame.__class__ = quiet
         return frame
+
+
+def quiet_frames(h2conn: Any) -> None:
+    """Make ``h2conn`` read frames whose ``repr`` is cheap (:class:`QuietFrameBuffer`)."""
+    table = h2conn._frame_dispatch_table
+    for cls, quiet in _QUIET.items():
+        if cls in table:
+            table[quiet] = table[cls]
+    h2conn.incoming_buffer.__class__ = QuietFrameBuffer
 
 
 class ClientProtocol(CorkedProtocol):
