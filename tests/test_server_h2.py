@@ -83,6 +83,75 @@ async def test_a_request_past_its_deadline_is_released_and_the_server_goes_on() 
             channel.close()
 
 
+async def test_each_request_runs_as_its_caller_with_or_without_waiting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The lean path runs a request's method at once and answers it without a task if it
+    never waits; one that waits goes on in a task. Either way the method sees its own
+    request's caller (token), before and after the wait, with requests of other callers in
+    flight on the same connection; an unexpected error is UNKNOWN "Internal Server Error"
+    (logged) whether it is raised at once or after the wait."""
+    from etcdlite._grpc.caller import CALLER
+
+    gate = asyncio.Event()
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def interceptor(path: str) -> None:
+        token = CALLER.get().token
+        if token is not None and token.startswith("wait"):
+            await gate.wait()
+            await asyncio.sleep(0)  # a wait even once the gate is open
+        seen.append((token, CALLER.get().token))
+        if token is not None and token.endswith("boom"):
+            raise RuntimeError(token)
+
+    async def put(channel: Channel, token: str) -> Any:
+        async with channel.request(
+            "/etcdserverpb.KV/Put",
+            Cardinality.UNARY_UNARY,
+            pb.PutRequest,
+            pb.PutResponse,
+            metadata={"token": token},
+        ) as stream:
+            await stream.send_message(pb.PutRequest(key=token.encode(), value=b"v"), end=True)
+            return await stream.recv_message()
+
+    async with Store() as store, etcdlite.serve(store, port=0) as server:
+        if not server.fast_path:
+            pytest.skip("grpclib's own path (ETCDLITE_FAST_PATH=0)")
+        server.interceptor = interceptor
+        channel = Channel("127.0.0.1", server.port, codec=server.codec())
+        try:
+            await put(channel, "now-1")
+            assert not server.request_tasks()  # answered without a task
+            waiting = [asyncio.create_task(put(channel, f"wait-{i}")) for i in range(3)]
+            while len(server.request_tasks()) < 3:
+                await asyncio.sleep(0.01)
+            for i in range(3):  # others go through meanwhile
+                await put(channel, f"now-{i + 2}")
+            assert not [t for t in waiting if t.done()]
+            gate.set()
+            await asyncio.gather(*waiting)
+            for token in ("now-boom", "wait-boom"):
+                with pytest.raises(GRPCError) as e:
+                    await put(channel, token)
+                assert (e.value.status, e.value.message) == (
+                    Status.UNKNOWN,
+                    "Internal Server Error",
+                )
+        finally:
+            channel.close()
+        assert all(before == after for before, after in seen)
+        assert sorted(t for t, _ in seen if t is not None) == sorted(
+            [f"now-{i}" for i in range(1, 5)]
+            + [f"wait-{i}" for i in range(3)]
+            + ["now-boom", "wait-boom"]
+        )
+        assert [await store.get(f"wait-{i}") is not None for i in range(3)] == [True] * 3
+        errors = [r for r in caplog.records if r.getMessage() == "Application error"]
+        assert [str(r.exc_info[1]) for r in errors if r.exc_info] == ["now-boom", "wait-boom"]
+
+
 @pytest.mark.parametrize("path", PATHS)
 async def test_a_compressed_message_is_refused_like_grpc_go(path: str) -> None:
     async with Store() as store, service_channel(path, store) as channel:

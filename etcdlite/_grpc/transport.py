@@ -352,6 +352,10 @@ class ServerProtocol(CorkedProtocol):
             if known is not None and event.__class__ not in known:
                 continue  # e.g. UnknownFrameReceived: RFC 9113 says ignore it
             processor.process(event)
+        # the lean path's requests start once their DATA is in (see .unary)
+        run_pending = getattr(self.handler, "run_pending", None)
+        if run_pending is not None:
+            run_pending()
         connection.flush()
         return True
 
