@@ -152,6 +152,43 @@ async def test_each_request_runs_as_its_caller_with_or_without_waiting(
         assert [str(r.exc_info[1]) for r in errors if r.exc_info] == ["now-boom", "wait-boom"]
 
 
+async def test_an_answer_waits_while_the_connections_writes_are_paused() -> None:
+    """A request answered at once, reply or error, while its connection's writes are
+    paused (the socket's buffer is full) is sent by a task once they resume."""
+    async with Store() as store, etcdlite.serve(store, port=0) as server:
+        if not server.fast_path:
+            pytest.skip("grpclib's own path (ETCDLITE_FAST_PATH=0)")
+        channel = Channel("127.0.0.1", server.port, codec=server.codec())
+        try:
+            await call(channel, "/etcdserverpb.KV/Put", pb.PutRequest(key=b"a"), pb.PutResponse)
+            protocols = [p for s in server.grpc_servers for p in s.protocols]
+            assert len(protocols) == 1
+            protocols[0].pause_writing()
+            good = asyncio.create_task(
+                call(channel, "/etcdserverpb.KV/Put", pb.PutRequest(key=b"b"), pb.PutResponse)
+            )
+            bad = asyncio.create_task(
+                call(channel, "/etcdserverpb.KV/Put", pb.PutRequest(key=b""), pb.PutResponse)
+            )
+            async with asyncio.timeout(5):
+                while len(server.request_tasks()) < 2:
+                    await asyncio.sleep(0.01)
+            assert not good.done() and not bad.done()
+            assert await store.get(b"b") is not None  # done, its answer waiting
+            protocols[0].resume_writing()
+            reply: Any = await good
+            assert reply.header.revision == 3
+            with pytest.raises(GRPCError) as e:
+                await bad
+            assert (e.value.status, e.value.message) == (
+                Status.INVALID_ARGUMENT,
+                "etcdserver: key is not provided",
+            )
+            assert not server.request_tasks()
+        finally:
+            channel.close()
+
+
 @pytest.mark.parametrize("path", PATHS)
 async def test_a_compressed_message_is_refused_like_grpc_go(path: str) -> None:
     async with Store() as store, service_channel(path, store) as channel:

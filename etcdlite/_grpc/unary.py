@@ -209,11 +209,12 @@ class UnaryHandler(Handler):
     ) -> None:
         """Send the reply (or the status ``error`` maps to) and release the stream now if
         the connection takes it without waiting; else a task does both."""
+        status, text = (Status.OK, None) if message is not None else _status_of(error)
         try:
             if message is not None:
                 done = _reply_now(stream, message)
             else:
-                done = _status_now(stream, *_status_of(error))
+                done = _status_now(stream, status, text)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             done = True  # the client went away first
         if done:
@@ -221,7 +222,9 @@ class UnaryHandler(Handler):
             return
         # the connection's writes are paused, or the body is over the windows: a task waits
         self._tasks[stream] = self.loop.create_task(
-            self._handle(stream, _Done(message, error), None, release_stream)
+            self._handle(stream, _Done(message), None, release_stream)
+            if message is not None
+            else _refuse(stream, status, text, release_stream)
         )
 
     async def _handle(
@@ -304,18 +307,14 @@ class _Resume:
 
 
 class _Done:
-    """An outcome known already, awaited by the task that sends it: ``message``, or
-    ``error`` raised."""
+    """A reply known already, awaited by the task that sends it."""
 
-    __slots__ = ("_error", "_message")
+    __slots__ = ("_message",)
 
-    def __init__(self, message: bytes | None, error: Exception | None) -> None:
+    def __init__(self, message: bytes) -> None:
         self._message = message
-        self._error = error
 
-    def __await__(self) -> Generator[Any, Any, bytes | None]:
-        if self._error is not None:
-            raise self._error
+    def __await__(self) -> Generator[Any, Any, bytes]:
         return self._message
         yield  # a generator: awaitable
 
@@ -339,7 +338,7 @@ class _Release:
 
 
 async def _refuse(
-    stream: H2Stream, status: Status, message: str, release_stream: Callable[[], Any]
+    stream: H2Stream, status: Status, message: str | None, release_stream: Callable[[], Any]
 ) -> None:
     try:
         await _send_status(stream, status, message)
