@@ -83,6 +83,112 @@ async def test_a_request_past_its_deadline_is_released_and_the_server_goes_on() 
             channel.close()
 
 
+async def test_each_request_runs_as_its_caller_with_or_without_waiting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The lean path runs a request's method at once and answers it without a task if it
+    never waits; one that waits goes on in a task. Either way the method sees its own
+    request's caller (token), before and after the wait, with requests of other callers in
+    flight on the same connection; an unexpected error is UNKNOWN "Internal Server Error"
+    (logged) whether it is raised at once or after the wait."""
+    from etcdlite._grpc.caller import CALLER
+
+    gate = asyncio.Event()
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def interceptor(path: str) -> None:
+        token = CALLER.get().token
+        if token is not None and token.startswith("wait"):
+            await gate.wait()
+            await asyncio.sleep(0)  # a wait even once the gate is open
+        seen.append((token, CALLER.get().token))
+        if token is not None and token.endswith("boom"):
+            raise RuntimeError(token)
+
+    async def put(channel: Channel, token: str) -> Any:
+        async with channel.request(
+            "/etcdserverpb.KV/Put",
+            Cardinality.UNARY_UNARY,
+            pb.PutRequest,
+            pb.PutResponse,
+            metadata={"token": token},
+        ) as stream:
+            await stream.send_message(pb.PutRequest(key=token.encode(), value=b"v"), end=True)
+            return await stream.recv_message()
+
+    async with Store() as store, etcdlite.serve(store, port=0) as server:
+        if not server.fast_path:
+            pytest.skip("grpclib's own path (ETCDLITE_FAST_PATH=0)")
+        server.interceptor = interceptor
+        channel = Channel("127.0.0.1", server.port, codec=server.codec())
+        try:
+            await put(channel, "now-1")
+            assert not server.request_tasks()  # answered without a task
+            waiting = [asyncio.create_task(put(channel, f"wait-{i}")) for i in range(3)]
+            while len(server.request_tasks()) < 3:
+                await asyncio.sleep(0.01)
+            for i in range(3):  # others go through meanwhile
+                await put(channel, f"now-{i + 2}")
+            assert not [t for t in waiting if t.done()]
+            gate.set()
+            await asyncio.gather(*waiting)
+            for token in ("now-boom", "wait-boom"):
+                with pytest.raises(GRPCError) as e:
+                    await put(channel, token)
+                assert (e.value.status, e.value.message) == (
+                    Status.UNKNOWN,
+                    "Internal Server Error",
+                )
+        finally:
+            channel.close()
+        assert all(before == after for before, after in seen)
+        assert sorted(t for t, _ in seen if t is not None) == sorted(
+            [f"now-{i}" for i in range(1, 5)]
+            + [f"wait-{i}" for i in range(3)]
+            + ["now-boom", "wait-boom"]
+        )
+        assert [await store.get(f"wait-{i}") is not None for i in range(3)] == [True] * 3
+        errors = [r for r in caplog.records if r.getMessage() == "Application error"]
+        assert [str(r.exc_info[1]) for r in errors if r.exc_info] == ["now-boom", "wait-boom"]
+
+
+async def test_an_answer_waits_while_the_connections_writes_are_paused() -> None:
+    """A request answered at once, reply or error, while its connection's writes are
+    paused (the socket's buffer is full) is sent by a task once they resume."""
+    async with Store() as store, etcdlite.serve(store, port=0) as server:
+        if not server.fast_path:
+            pytest.skip("grpclib's own path (ETCDLITE_FAST_PATH=0)")
+        channel = Channel("127.0.0.1", server.port, codec=server.codec())
+        try:
+            await call(channel, "/etcdserverpb.KV/Put", pb.PutRequest(key=b"a"), pb.PutResponse)
+            protocols = [p for s in server.grpc_servers for p in s.protocols]
+            assert len(protocols) == 1
+            protocols[0].pause_writing()
+            good = asyncio.create_task(
+                call(channel, "/etcdserverpb.KV/Put", pb.PutRequest(key=b"b"), pb.PutResponse)
+            )
+            bad = asyncio.create_task(
+                call(channel, "/etcdserverpb.KV/Put", pb.PutRequest(key=b""), pb.PutResponse)
+            )
+            async with asyncio.timeout(5):
+                while len(server.request_tasks()) < 2:
+                    await asyncio.sleep(0.01)
+            assert not good.done() and not bad.done()
+            assert await store.get(b"b") is not None  # done, its answer waiting
+            protocols[0].resume_writing()
+            reply: Any = await good
+            assert reply.header.revision == 3
+            with pytest.raises(GRPCError) as e:
+                await bad
+            assert (e.value.status, e.value.message) == (
+                Status.INVALID_ARGUMENT,
+                "etcdserver: key is not provided",
+            )
+            assert not server.request_tasks()
+        finally:
+            channel.close()
+
+
 @pytest.mark.parametrize("path", PATHS)
 async def test_a_compressed_message_is_refused_like_grpc_go(path: str) -> None:
     async with Store() as store, service_channel(path, store) as channel:
@@ -152,6 +258,29 @@ class _Recorder:
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("127.0.0.1", 1)}.get(name, default)
+
+
+async def test_the_servers_connections_read_frames_with_a_cheap_repr() -> None:
+    """h2 formats ``repr(frame)`` for every frame it reads: the lean path's connections
+    read frames whose ``repr`` does not serialize the body, and still answer."""
+    from etcdlite._grpc.transport import QuietFrameBuffer
+
+    async with Store() as store, etcdlite.serve(store, port=0) as server:
+        if not server.fast_path:
+            pytest.skip("grpclib's own path (ETCDLITE_FAST_PATH=0)")
+        channel = Channel("127.0.0.1", server.port, codec=server.codec())
+        try:
+            put = pb.PutRequest(key=b"k", value=b"v" * 3000)
+            await call(channel, "/etcdserverpb.KV/Put", put, pb.PutResponse)
+            reply: Any = await call(channel, RANGE, pb.RangeRequest(key=b"k"), pb.RangeResponse)
+            assert [kv.value for kv in reply.kvs] == [b"v" * 3000]
+            protocols = [p for s in server.grpc_servers for p in s.protocols]
+            assert protocols
+            for protocol in protocols:
+                h2conn = protocol.connection._connection
+                assert type(h2conn.incoming_buffer) is QuietFrameBuffer
+        finally:
+            channel.close()
 
 
 async def test_writes_of_one_loop_turn_leave_in_one_write() -> None:
@@ -230,6 +359,85 @@ def test_data_frames_carry_prefix_and_body_and_debit_h2s_windows(size: int) -> N
     server.send_headers(sid, [("grpc-status", "0")], end_stream=True)
     ended = client.receive_data(server.data_to_send())
     assert any(type(e).__name__ == "StreamEnded" for e in ended)
+
+
+@pytest.mark.parametrize("value_size", [1, 100, 16384, 40000])
+def test_headers_frames_send_what_h2_would_and_move_its_state(value_size: int) -> None:
+    """The lean path's reply headers and trailers, framed without h2's ``send_headers``:
+    the client decodes them (a block over the frame size in CONTINUATION frames), the
+    trailers end the stream on both sides, and h2 refuses a second set as it would."""
+    import h2.exceptions
+
+    from etcdlite._grpc.headers import headers_frames
+
+    server, client, sid = _h2_pair()
+    reply = [(b":status", b"200"), (b"x-big", b"v" * value_size)]
+    for sid in (1, 3):  # on stream 3 the encoder sends table references
+        if sid != 1:
+            client.send_headers(
+                sid,
+                [(":method", "POST"), (":path", "/x"), (":scheme", "http"), (":authority", "a")],
+            )
+        client.end_stream(sid)
+        server.receive_data(client.data_to_send())
+        stream = server.streams[sid]
+        frames = headers_frames(server, stream, reply)
+        events = client.receive_data(server.data_to_send() + frames)
+        assert [type(e).__name__ for e in events] == ["ResponseReceived"]
+        assert events[0].headers == reply
+        frames = headers_frames(server, stream, [(b"grpc-status", b"0")], end_stream=True)
+        events = client.receive_data(frames)
+        assert [type(e).__name__ for e in events] == ["TrailersReceived", "StreamEnded"]
+        assert events[0].headers == [(b"grpc-status", b"0")]
+        assert stream.closed and client.streams[sid].closed
+        with pytest.raises(h2.exceptions.ProtocolError):
+            headers_frames(server, stream, [(b"grpc-status", b"0")], end_stream=True)
+
+
+def test_received_header_lists_are_checked_once_and_refused_every_time() -> None:
+    """A server connection that checks each distinct header list once gives the events a
+    plain h2 connection gives, repeated lists and trailers included; an invalid list (a
+    connection-specific field) after them is refused with h2's error, as h2 refuses it."""
+    import h2.config
+    import h2.connection
+    import h2.exceptions
+
+    from etcdlite._grpc.headers import check_headers_once
+
+    def connect(once: bool) -> tuple[Any, Any]:
+        server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        if once:
+            check_headers_once(server)
+        client = h2.connection.H2Connection(
+            h2.config.H2Configuration(
+                client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
+            )
+        )
+        client.initiate_connection()
+        server.initiate_connection()
+        server.receive_data(client.data_to_send())
+        client.receive_data(server.data_to_send())
+        return server, client
+
+    request = [(":method", "POST"), (":path", "/x"), (":scheme", "http"), (":authority", "a")]
+    other = [*request[:1], (":path", "/y"), *request[2:], ("te", "trailers")]
+    bad = [*request, ("connection", "close")]
+    seen: dict[bool, list[Any]] = {}
+    for once in (False, True):
+        server, client = connect(once)
+        log: list[Any] = []
+        for sid, headers in [(1, request), (3, other), (5, request), (7, request)]:
+            client.send_headers(sid, headers)
+            client.send_headers(sid, [("x-trailer", "t")], end_stream=True)  # trailers
+            events = server.receive_data(client.data_to_send())
+            log += [(type(e).__name__, getattr(e, "headers", None)) for e in events]
+        assert (type(server.streams[7]).__name__ == "_CheckedOnceStream") is once
+        client.send_headers(9, bad, end_stream=True)
+        with pytest.raises(h2.exceptions.ProtocolError, match="Connection-specific header"):
+            server.receive_data(client.data_to_send())
+        seen[once] = log
+    assert seen[True] == seen[False]
+    assert len([name for name, _ in seen[True] if name == "RequestReceived"]) == 4
 
 
 # --- CachingDecoder: a cached HPACK decoder agrees with a plain one -----------------------

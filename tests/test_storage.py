@@ -812,3 +812,27 @@ async def test_the_open_segment_is_preallocated_and_its_padding_recovers(
             assert store._storage is not None
             torn = store._storage.recovered.torn
             assert torn is not None and torn[1] == store._storage.segment.offset
+
+
+@pytest.mark.parametrize("dsync", [True, False])
+async def test_a_batch_is_written_and_synced_the_same_with_or_without_rwf_dsync(
+    data_dir: Path, dsync: bool
+) -> None:
+    """A batch goes out by one ``pwritev(RWF_DSYNC)`` where the kernel has it, else by
+    ``pwrite`` and ``fdatasync``: the same bytes at the same offsets, recovered the same."""
+    async with asyncio.timeout(TIMEOUT):
+        async with Store(data_dir=data_dir) as store:
+            assert store._storage is not None
+            segment = store._storage.segment
+            assert segment.dsync == bool(getattr(os, "RWF_DSYNC", 0))
+            segment.dsync = segment.dsync and dsync
+            await asyncio.gather(*(store.put(f"k{i}", b"v" * i) for i in range(50)))
+            for i in range(10):
+                await store.put(f"s{i}", b"w" * 300)
+            assert segment.dsync == (dsync and bool(getattr(os, "RWF_DSYNC", 0)))
+            before = await state(store)
+            offset = segment.offset
+        data = segment_path(data_dir, segment.seq).read_bytes()
+        assert len(data) == offset and data.count(b"w" * 300) == 10
+        async with Store(data_dir=data_dir) as store:
+            assert await state(store) == before

@@ -32,6 +32,7 @@ from hpack import Decoder, Encoder
 from hyperframe import frame as hyperframe
 
 from .guard import Abuse, FrameGuard, Limits
+from .headers import check_headers_once
 from .receive import FrameSplitter
 
 __all__ = [
@@ -285,7 +286,9 @@ class ServerProtocol(CorkedProtocol):
     * a connection whose client has not sent the HTTP/2 preface within
       ``preface_timeout`` seconds is closed (a socket that never speaks costs a slot);
     * events grpclib has no handler for (an unknown frame type, which RFC 9113 says to
-      ignore) are ignored instead of raising from grpclib's event processor.
+      ignore) are ignored instead of raising from grpclib's event processor;
+    * h2 checks each distinct received header list once (:func:`.headers.check_headers_once`)
+      and reads frames whose ``repr`` is cheap (:func:`quiet_frames`).
     """
 
     def __init__(
@@ -306,6 +309,8 @@ class ServerProtocol(CorkedProtocol):
         self._preface_timer = asyncio.get_running_loop().call_later(
             self._preface_timeout, self._no_preface
         )
+        check_headers_once(self.connection._connection)
+        quiet_frames(self.connection._connection)  # the server formats a repr per frame too
         handler = self.handler
         if hasattr(handler, "closed_streams"):  # the lean path's handler counts them
             h2conn = self.connection._connection
@@ -377,6 +382,10 @@ class ServerProtocol(CorkedProtocol):
             if known is not None and event.__class__ not in known:
                 continue  # e.g. UnknownFrameReceived: RFC 9113 says ignore it
             processor.process(event)
+        # the lean path's requests start once their DATA is in (see .unary)
+        run_pending = getattr(self.handler, "run_pending", None)
+        if run_pending is not None:
+            run_pending()
         connection.flush()
         return True
 
@@ -443,6 +452,15 @@ class QuietFrameBuffer(FrameBuffer):
         return frame
 
 
+def quiet_frames(h2conn: Any) -> None:
+    """Make ``h2conn`` read frames whose ``repr`` is cheap (:class:`QuietFrameBuffer`)."""
+    table = h2conn._frame_dispatch_table
+    for cls, quiet in _QUIET.items():
+        if cls in table:
+            table[quiet] = table[cls]
+    h2conn.incoming_buffer.__class__ = QuietFrameBuffer
+
+
 class ClientProtocol(CorkedProtocol):
     """The Client's connections: corked writes, PING ACKs held, frames' reprs cheap, the
     reply DATA of lean calls taken without h2 (:class:`~etcdlite._grpc.receive.FrameSplitter`)."""
@@ -452,12 +470,7 @@ class ClientProtocol(CorkedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        h2conn = self.connection._connection
-        table = h2conn._frame_dispatch_table
-        for cls, quiet in _QUIET.items():
-            if cls in table:
-                table[quiet] = table[cls]
-        h2conn.incoming_buffer.__class__ = QuietFrameBuffer
+        quiet_frames(self.connection._connection)
         self.splitter = FrameSplitter(self)
 
     def data_received(self, data: bytes) -> None:

@@ -7,6 +7,16 @@ headers are the ordinary ones (POST, ``application/grpc[+proto]``, ``te: trailer
 answers with headers, DATA and trailers in one buffer; anything else goes down grpclib's own
 path, which stays the reference behaviour (tests compare the two paths).
 
+A request does not get a task of its own up front. :meth:`UnaryHandler.accept` only takes
+its headers; once the connection has handed grpclib all the frames of the bytes it read
+(the request's DATA with them, as a rule), :meth:`UnaryHandler.run_pending` runs the
+method at once, in a context of its own that holds the request's caller
+(:data:`~.caller.CALLER`), up to its first wait. A request that never waits (a read, a write
+to a store in memory) is answered there and then: no task, no loop turn before the reply.
+One that waits (a durable write, a paused store, a message still in flight) goes on in a
+task from where it stopped, in the same context, under its deadline; a stream reset before
+the request started releases it without running it.
+
 What the lean path does itself, and grpclib's path does the same way:
 
 * the request: a 5-byte prefix (a compressed flag is refused like grpc-go, no decompressor
@@ -23,8 +33,9 @@ decides whether it is used at all.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any
 
 import h2.exceptions
@@ -42,6 +53,7 @@ from ..errors import (
 )
 from .caller import CALLER, Caller
 from .frames import data_frames, send_data
+from .headers import headers_frames
 from .messages import read_message
 
 __all__ = ["FastMethod", "Interceptor", "UnaryHandler"]
@@ -55,8 +67,12 @@ Interceptor = Callable[[str], Awaitable[None]]
 
 _CONTENT_TYPE = "application/grpc+proto"
 _ACCEPTED_CONTENT_TYPES = frozenset({"application/grpc", _CONTENT_TYPE})
-_RESPONSE_HEADERS = [(":status", "200"), ("content-type", _CONTENT_TYPE)]
-_TRAILERS_OK = [("grpc-status", "0")]
+_RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", _CONTENT_TYPE.encode())]
+_TRAILERS_OK = [(b"grpc-status", b"0")]
+
+
+#: An accepted request: its path, method, deadline (loop time), stream release, caller.
+_Request = tuple[str, "FastMethod", float | None, Callable[[], Any], Caller]
 
 
 class UnaryHandler(Handler):
@@ -79,6 +95,8 @@ class UnaryHandler(Handler):
         self.fast_requests = 0
         #: Streams released so far (the concurrent-stream bound reads it).
         self.closed_streams = 0
+        #: Requests accepted, not started yet: what :meth:`run_pending` starts.
+        self._pending: dict[H2Stream, _Request] = {}
 
     def accept(
         self, stream: H2Stream, headers: list[tuple[str, str]], release_stream: Callable[[], Any]
@@ -120,44 +138,112 @@ class UnaryHandler(Handler):
         self.fast_requests += 1
         token = fields.get("token")
         caller = Caller(fields.get("authorization") if token is None else token, stream)
-        self._tasks[stream] = self.loop.create_task(
-            self._handle(stream, path, method, timeout, release_stream, caller)
-        )
+        at = None if timeout is None else self.loop.time() + timeout
+        # started by run_pending, once the frames read with these headers (its DATA, as a
+        # rule) have been taken in
+        self._pending[stream] = (path, method, at, release_stream, caller)
+
+    def run_pending(self) -> None:
+        """Start the requests accepted since the last call. The connection's protocol calls
+        this once it has handed grpclib every event of the bytes it read."""
+        pending, self._pending = self._pending, {}
+        for stream, (path, method, deadline, release_stream, caller) in pending.items():
+            self._start(stream, path, method, deadline, release_stream, caller)
 
     def cancel(self, stream: H2Stream) -> None:
+        if self._pending.pop(stream, None) is not None:  # reset before it started
+            release = getattr(stream, "_etcdlite_release", None)
+            if release is not None:
+                release()
+            return
         task = self._tasks.get(stream)
+        if task is None:
+            return  # answered already (a synchronous request leaves no task)
         super().cancel(stream)
         release = getattr(stream, "_etcdlite_release", None)
-        if task is not None and release is not None:
+        if release is not None:
             task.add_done_callback(lambda _task: release())
 
-    async def _handle(
+    def close(self) -> None:
+        pending, self._pending = self._pending, {}
+        for _, _, _, release_stream, _ in pending.values():
+            release_stream()
+        super().close()
+
+    def _start(
         self,
         stream: H2Stream,
         path: str,
         method: FastMethod,
-        timeout: float | None,
+        deadline: float | None,
         release_stream: Callable[[], Any],
         caller: Caller,
     ) -> None:
-        CALLER.set(caller)  # this request's task: its token and stream, for auth
+        """Run the request's method at once, in a context of its own (its caller), up to
+        its first wait: a request that needs none is answered now, without a task; one that
+        waits (a durable write, a paused store) goes on in a task from where it stopped,
+        under its deadline."""
+        context = contextvars.copy_context()
+        context.run(CALLER.set, caller)
+        coro = self._call(stream, path, method)
+        try:
+            waiting = context.run(coro.send, None)
+        except StopIteration as done:
+            reply = done.value
+            message = reply if isinstance(reply, bytes) else bytes(reply)
+            self._answer(stream, message, None, release_stream)
+        except Exception as e:
+            self._answer(stream, None, e, release_stream)
+        else:
+            self._tasks[stream] = self.loop.create_task(
+                self._handle(stream, _Resume(coro, waiting), deadline, release_stream),
+                context=context,
+            )
+
+    def _answer(
+        self,
+        stream: H2Stream,
+        message: bytes | None,
+        error: Exception | None,
+        release_stream: Callable[[], Any],
+    ) -> None:
+        """Send the reply (or the status ``error`` maps to) and release the stream now if
+        the connection takes it without waiting; else a task does both."""
+        status, text = (Status.OK, None) if message is not None else _status_of(error)
+        try:
+            if message is not None:
+                done = _reply_now(stream, message)
+            else:
+                done = _status_now(stream, status, text)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            done = True  # the client went away first
+        if done:
+            release_stream()
+            return
+        # the connection's writes are paused, or the body is over the windows: a task waits
+        self._tasks[stream] = self.loop.create_task(
+            self._handle(stream, _Done(message), None, release_stream)
+            if message is not None
+            else _refuse(stream, status, text, release_stream)
+        )
+
+    async def _handle(
+        self,
+        stream: H2Stream,
+        call: Awaitable[Any],
+        deadline: float | None,
+        release_stream: Callable[[], Any],
+    ) -> None:
         try:
             try:
-                if timeout is None:
-                    reply = await self._call(stream, path, method)
+                if deadline is None:
+                    reply = await call
                 else:
-                    async with asyncio.timeout(timeout):
-                        reply = await self._call(stream, path, method)
-            except EtcdError as e:
-                await _send_status(stream, Status(int(e.code)), e.message)
-            except GRPCError as e:
-                await _send_status(stream, e.status, e.message)
-            except TimeoutError:
-                await _send_status(stream, Status.DEADLINE_EXCEEDED, None)
-            except Exception:
-                log.exception("Application error")
-                error = GrpcInternalServerError()
-                await _send_status(stream, Status(int(error.code)), error.message)
+                    async with asyncio.timeout_at(deadline):
+                        reply = await call
+            except Exception as e:
+                status, text = _status_of(e)
+                await _send_status(stream, status, text)
             else:
                 await _send_reply(stream, reply if isinstance(reply, bytes) else bytes(reply))
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
@@ -174,6 +260,63 @@ class UnaryHandler(Handler):
         if request is None:
             raise GrpcMissingMessageError()
         return await fn(request)
+
+
+def _status_of(error: BaseException | None) -> tuple[Status, str | None]:
+    """The status a method's exception is answered with: its own for ``EtcdError`` and
+    ``GRPCError``, DEADLINE_EXCEEDED for the deadline's ``TimeoutError``, else UNKNOWN
+    "Internal Server Error" (logged, as grpclib does)."""
+    if isinstance(error, EtcdError):
+        return Status(int(error.code)), error.message
+    if isinstance(error, GRPCError):
+        return error.status, error.message
+    if isinstance(error, TimeoutError):
+        return Status.DEADLINE_EXCEEDED, None
+    log.error("Application error", exc_info=error)
+    internal = GrpcInternalServerError()
+    return Status(int(internal.code)), internal.message
+
+
+class _Resume:
+    """Awaiting this goes on with ``coro``, a coroutine run up to its first wait outside
+    any task (it yielded ``waiting``, the future it waits on): the task awaiting this sees
+    that future first, then everything ``coro`` yields, and sends and throws (cancellation,
+    a deadline) go on to ``coro``; its result is ``coro``'s."""
+
+    __slots__ = ("_coro", "_waiting")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
+        self._coro = coro
+        self._waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value = self._coro, self._waiting
+        while True:
+            try:
+                sent = yield value
+            except BaseException as e:
+                try:
+                    value = coro.throw(e)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
+
+
+class _Done:
+    """A reply known already, awaited by the task that sends it."""
+
+    __slots__ = ("_message",)
+
+    def __init__(self, message: bytes) -> None:
+        self._message = message
+
+    def __await__(self) -> Generator[Any, Any, bytes]:
+        return self._message
+        yield  # a generator: awaitable
 
 
 class _Release:
@@ -195,7 +338,7 @@ class _Release:
 
 
 async def _refuse(
-    stream: H2Stream, status: Status, message: str, release_stream: Callable[[], Any]
+    stream: H2Stream, status: Status, message: str | None, release_stream: Callable[[], Any]
 ) -> None:
     try:
         await _send_status(stream, status, message)
@@ -205,49 +348,86 @@ async def _refuse(
         release_stream()
 
 
+def _reply_now(stream: H2Stream, message: bytes) -> bool:
+    """Write the reply (headers, ``message``, trailers) in one buffer if the connection
+    takes it now: writes not paused, the body within the flow-control windows. False if
+    nothing was written; True also when the client reset the stream meanwhile."""
+    conn = stream.connection
+    if not conn.write_ready.is_set():
+        return False
+    h2conn = stream._h2_connection
+    sid = stream.id
+    assert sid is not None
+    h2stream = h2conn.streams.get(sid)
+    if h2stream is None:
+        return True  # reset by the client meanwhile
+    size = len(message)
+    if size + 5 > h2conn.local_flow_control_window(sid):
+        return False
+    # headers, body and trailers in one buffer: the body is copied once, by the join; the
+    # header blocks are framed here, not by h2 (see .headers)
+    parts: list[bytes | memoryview] = [
+        h2conn.data_to_send(),
+        headers_frames(h2conn, h2stream, _RESPONSE_HEADERS),
+    ]
+    prefix = b"\x00" + size.to_bytes(4, "big")  # gRPC: uncompressed, length
+    parts += data_frames(h2conn, sid, memoryview(message), 0, size, prefix)
+    parts.append(headers_frames(h2conn, h2stream, _TRAILERS_OK, end_stream=True))
+    stream._transport.write(b"".join(parts))
+    conn.data_send_process()  # grpclib's keepalive accounting: the connection is in use
+    return True
+
+
 async def _send_reply(stream: H2Stream, message: bytes) -> None:
     conn = stream.connection
     if not conn.write_ready.is_set():
         await conn.write_ready.wait()
+    if _reply_now(stream, message):
+        return
+    # a body over the windows: it goes out as WINDOW_UPDATEs arrive, not copied to prepend
     h2conn = stream._h2_connection
     sid = stream.id
     assert sid is not None
-    if sid not in h2conn.streams:
-        return  # reset by the client meanwhile
-    prefix = b"\x00" + len(message).to_bytes(4, "big")  # gRPC: uncompressed, length
-    h2conn.send_headers(sid, _RESPONSE_HEADERS)
+    h2stream = h2conn.streams.get(sid)
+    if h2stream is None:
+        return
     transport = stream._transport
-    if len(message) + 5 <= h2conn.local_flow_control_window(sid):
-        # headers, body and trailers in one buffer: the body is copied once, by the join
-        parts: list[bytes | memoryview] = [h2conn.data_to_send()]
-        parts += data_frames(h2conn, sid, memoryview(message), 0, len(message), prefix)
-        h2conn.send_headers(sid, _TRAILERS_OK, end_stream=True)
-        parts.append(h2conn.data_to_send())
-        transport.write(b"".join(parts))
-    else:
-        transport.write(h2conn.data_to_send())
-        await send_data(stream, message, prefix)  # a large body is not copied to prepend
-        if sid not in h2conn.streams:
-            return
-        h2conn.send_headers(sid, _TRAILERS_OK, end_stream=True)
-        transport.write(h2conn.data_to_send())
-    conn.data_send_process()  # grpclib's keepalive accounting: the connection is in use
+    transport.write(h2conn.data_to_send() + headers_frames(h2conn, h2stream, _RESPONSE_HEADERS))
+    await send_data(stream, message, b"\x00" + len(message).to_bytes(4, "big"))
+    h2stream = h2conn.streams.get(sid)
+    if h2stream is None:
+        return
+    transport.write(
+        h2conn.data_to_send() + headers_frames(h2conn, h2stream, _TRAILERS_OK, end_stream=True)
+    )
+    conn.data_send_process()
 
 
-async def _send_status(stream: H2Stream, status: Status, message: str | None) -> None:
+def _status_now(stream: H2Stream, status: Status, message: str | None) -> bool:
     """A trailers-only response, then RST_STREAM if the client's side is still open (as
-    grpclib does)."""
+    grpclib does), if the connection's writes are not paused; False if nothing was sent."""
     conn = stream.connection
     if not conn.write_ready.is_set():
-        await conn.write_ready.wait()
+        return False
     h2conn = stream._h2_connection
     assert stream.id is not None
     if stream.id not in h2conn.streams:
-        return
-    headers = [*_RESPONSE_HEADERS, ("grpc-status", str(status.value))]
+        return True
+    headers: list[tuple[bytes, bytes]] = [
+        *_RESPONSE_HEADERS,
+        (b"grpc-status", str(status.value).encode()),
+    ]
     if message is not None:
-        headers.append(("grpc-message", encode_grpc_message(message)))
+        headers.append((b"grpc-message", encode_grpc_message(message).encode()))
     h2conn.send_headers(stream.id, headers, end_stream=True)
     stream._transport.write(h2conn.data_to_send())
     if stream.closable:
         stream.reset_nowait()
+    return True
+
+
+async def _send_status(stream: H2Stream, status: Status, message: str | None) -> None:
+    conn = stream.connection
+    if not conn.write_ready.is_set():
+        await conn.write_ready.wait()
+    _status_now(stream, status, message)

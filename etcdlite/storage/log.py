@@ -51,6 +51,11 @@ _SEGMENT = re.compile(r"^wal-([0-9a-f]{16})\.log$")
 _SNAPSHOT = re.compile(r"^snap-([0-9a-f]{16})\.snap$")
 
 _fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+#: ``pwritev``'s per-call "sync the data" flag (Linux 4.7+; 0: none): a batch's write and
+#: its ``fdatasync`` in one system call. The writer thread then gives the GIL up and takes it
+#: back once per batch instead of twice; each retake waits for the event loop's thread to
+#: let go of it, which is what a busy server pays for (the disk work is the same).
+_RWF_DSYNC: int = getattr(os, "RWF_DSYNC", 0)
 #: Bytes the open segment is extended by ahead of the writes.
 PREALLOCATE = 4 << 20
 
@@ -155,6 +160,9 @@ class SegmentWriter:
         self.allocated = offset
         #: The preallocation step (0: none; it also turns itself off where unsupported).
         self.preallocate = PREALLOCATE
+        #: Whether a batch is written and synced by one ``pwritev(RWF_DSYNC)`` (it turns
+        #: itself off where the kernel or file system refuses the flag).
+        self.dsync = bool(_RWF_DSYNC) and hasattr(os, "pwritev")
         self._fd = self._open(seq)
         if os.fstat(self._fd).st_size != offset:
             os.ftruncate(self._fd, offset)  # cut the torn tail recovery found
@@ -199,28 +207,43 @@ class SegmentWriter:
         if not chunk:
             return
         frames = b"".join(chunk)
-        data = encode_batch(frames) + frames
+        marker = encode_batch(frames)
+        size = len(marker) + len(frames)
         fd = self._fd
         try:
             if self.before_write is not None:
-                self.before_write(data)
-            end = self.offset + len(data)
+                self.before_write(marker + frames)
+            end = self.offset + size
             if end > self.allocated and self.preallocate:
                 self._extend(end)
-            view = memoryview(data)
             at = self.offset
-            while view:
-                n = os.pwrite(fd, view, at)
-                view = view[n:]
-                at += n
-            _fdatasync(fd)
+            done = self._write_dsync(fd, [marker, frames], at) if self.dsync else 0
+            if done < size:  # no RWF_DSYNC here, or a short write: the rest, then a sync
+                view = memoryview(marker + frames)[done:]
+                at += done
+                while view:
+                    n = os.pwrite(fd, view, at)
+                    view = view[n:]
+                    at += n
+                _fdatasync(fd)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, self.offset)
                 self.allocated = self.offset
             raise
-        self.offset += len(data)
-        self.log_bytes += len(data)
+        self.offset += size
+        self.log_bytes += size
+
+    def _write_dsync(self, fd: int, parts: list[bytes], at: int) -> int:
+        """``parts`` written at ``at`` and synced by one ``pwritev(..., RWF_DSYNC)``; returns
+        the bytes written (0, and :attr:`dsync` off, where the flag is unsupported)."""
+        try:
+            return os.pwritev(fd, parts, at, _RWF_DSYNC)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            self.dsync = False
+            return 0
 
     def _extend(self, end: int) -> None:
         size = max(end, self.allocated) + self.preallocate
