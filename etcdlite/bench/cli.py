@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
     print(result.table())
     checks = evaluate(result.results)
     if checks:
-        print("\nTargets (issue 6):")
+        print("\nTargets (issues 6 and 14):")
         for c in checks:
             verdict = "n/a " if c.ok is None else "ok  " if c.ok else "MISS"
             print(f"  {verdict} {c.check.text}: {c.short()}")
