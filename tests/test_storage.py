@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import hashlib
 import os
 import random
@@ -31,6 +32,7 @@ from typing import Any
 import pytest
 
 from etcdlite import Compare, Delete, ManualClock, Put, Store
+from etcdlite.__main__ import open_store
 from etcdlite.storage import (
     CorruptDataError,
     DataDirLockedError,
@@ -866,3 +868,40 @@ async def test_the_open_segment_is_preallocated_and_its_padding_recovers(
             assert store._storage is not None
             torn = store._storage.recovered.torn
             assert torn is not None and torn[1] == store._storage.segment.offset
+
+
+def test_the_server_loads_its_directory_with_the_collector_off_then_freezes_it(
+    data_dir: Path,
+) -> None:
+    """``etcdlite serve`` (:func:`etcdlite.__main__.open_store`): no collection walks the
+    recovered revisions while they load, and none will after (they are frozen); a
+    memory-only store leaves the collector alone."""
+
+    async def fill() -> None:
+        async with Store(data_dir=data_dir) as store:
+            for i in range(3000):
+                await store.put(b"k%d" % (i % 100), b"v")
+
+    asyncio.run(fill())
+    collections: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.unfreeze()
+    gc.callbacks.append(seen)
+    try:
+        store = open_store({"data_dir": str(data_dir)})
+        try:
+            assert collections == [] and gc.isenabled() and gc.get_freeze_count() > 0
+            assert store.revision == 3001
+        finally:
+            asyncio.run(store.close())
+        gc.unfreeze()
+        memory_only = open_store({})
+        assert gc.get_freeze_count() == 0 and gc.isenabled()
+        asyncio.run(memory_only.close())
+    finally:
+        gc.callbacks.remove(seen)
+        gc.unfreeze()
