@@ -257,6 +257,7 @@ WORKLOADS: tuple[Workload, ...] = (
         (
             ("restart_s", "restart s (median of 3)"),
             ("restart_max_s", "restart s (slowest)"),
+            ("restart_cpu_s", "restart, server CPU s (median)"),
             ("fill_s", "fill s (not a target)"),
         ),
         (
@@ -268,6 +269,7 @@ WORKLOADS: tuple[Workload, ...] = (
             "restart_s",
             "restart_min_s",
             "restart_max_s",
+            "restart_cpu_s",
         ),
     ),
 )
