@@ -23,10 +23,14 @@ store sees):
   1M revisions take a few minutes on two cores.
 
 Then the server is stopped (SIGTERM: etcd's clean shutdown) and restarted 3 times on that
-directory; each restart is timed as :func:`~etcdlite.bench.local.startup` times start-up:
-from spawning the process to the first answered request (a point Range), without
-``PR_SET_PDEATHSIG``. ``embedded`` times ``Store(data_dir=D)`` to its first answered get
-(the recovery itself, without an interpreter start or gRPC). The first answer's revision
+directory. With ``--repeat N`` the directories are filled once and kept for the run (removed
+when it ends), so the later repeats restart serve and etcd in turns a few seconds apart: a
+machine shared with other jobs then weighs on both alike, where the first repeat times one
+target minutes after the other (the etcd fill between). Each restart is timed as
+:func:`~etcdlite.bench.local.startup` times start-up: from spawning the process to the
+first answered request (a point Range), without ``PR_SET_PDEATHSIG``. ``embedded`` times
+``Store(data_dir=D)`` to its first answered get (the recovery itself, without an
+interpreter start or gRPC). The first answer's revision
 is checked, so a restart that lost data is an error, not a fast time. ``restart_cpu_s`` is
 the server's CPU time until it answered (``/proc/<pid>/stat``; embedded: this process's):
 on a shared machine it says what the code costs when the wall time says what the
@@ -126,11 +130,41 @@ async def _first_answer(endpoint: str) -> int:
 
 
 async def restart(ctx: Ctx) -> Metrics:
-    """Fill a data directory with ``n`` revisions, then time :data:`RESTARTS` restarts."""
+    """Fill a data directory with ``n`` revisions (once per run: a repeat reuses it), then
+    time :data:`RESTARTS` restarts."""
     kind = ctx.target.name
     if kind not in ("embedded", "serve", "etcd"):
         raise ValueError(f"restart needs a target the benchmark starts, not {kind}")
     n = ctx.n(REVISIONS, minimum=1000)
+    name = f"restart/{kind}/{n}"
+    kept = ctx.kept.find(name) if ctx.kept is not None else None
+    if kept is None:
+        kept = await _filled(ctx, kind, n)
+        if ctx.kept is not None:
+            ctx.kept.keep(name, *kept)
+    root, notes = kept
+    data = f"{root}/data"
+    try:
+        times, cpu = await _restarts(ctx, kind, data, int(notes["last"]))
+    finally:
+        if ctx.kept is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return {
+        "revisions": n,
+        "keys": min(KEYS, n),
+        "fill_s": notes["fill_s"],
+        "data_bytes": notes["data_bytes"],
+        "reps": len(times),
+        "restart_s": statistics.median(times),
+        "restart_min_s": min(times),
+        "restart_max_s": max(times),
+        "restart_cpu_s": statistics.median(cpu),
+    }
+
+
+async def _filled(ctx: Ctx, kind: str, n: int) -> tuple[str, dict[str, float]]:
+    """A new directory holding ``<dir>/data`` filled with ``n`` revisions, and notes on it:
+    the fill's time, the data's size and the last revision written."""
     parent = getattr(ctx.target, "data_parent", None) or tmp_parent()
     root = tempfile.mkdtemp(prefix=f"etcdlite-bench-restart-{kind}-", dir=parent)
     data = f"{root}/data"
@@ -147,46 +181,42 @@ async def restart(ctx: Ctx) -> Metrics:
             async with Store(data_dir=data) as store:
                 last = await fill(store, n, ctx)
         fill_s = time.perf_counter() - start
-        times: list[float] = []
-        cpu: list[float] = []
-        for i in range(RESTARTS):
-            ctx.progress.tick(i, RESTARTS, "restarts")
-            gc.collect()
-            if kind == "embedded":
-                t = time.perf_counter()
-                c = time.process_time()
-                store = await asyncio.to_thread(Store, data_dir=data)
-                try:
-                    rev = (await store.range(PROBE_KEY)).header.revision
-                    times.append(time.perf_counter() - t)
-                    cpu.append(time.process_time() - c)
-                finally:
-                    await store.close()
-                    del store
-            else:
-                async with start_child(kind, ctx.etcd, die_with_parent=False, data_dir=data) as (
-                    child,
-                    ready,
-                ):
-                    times.append(ready)
-                    cpu.append(proc_cpu_seconds(child.pid))
-                    rev = await _first_answer(child.endpoint)
-            if rev != last:
-                raise RuntimeError(f"{kind} restarted at revision {rev}, {last} written")
-        du = sum(f.stat().st_size for f in _files(data))
-    finally:
+        size = sum(f.stat().st_size for f in _files(data))
+    except BaseException:
         shutil.rmtree(root, ignore_errors=True)
-    return {
-        "revisions": n,
-        "keys": min(KEYS, n),
-        "fill_s": fill_s,
-        "data_bytes": du,
-        "reps": len(times),
-        "restart_s": statistics.median(times),
-        "restart_min_s": min(times),
-        "restart_max_s": max(times),
-        "restart_cpu_s": statistics.median(cpu),
-    }
+        raise
+    return root, {"fill_s": fill_s, "data_bytes": size, "last": last}
+
+
+async def _restarts(ctx: Ctx, kind: str, data: str, last: int) -> tuple[list[float], list[float]]:
+    """:data:`RESTARTS` restarts on ``data``: wall and CPU seconds to the first answer."""
+    times: list[float] = []
+    cpu: list[float] = []
+    for i in range(RESTARTS):
+        ctx.progress.tick(i, RESTARTS, "restarts")
+        gc.collect()
+        if kind == "embedded":
+            t = time.perf_counter()
+            c = time.process_time()
+            store = await asyncio.to_thread(Store, data_dir=data)
+            try:
+                rev = (await store.range(PROBE_KEY)).header.revision
+                times.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
+            finally:
+                await store.close()
+                del store
+        else:
+            async with start_child(kind, ctx.etcd, die_with_parent=False, data_dir=data) as (
+                child,
+                ready,
+            ):
+                times.append(ready)
+                cpu.append(proc_cpu_seconds(child.pid))
+                rev = await _first_answer(child.endpoint)
+        if rev != last:
+            raise RuntimeError(f"{kind} restarted at revision {rev}, {last} written")
+    return times, cpu
 
 
 def _files(directory: str) -> list[Path]:
