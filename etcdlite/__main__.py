@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import json
 import logging
@@ -282,6 +283,22 @@ def _store_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def open_store(options: dict[str, Any]) -> Store:
+    """The server's store. A recovered data directory is millions of long-lived objects:
+    loaded with the collector off and then frozen (:func:`gc.freeze`), no collection ever
+    walks them again (the first one after a load of 1M revisions took ~0.2 s before the
+    first answer, and each later full collection as long). The server owns its process's
+    collector; an embedded Store leaves the host's alone."""
+    if options.get("data_dir") is None:
+        return Store(**options)
+    gc.disable()
+    try:
+        return Store(**options)
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 async def run_server(args: argparse.Namespace) -> int:
     try:
         listen = _listen_addresses(args)
@@ -297,7 +314,7 @@ async def run_server(args: argparse.Namespace) -> int:
 
         refusals = (OSError, StorageError)
     try:
-        store = Store(**options)
+        store = open_store(options)
     except refusals as e:
         print(f"etcdlite: cannot open --data-dir {args.data_dir}: {e}", file=sys.stderr)
         return 2

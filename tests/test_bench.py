@@ -20,7 +20,7 @@ from etcdlite.bench.measure import percentile, proc_cpu_seconds
 from etcdlite.bench.report import CHECKS, Result, fmt
 from etcdlite.bench.runner import merge_repeats
 from etcdlite.bench.targets import start_child
-from etcdlite.bench.workloads import GROUPS, WORKLOADS, select
+from etcdlite.bench.workloads import GROUPS, HEAVY, WORKLOADS, select
 
 from .helpers import need
 from .launch import etcd_binary, run_python, running_cli
@@ -47,7 +47,8 @@ def test_every_workload_on_every_target_at_tiny_scale(tmp_path: Path, targets: l
     if "etcd" in targets:
         need("etcd", etcd_binary() is None)
     out = tmp_path / "bench.json"
-    proc = _bench("all", "--compare", ",".join(targets), "--scale", SCALE, "--json", str(out))
+    every = ",".join(("all", *HEAVY))
+    proc = _bench(every, "--compare", ",".join(targets), "--scale", SCALE, "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     doc = json.loads(out.read_text())
@@ -174,7 +175,11 @@ def test_list_and_selection() -> None:
     assert [w.name for w in select("watch-fanout")] == list(GROUPS["watch-fanout"])
     # put brings the floor along: its target is a ratio to it.
     assert [w.name for w in select("put")] == ["floor", "put"]
-    assert [w.name for w in select("all")] == [w.name for w in WORKLOADS]
+    # all but the heavy ones (minutes each at scale 1), which are named to run.
+    assert HEAVY and [w.name for w in select("all")] == [
+        w.name for w in WORKLOADS if w.name not in HEAVY
+    ]
+    assert [w.name for w in select(",".join(HEAVY))] == list(HEAVY)
 
 
 def test_measure_helpers() -> None:

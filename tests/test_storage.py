@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import hashlib
 import os
 import random
@@ -31,6 +32,7 @@ from typing import Any
 import pytest
 
 from etcdlite import Compare, Delete, ManualClock, Put, Store
+from etcdlite.__main__ import open_store
 from etcdlite.storage import (
     CorruptDataError,
     DataDirLockedError,
@@ -39,7 +41,7 @@ from etcdlite.storage import (
     snapshot_status,
 )
 from etcdlite.storage.log import list_dir, segment_path
-from etcdlite.storage.records import BATCH_MARKER_SIZE, read_batch
+from etcdlite.storage.records import BATCH_MARKER_SIZE, encode_batch, encode_revision, read_batch
 from etcdlite.types import KeyValue
 
 TIMEOUT = 30
@@ -124,6 +126,60 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 # --- restart ------------------------------------------------------------------------------
+
+
+async def test_a_whole_history_in_one_batch_recovers_the_same(data_dir: Path) -> None:
+    """Recovery applies runs of single puts in one call (``MVCC.apply_puts``): long runs
+    broken by txns, deletes, leases and compactions must come back exactly as written."""
+    async with asyncio.timeout(TIMEOUT):
+        clock = ManualClock()
+        async with Store(data_dir=data_dir, clock=clock, min_lease_ttl=1) as store:
+            await random_history(store, clock, 4, steps=400)
+            before = await state(store)
+        seg = segment_path(data_dir, 0)
+        data = seg.read_bytes()
+        frames = b"".join(data[start:stop] for start, stop in batches(data))
+        seg.write_bytes(encode_batch(frames) + frames)
+        async with Store(data_dir=data_dir, clock=ManualClock(), min_lease_ttl=1) as store:
+            assert await state(store) == before
+
+
+def _put(rev: int, key: bytes) -> bytes:
+    return encode_revision(rev, [KeyValue(key, rev, rev, 1, b"v")])
+
+
+def test_a_bad_frame_in_an_intact_batch_is_named(data_dir: Path) -> None:
+    """A batch whose checksum matches but holds a revision that does not follow, or a frame
+    that fails its own CRC: corruption at that frame, whatever path recovery takes."""
+    data_dir.mkdir()
+    seg = segment_path(data_dir, 0)
+    records = [_put(2, b"a"), _put(3, b"b"), _put(5, b"c"), _put(6, b"a")]
+    third = BATCH_MARKER_SIZE + len(records[0]) + len(records[1])
+    body = b"".join(records)
+    seg.write_bytes(encode_batch(body) + body)
+    with pytest.raises(CorruptDataError, match="revision 5 does not follow 3") as info:
+        Store(data_dir=data_dir)
+    assert info.value.path == str(seg) and info.value.offset == third
+    records[2:] = [_put(4, b"c"), _put(5, b"a")]
+    damaged = bytearray(b"".join(records))
+    damaged[third - BATCH_MARKER_SIZE + 20] ^= 1  # in the third frame's payload
+    seg.write_bytes(encode_batch(bytes(damaged)) + bytes(damaged))
+    with pytest.raises(CorruptDataError, match="bad frame in an intact batch") as info:
+        Store(data_dir=data_dir)
+    assert info.value.offset == third
+    body = b"".join(records)
+    seg.write_bytes(encode_batch(body) + body)
+    store = Store(data_dir=data_dir)
+    try:
+        assert store.revision == 5
+        assert [(kv.key, kv.version, kv.create_revision) for kv in store.core.changes_since(0)] == [
+            (b"a", 1, 2),
+            (b"b", 1, 3),
+            (b"c", 1, 4),
+            (b"a", 2, 2),
+        ]
+    finally:
+        asyncio.run(store.close())
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -836,3 +892,40 @@ async def test_a_batch_is_written_and_synced_the_same_with_or_without_rwf_dsync(
         assert len(data) == offset and data.count(b"w" * 300) == 10
         async with Store(data_dir=data_dir) as store:
             assert await state(store) == before
+
+
+def test_the_server_loads_its_directory_with_the_collector_off_then_freezes_it(
+    data_dir: Path,
+) -> None:
+    """``etcdlite serve`` (:func:`etcdlite.__main__.open_store`): no collection walks the
+    recovered revisions while they load, and none will after (they are frozen); a
+    memory-only store leaves the collector alone."""
+
+    async def fill() -> None:
+        async with Store(data_dir=data_dir) as store:
+            for i in range(3000):
+                await store.put(b"k%d" % (i % 100), b"v")
+
+    asyncio.run(fill())
+    collections: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.unfreeze()
+    gc.callbacks.append(seen)
+    try:
+        store = open_store({"data_dir": str(data_dir)})
+        try:
+            assert collections == [] and gc.isenabled() and gc.get_freeze_count() > 0
+            assert store.revision == 3001
+        finally:
+            asyncio.run(store.close())
+        gc.unfreeze()
+        memory_only = open_store({})
+        assert gc.get_freeze_count() == 0 and gc.isenabled()
+        asyncio.run(memory_only.close())
+    finally:
+        gc.callbacks.remove(seen)
+        gc.unfreeze()

@@ -8,6 +8,7 @@
     etcdlite bench all --scale 0.01        # a smoke run of a few seconds
     etcdlite bench --clients etcdlite,aetcd,etcd3 --repeat 3   # clients against one etcd
     etcdlite bench put,put-16 --compare serve,etcd --data-dir-parent /var/tmp   # durable
+    etcdlite bench restart --compare serve,etcd   # restart holding 1M revisions (minutes)
 """
 
 from __future__ import annotations
@@ -230,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     print(result.table())
     checks = evaluate(result.results)
     if checks:
-        print("\nTargets (issue 6):")
+        print("\nTargets (issues 6 and 14):")
         for c in checks:
             verdict = "n/a " if c.ok is None else "ok  " if c.ok else "MISS"
             print(f"  {verdict} {c.check.text}: {c.short()}")

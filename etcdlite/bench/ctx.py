@@ -4,6 +4,7 @@ the measuring helpers built on :mod:`.measure`."""
 from __future__ import annotations
 
 import random
+import shutil
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ __all__ = [
     "VALUE_SIZE",
     "WAIT_LIMIT",
     "Ctx",
+    "Kept",
     "KeySource",
     "cpu_delta",
     "measure",
@@ -44,6 +46,26 @@ class KeySource:
         return self._keys[:n]
 
 
+class Kept:
+    """Directories a workload keeps between its repeats in one run (the restart workload's
+    filled data directories: filling etcd with 1M revisions takes minutes), each with what
+    the workload noted about it; :meth:`remove` deletes them all when the run ends."""
+
+    def __init__(self) -> None:
+        self._dirs: dict[str, tuple[str, dict[str, float]]] = {}
+
+    def find(self, name: str) -> tuple[str, dict[str, float]] | None:
+        return self._dirs.get(name)
+
+    def keep(self, name: str, path: str, notes: dict[str, float]) -> None:
+        self._dirs[name] = (path, notes)
+
+    def remove(self) -> None:
+        for path, _ in self._dirs.values():
+            shutil.rmtree(path, ignore_errors=True)
+        self._dirs.clear()
+
+
 @dataclass
 class Ctx:
     target: Target
@@ -52,6 +74,8 @@ class Ctx:
     keys: KeySource = field(default_factory=KeySource)
     value: bytes = field(default_factory=lambda: random.Random(256).randbytes(VALUE_SIZE))
     etcd: str | None = None
+    #: Where a workload may keep a directory for its next repeat (``None``: it may not).
+    kept: Kept | None = None
 
     @property
     def embedded(self) -> bool:

@@ -202,7 +202,33 @@ CHECKS: tuple[Check, ...] = (
         lambda q: q("startup", "serve", "ready_ms"),
         " ms",
     ),
+    Check(
+        "etcdlite serve restart holding 1M revisions ≤ 5 s (issue 14; n/a below --scale 1)",
+        "restart",
+        "restart_s",
+        "<=",
+        5.0,
+        lambda q: _full_restart(q, q("restart", "serve", "restart_s")),
+        " s",
+    ),
+    Check(
+        "etcdlite serve restart holding 1M revisions ≤ 1× real etcd's (issue 14)",
+        "restart",
+        "restart_s",
+        "<=",
+        1.0,
+        lambda q: _full_restart(
+            q, _ratio(q("restart", "serve", "restart_s"), q("restart", "etcd", "restart_s"))
+        ),
+        "× etcd",
+    ),
 )
+
+
+def _full_restart(q: Lookup, value: float | None) -> float | None:
+    """``value`` if the restart workload ran at full size (the goal is for 1M revisions)."""
+    revisions = q("restart", "serve", "revisions")
+    return value if revisions is not None and revisions >= 1_000_000 else None
 
 
 def evaluate(results: Sequence[Result]) -> list[CheckResult]:

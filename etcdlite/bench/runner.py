@@ -21,6 +21,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .ctx import Kept
 from .measure import Metrics, Progress
 from .report import Result, evaluate, fmt, table
 from .targets import (
@@ -127,7 +128,9 @@ async def run(opts: Options) -> Run:
     for t in targets:
         t.auth = opts.auth
     keys = KeySource()
+    kept = Kept()
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(kept.remove)
         for t in targets:
             if t.wire:
                 progress.step(f"starting target {t.name}")
@@ -142,7 +145,7 @@ async def run(opts: Options) -> Run:
         ]
         for i, (w, t) in enumerate(plan, 1):
             progress.step(f"[{i}/{len(plan)}] {w.name} @ {t.name}: {w.description}")
-            ctx = Ctx(t, opts.scale, progress, keys=keys, etcd=etcd_binary(opts.etcd))
+            ctx = Ctx(t, opts.scale, progress, keys=keys, etcd=etcd_binary(opts.etcd), kept=kept)
             start = time.perf_counter()
             try:
                 metrics = await w.run(ctx)

@@ -52,6 +52,7 @@ __all__ = [
     "etcd_version",
     "free_port",
     "start_child",
+    "tmp_parent",
 ]
 
 TARGET_NAMES = ("embedded", "serve", "etcd", "endpoint")
@@ -108,7 +109,8 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         _libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _tmp_parent() -> str | None:
+def tmp_parent() -> str | None:
+    """``/dev/shm`` if writable (tmpfs: fsync costs nothing there), else the default."""
     shm = "/dev/shm"
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
 
@@ -174,7 +176,7 @@ class Child:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
-def _serve_child(tmpdir: str, durable: bool) -> tuple[Child, dict[str, str]]:
+def _serve_child(tmpdir: str, data: str | None) -> tuple[Child, dict[str, str]]:
     port = free_port()
     argv = [
         sys.executable,
@@ -184,8 +186,8 @@ def _serve_child(tmpdir: str, durable: bool) -> tuple[Child, dict[str, str]]:
         "--listen-client-urls",
         f"http://127.0.0.1:{port}",
     ]
-    if durable:
-        argv += ["--data-dir", os.path.join(tmpdir, "data")]
+    if data is not None:
+        argv += ["--data-dir", data]
     env = dict(os.environ)
     # The child imports this very etcdlite, installed or not.
     root = str(Path(__file__).resolve().parent.parent.parent)
@@ -193,7 +195,7 @@ def _serve_child(tmpdir: str, durable: bool) -> tuple[Child, dict[str, str]]:
     return Child("serve", argv, f"127.0.0.1:{port}", tmpdir), env
 
 
-def _etcd_child(binary: str, tmpdir: str) -> Child:
+def _etcd_child(binary: str, tmpdir: str, data: str) -> Child:
     client_port, peer_port = free_port(), free_port()
     client_url = f"http://127.0.0.1:{client_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
@@ -202,7 +204,7 @@ def _etcd_child(binary: str, tmpdir: str) -> Child:
         "--name",
         "bench",
         "--data-dir",
-        os.path.join(tmpdir, "data"),
+        data,
         "--listen-client-urls",
         client_url,
         "--advertise-client-urls",
@@ -255,19 +257,23 @@ async def start_child(
     *,
     die_with_parent: bool = True,
     data_parent: str | None = None,
+    data_dir: str | None = None,
 ) -> AsyncIterator[tuple[Child, float]]:
     """Start a ``serve`` or ``etcd`` child; yields it and its time to ready (seconds, from
     spawn to the first successful request); always stops it. With ``data_parent`` the
-    child's data lives there (``serve`` with ``--data-dir``), else in memory or on tmpfs."""
-    tmpdir = tempfile.mkdtemp(prefix=f"etcdlite-bench-{kind}-", dir=data_parent or _tmp_parent())
+    child's data lives there (``serve`` with ``--data-dir``), else in memory or on tmpfs.
+    With ``data_dir`` the child uses that directory (``serve`` with ``--data-dir``), which
+    outlives it: a restart of the same data."""
+    tmpdir = tempfile.mkdtemp(prefix=f"etcdlite-bench-{kind}-", dir=data_parent or tmp_parent())
     env: dict[str, str] | None = None
+    durable = data_dir or (os.path.join(tmpdir, "data") if data_parent is not None else None)
     if kind == "serve":
-        child, env = _serve_child(tmpdir, durable=data_parent is not None)
+        child, env = _serve_child(tmpdir, durable)
     elif kind == "etcd":
         if etcd is None:
             shutil.rmtree(tmpdir, ignore_errors=True)
             raise TargetError("etcd is not installed (no `etcd` on PATH, no ETCD_BINARY)")
-        child = _etcd_child(etcd, tmpdir)
+        child = _etcd_child(etcd, tmpdir, data_dir or os.path.join(tmpdir, "data"))
     else:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise ValueError(f"unknown child kind {kind!r}")

@@ -23,6 +23,8 @@ range-count               count_only and limit=10 ranges over 1M live keys, then
                           first 100k deleted (embedded; median of 100 reads each)
 memory                    bytes per stored key revision, 20k keys x 5 (embedded)
 startup                   store start-up (embedded) or spawn-to-first-answer (children)
+restart                   restart holding 1M revisions (10k keys): spawn to first answer,
+                          median of 3 (not in ``all``: filling etcd takes minutes)
 floor                     bare dict set and SortedDict insert of put's 100k keys
 ========================  ==========================================================
 """
@@ -46,6 +48,7 @@ from .kv import (
 )
 from .local import compaction, floor, lease_expiry, memory, range_count, startup
 from .measure import Metrics
+from .restart import restart
 from .targets import Target
 
 __all__ = ["GROUPS", "WORKLOADS", "Ctx", "KeySource", "Metrics", "Workload", "select"]
@@ -246,11 +249,37 @@ WORKLOADS: tuple[Workload, ...] = (
         (("ready_ms", "time to ready ms (median)"),),
         ("reps", "ready_ms", "ready_min_ms", "ready_max_ms"),
     ),
+    Workload(
+        "restart",
+        "restart with 1M revisions in the data dir: spawn to first answer (issue 14)",
+        restart,
+        SPAWNED,
+        (
+            ("restart_s", "restart s (median of 3)"),
+            ("restart_max_s", "restart s (slowest)"),
+            ("restart_cpu_s", "restart, server CPU s (median)"),
+            ("fill_s", "fill s (not a target)"),
+        ),
+        (
+            "revisions",
+            "keys",
+            "fill_s",
+            "data_bytes",
+            "reps",
+            "restart_s",
+            "restart_min_s",
+            "restart_max_s",
+            "restart_cpu_s",
+        ),
+    ),
 )
+
+#: Workloads ``all`` leaves out (each takes minutes at ``--scale 1``): name them.
+HEAVY = ("restart",)
 
 #: Names that select several workloads.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "all": tuple(w.name for w in WORKLOADS),
+    "all": tuple(w.name for w in WORKLOADS if w.name not in HEAVY),
     "watch-fanout": ("watch-fanout-1", "watch-fanout-100", "watch-fanout-1000"),
     "lease": ("lease-grant", "lease-keepalive", "lease-expiry"),
 }

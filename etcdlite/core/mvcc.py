@@ -869,6 +869,43 @@ class MVCC:
             for hook in self._hooks:
                 hook(revision, changes)
 
+    def apply_puts(self, revision: int, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
+        """:meth:`apply_put` of ``keys[i]``, ``values[i]`` at ``revision + i``, in one call:
+        a recovery's run of single puts (most of a log) without a method call and its
+        attribute lookups per revision. Raises ``ValueError`` (changing nothing) if
+        ``revision`` is not the next one or the lists differ in length."""
+        if revision != self._rev + 1:
+            raise ValueError(f"revision {revision} does not follow {self._rev}")
+        if len(keys) != len(values):
+            raise ValueError("a key without a value")
+        if self._hooks:  # nobody watches a recovery; kept exact for anyone who does
+            for i, (key, value) in enumerate(zip(keys, values, strict=True)):
+                self.apply_put(revision + i, key, value)
+            return
+        index_get = self._index.get
+        index = self._index
+        log_append = self._log.append
+        make = KeyValue
+        rev = revision
+        for key, value in zip(keys, values, strict=True):
+            hist = index_get(key)
+            if hist is None:
+                kv = make(key, rev, rev, 1, value, 0)
+                index[key] = [kv]
+            else:
+                prev = hist[-1]
+                if prev.version:
+                    kv = make(key, prev.create_revision, rev, prev.version + 1, value, 0)
+                    if prev.lease:
+                        self.lessor.detach(prev.lease, key)
+                else:
+                    kv = make(key, rev, rev, 1, value, 0)
+                    self._dead.remove(key)  # re-created
+                hist.append(kv)
+            log_append(kv)
+            rev += 1
+        self._rev = rev - 1
+
     def dump_base(self, below: int, chunk: int) -> Iterator[list[KeyValue]]:
         """The KeyValues older than the change log (``mod_revision < below``, the log's first
         revision), key by key, in lists of about ``chunk``: with :meth:`dump_log`, the whole

@@ -42,6 +42,7 @@ __all__ = [
     "AUTH",
     "COMPACT",
     "FRAME",
+    "FRAMED_PUT",
     "GRANT",
     "REVISION",
     "REVOKE",
@@ -78,6 +79,8 @@ _REV_HEAD = struct.Struct("<BqI")
 _CHANGE = struct.Struct("<BqII")
 #: The head of a revision with one change: ``_REV_HEAD`` then ``_CHANGE``.
 SINGLE_PUT = struct.Struct("<BqIBqII")
+#: A frame's head then :data:`SINGLE_PUT`: what recovery reads first of every frame.
+FRAMED_PUT = struct.Struct("<IIBqIBqII")
 _ID_INT = struct.Struct("<Bqq")
 _INT = struct.Struct("<Bq")
 _ALARM = struct.Struct("<BQIB")

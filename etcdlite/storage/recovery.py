@@ -39,6 +39,7 @@ from .records import (
     AUTH,
     COMPACT,
     FRAME,
+    FRAMED_PUT,
     GRANT,
     REVISION,
     REVOKE,
@@ -168,7 +169,7 @@ def _replay(
                 if stop < end:  # a later batch was written, so this one was synced
                     _first_bad_frame(path, view, start, stop)
                 raise BadFrame(pos, "the last batch is incomplete")
-            _apply_frames(path, view, start, stop, core, now, state)
+            _apply_frames(path, data, start, stop, core, now, state)
             pos = stop
         return end, None
     except BadFrame as bad:
@@ -189,40 +190,75 @@ def _first_bad_frame(path: Path, view: memoryview, start: int, stop: int) -> Non
 
 def _apply_frames(
     path: Path,
-    data: memoryview,
+    data: bytes,
     pos: int,
     end: int,
     core: MVCC,
     now: float,
     state: _State,
 ) -> None:
-    """The frames of one intact batch (:func:`etcdlite.storage.records.frames`, inlined): a
-    revision of one put with no lease (most records) is applied without building the
-    general entry. The batch checked out whole, so a frame that does not is corruption."""
+    """The frames of one intact batch (:func:`etcdlite.storage.records.frames`, inlined).
+    A run of revisions that are each one put with no lease (most of a log) is collected
+    and handed to :meth:`MVCC.apply_puts` in one call, without building the general entry;
+    anything else flushes the run and is applied on its own. Every frame's CRC is checked
+    all the same. The batch checked out whole, so a frame that does not is corruption."""
+    view = memoryview(data)
     head = FRAME.size
     unpack_frame = FRAME.unpack_from
-    unpack_put = SINGLE_PUT.unpack_from
+    # A frame's head and, if it is a single put, the put's head, in one unpack (fields
+    # past a shorter frame's end are read from the next frame and not used).
+    unpack_put = FRAMED_PUT.unpack_from
+    framed_size = FRAMED_PUT.size
     put_size = SINGLE_PUT.size
     crc32 = zlib.crc32
-    put = core.apply_put
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    add_key = keys.append
+    add_value = values.append
+    expect = core.revision + 1  # the revision a put joining the run must have
+    run_at = pos  # the offset of the run's first frame
     while pos < end:
-        length, crc = unpack_frame(data, pos) if end - pos >= head else (0, 0)
+        if end - pos >= framed_size:
+            length, crc, kind, rev, count, op, lease, klen, vlen = unpack_put(data, pos)
+        else:
+            length, crc = unpack_frame(data, pos) if end - pos >= head else (0, 0)
+            kind = rev = count = op = lease = klen = vlen = -1
         body = pos + head
         nxt = body + length
-        if length == 0 or nxt > end or crc32(data[body:nxt]) != crc:
+        if length == 0 or nxt > end or crc32(view[body:nxt]) != crc:
             raise CorruptDataError(str(path), pos, "bad frame in an intact batch")
-        if length >= put_size and data[body] == REVISION:
-            _, rev, count, op, lease, klen, vlen = unpack_put(data, body)
-            if count == 1 and op == 1 and not lease and put_size + klen + vlen == length:
-                k = body + put_size
-                try:
-                    put(rev, bytes(data[k : k + klen]), bytes(data[k + klen : nxt]))
-                except ValueError as e:
-                    raise CorruptDataError(str(path), pos, f"entry does not apply: {e}") from None
-                pos = nxt
-                continue
-        _apply(path, pos, bytes(data[body:nxt]), core, now, state)
-        pos = nxt
+        if (
+            kind == REVISION
+            and length == put_size + klen + vlen  # so the put's head is this frame's
+            and count == 1
+            and op == 1
+            and not lease
+            and rev == expect
+        ):
+            k = body + put_size
+            add_key(data[k : k + klen])
+            add_value(data[k + klen : nxt])
+            expect += 1
+            pos = nxt
+            continue
+        if keys:
+            _apply_puts(path, run_at, core, keys, values)
+            keys.clear()
+            values.clear()
+        _apply(path, pos, data[body:nxt], core, now, state)
+        pos = run_at = nxt
+        expect = core.revision + 1
+    if keys:
+        _apply_puts(path, run_at, core, keys, values)
+
+
+def _apply_puts(
+    path: Path, offset: int, core: MVCC, keys: list[bytes], values: list[bytes]
+) -> None:
+    try:
+        core.apply_puts(core.revision + 1, keys, values)
+    except ValueError as e:  # the run was checked revision by revision: not expected
+        raise CorruptDataError(str(path), offset, f"entry does not apply: {e}") from None
 
 
 def _apply(
