@@ -263,21 +263,22 @@ def test_range_reply_decoded_together_on_any_first_touch(
 same_size_runs = st.lists(
     st.tuples(
         st.integers(1, 40),
-        st.sampled_from([0, 5, 120, 127, 128, 16_383, 16_384]),
+        st.sampled_from([-1, 5, 120, 127, 128, 16_383, 16_384, 2_097_150, 2**28 - 1]),
         st.sampled_from([b"", b"v", b"v" * 100, b"v" * 250]),
+        st.sampled_from([0, 0, 7, 2**40]),
     ),
     max_size=5,
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(same_size_runs, bools)
 def test_range_reply_same_size_runs_count_and_decode(
-    runs: list[tuple[int, int, bytes]], more: bool
+    runs: list[tuple[int, int, bytes, int]], more: bool
 ) -> None:
     items = [
-        KeyValue(b"k%06d" % i, base + 1, base + 2, 1, value, 0)
-        for n, base, value in runs
+        KeyValue(b"k%06d" % i, base + 1, base + 2, base // 3 + 1, value, lease)
+        for n, base, value, lease in runs
         for i in range(n)
     ]
     reply = bytes(pb.RangeResponse(kvs=[kv_pb(k) for k in items], more=more, count=7))
