@@ -7,7 +7,7 @@ and values are ``bytes``; every API that takes a key or value also accepts ``str
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableSequence, Sequence
 from enum import IntEnum
 from typing import TypeAlias
 
@@ -208,9 +208,14 @@ class RangeResponse:
     __slots__ = ("count", "header", "kvs", "more")
 
     def __init__(
-        self, header: ResponseHeader, kvs: list[KeyValue], more: bool = False, count: int = 0
+        self,
+        header: ResponseHeader,
+        kvs: MutableSequence[KeyValue],
+        more: bool = False,
+        count: int = 0,
     ) -> None:
         self.header = header
+        # A list, or from a Client a list-like KeyValueList that decodes on first access.
         self.kvs = kvs
         self.more = more
         self.count = count

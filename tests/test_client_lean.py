@@ -5,8 +5,9 @@ etcdlite's server and on real etcd), and the PING ACK held for the next request.
 from __future__ import annotations
 
 import asyncio
-import gc
-import weakref
+import copy
+import itertools
+import pickle
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -157,8 +158,9 @@ def test_range_reply_lazy_and_eager_match_betterproto(
     )
     lazy = fastpb.decode_range_response(data)
     eager = fastpb.decode_range_response(data, lazy=False)
-    assert all(type(kv) is fastpb.LazyKeyValue for kv in lazy.kvs)
-    assert all(type(kv) is KeyValue for kv in eager.kvs)
+    assert type(lazy.kvs) is fastpb.KeyValueList and type(eager.kvs) is list
+    assert len(lazy.kvs) == len(items)
+    assert all(type(kv) is KeyValue for kv in [*lazy.kvs, *eager.kvs])
     for r in (lazy, eager):
         assert (_h(r.header), r.more, r.count) == (_h(h), more, count)
         assert [kv._fields() for kv in r.kvs] == [kv._fields() for kv in items]
@@ -244,31 +246,100 @@ def test_range_reply_decoded_together_on_any_first_touch(
     eager = fastpb.decode_range_response(reply, lazy=False)
     assert [kv._fields() for kv in eager.kvs] == [kv._fields() for kv in items]
     lazy = fastpb.decode_range_response(reply).kvs
-    assert len(lazy) == len(items)
+    assert isinstance(lazy, fastpb.KeyValueList)
+    assert len(lazy) == len(items) and lazy._items is None  # counted, not decoded
     if not items:
         return
-    first = data.draw(st.integers(0, len(items) - 1))
+    first = data.draw(st.integers(-len(items), len(items) - 1))
     field = data.draw(st.sampled_from(["key", "value", "create_revision", "lease", "version"]))
     assert getattr(lazy[first], field) == getattr(items[first], field)
-    # one touch decoded them all: each is a plain KeyValue now, and lets the reply go
-    assert all(kv._src is None for kv in lazy)  # type: ignore[attr-defined]
+    # one access decoded them all into plain KeyValues, and let the reply go
+    assert lazy._items is not None and lazy._data == b""
     assert [kv._fields() for kv in lazy] == [kv._fields() for kv in items]
 
 
-def test_untouched_range_reply_goes_with_its_last_reference() -> None:
+# Runs of same-size KeyValues (counted by strided slices) of one- and two-byte frame
+# lengths, broken by a revision crossing a varint length or a longer value.
+same_size_runs = st.lists(
+    st.tuples(
+        st.integers(1, 40),
+        st.sampled_from([-1, 5, 120, 127, 128, 16_383, 16_384, 2_097_150, 2**28 - 1]),
+        st.sampled_from([b"", b"v", b"v" * 100, b"v" * 250]),
+        st.sampled_from([0, 0, 7, 2**40]),
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(same_size_runs, bools)
+def test_range_reply_same_size_runs_count_and_decode(
+    runs: list[tuple[int, int, bytes, int]], more: bool
+) -> None:
+    items = [
+        KeyValue(b"k%06d" % i, base + 1, base + 2, base // 3 + 1, value, lease)
+        for n, base, value, lease in runs
+        for i in range(n)
+    ]
+    reply = bytes(pb.RangeResponse(kvs=[kv_pb(k) for k in items], more=more, count=7))
+    r = fastpb.decode_range_response(reply)
+    assert (len(r.kvs), r.more, r.count) == (len(items), more, 7)
+    assert [kv._fields() for kv in r.kvs] == [kv._fields() for kv in items]
+    # cut inside any KeyValue (the last, the middle one, the first): refused, never miscounted
+    ends = list(itertools.accumulate(len(fastpb.kv_field(kv)) for kv in items))
+    for i in {len(ends) - 1, len(ends) // 2, 0} if items else ():
+        with pytest.raises((ValueError, IndexError)):
+            fastpb.decode_range_response(reply[: ends[i] - 1])
+
+
+def test_range_reply_same_size_key_values_of_other_shapes_decode_too() -> None:
+    """Frames of one size need not share a shape (a longer key, a shorter value; a lease;
+    revisions of other varint lengths): those go frame by frame, and decode the same."""
+    items = [KeyValue(b"k" * (1 + i % 2), 5, 6, 1, b"v" * (10 - i % 2), 0) for i in range(20)]
+    items += [KeyValue(b"key%02d" % i, 200, 7, 1, b"x" * 8, 0) for i in range(6)]
+    items += [KeyValue(b"a%04d" % i, 300, 301, 2, b"y" * 8, 0) for i in range(6)]
+    items += [KeyValue(b"l%04d" % i, 3, 4, 2, b"y" * 8, 9) for i in range(6)]
+    items += [KeyValue(b"n%04d" % i, 3, 4, 2, b"y" * 8, 0) for i in range(6)]
+    reply = bytes(pb.RangeResponse(kvs=[kv_pb(k) for k in items]))
+    for lazy in (True, False):
+        r = fastpb.decode_range_response(reply, lazy=lazy)
+        assert [kv._fields() for kv in r.kvs] == [kv._fields() for kv in items]
+
+
+def test_key_value_list_behaves_as_a_list() -> None:
     items = [KeyValue(b"k%d" % i, 10 + i, 20 + i, 1, b"v" * i, 0) for i in range(5)]
     data = fastpb.encode_range_response(etcdlite.RangeResponse(ResponseHeader(), items, False, 5))
-    gc.disable()  # freed by reference counting, not by the cycle collector
-    try:
-        r = fastpb.decode_range_response(data)
-        first = weakref.ref(r.kvs[0])
-        kept = r.kvs[3]
-        del r
-        assert first() is None
-        # one KeyValue kept from a dropped reply still decodes (its dead siblings skipped)
-        assert kept._fields() == items[3]._fields()
-    finally:
-        gc.enable()
+
+    def fresh() -> fastpb.KeyValueList:
+        kvs = fastpb.decode_range_response(data).kvs
+        assert isinstance(kvs, fastpb.KeyValueList)
+        return kvs
+
+    assert fresh() == items and items == fresh() and fresh() == fresh() and fresh() != items[1:]
+    assert fresh() != tuple(items) and bool(fresh()) and len(fresh()) == 5
+    assert repr(fresh()) == repr(items) and str(fresh()) == str(items)
+    assert fresh()[1:3] == items[1:3] and type(fresh()[1:3]) is list
+    assert fresh()[-1] == items[-1] and list(reversed(fresh())) == items[::-1]
+    assert items[2] in fresh() and fresh().index(items[3]) == 3 and fresh().count(items[0]) == 1
+    assert fresh() + items == items + items and items + fresh() == items + items
+    assert pickle.loads(pickle.dumps(fresh())) == items
+    copied: object = copy.copy(fresh())
+    assert type(copied) is list and copy.deepcopy(fresh()) == items
+    r = pickle.loads(pickle.dumps(fastpb.decode_range_response(data)))
+    assert type(r.kvs) is list and r.kvs == items
+    with pytest.raises(TypeError):
+        hash(fresh())
+    with pytest.raises(IndexError):
+        fresh()[5]
+    kvs = fresh()
+    kvs.append(items[0])
+    kvs.sort(key=lambda kv: kv.key, reverse=True)
+    del kvs[0]
+    kvs += [items[1]]
+    kvs[0] = items[4]
+    kvs.insert(0, items[2])
+    assert kvs == [items[2], items[4], items[2], items[1], items[0], items[0], items[1]]
+    assert len(kvs) == 7
 
 
 def test_range_reply_key_values_after_another_field_decode_too() -> None:
@@ -287,25 +358,6 @@ def test_range_reply_key_values_after_another_field_decode_too() -> None:
         r = fastpb.decode_range_response(data, lazy=lazy)
         assert (r.count, r.header.revision) == (3, 9)
         assert [kv._fields() for kv in r.kvs] == [a._fields(), b._fields(), c._fields()]
-
-
-def test_lazy_key_value_decodes_once_and_lets_the_buffer_go() -> None:
-    kv = KeyValue(b"k", 5, 7, 2, b"v" * 200, 9)
-    data = fastpb.encode_range_response(etcdlite.RangeResponse(ResponseHeader(), [kv], False, 1))
-    (lazy,) = fastpb.decode_range_response(data).kvs
-    assert lazy._src is not None  # type: ignore[attr-defined]
-    assert lazy.value == kv.value  # the first touch decodes every field
-    assert lazy._src is None  # type: ignore[attr-defined]
-    assert (lazy.key, lazy.create_revision, lazy.mod_revision, lazy.version, lazy.lease) == (
-        b"k",
-        5,
-        7,
-        2,
-        9,
-    )
-    assert lazy == kv and hash(lazy) == hash(kv) and repr(lazy) == repr(kv)
-    with pytest.raises(AttributeError):
-        lazy.nothing  # type: ignore[attr-defined]  # noqa: B018
 
 
 def test_key_value_decoder_takes_any_valid_encoding() -> None:

@@ -21,8 +21,9 @@ get       sequential ``get(key)`` over preloaded keys
 put-16    put with 16 requests in flight: 16 asyncio tasks on one client (etcdlite, aetcd), 16
           threads sharing one client (etcd3)
 range     ``get_prefix(prefix)`` of a 1000-key prefix, counted as the client hands it out:
-          aetcd's ``len()`` of its protobuf container, etcdlite's of its ``kvs`` list (whose
-          KeyValues decode their fields on first touch), etcd3's generator consumed; then
+          aetcd's ``len()`` of its protobuf container, etcdlite's of its ``kvs`` (a
+          list-like KeyValueList: its length from a scan of the reply, its KeyValues
+          decoded on first access), etcd3's generator consumed; then
           the same with every key and value read (the *touched* rows)
 watch     one prefix watch consumed event by event (etcdlite: ``watch.responses()``, counting
           each response's events; aetcd: ``async for event in watch``; etcd3: the

@@ -11,9 +11,10 @@ present when set); tests compare it with betterproto2's.
 
 from __future__ import annotations
 
-import operator
-import weakref
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, MutableSequence, Sequence
+from itertools import repeat
+from typing import Any, overload
 
 from ..types import (
     DeleteRangeResponse,
@@ -26,6 +27,7 @@ from ..types import (
 )
 
 __all__ = [
+    "KeyValueList",
     "encode_delete_range_response",
     "encode_event",
     "encode_events_field",
@@ -347,63 +349,131 @@ def decode_kv(data: bytes, pos: int = 0, end: int | None = None) -> KeyValue:
     return KeyValue(*fields)
 
 
-class LazyKeyValue(KeyValue):
-    """A :class:`KeyValue` of a Client's range reply, decoded on first attribute access.
+class KeyValueList(MutableSequence[KeyValue]):
+    """The ``kvs`` of a Client's range reply: a list of :class:`KeyValue` whose items are
+    decoded on first access.
 
-    A 1000-key reply is mostly KeyValues and many callers only count them or look at a few,
-    so the reply is first scanned for its KeyValue frames only. The first touch of any
-    field of any of them decodes *all* of that reply's KeyValues in one pass
-    (:meth:`_Batch.decode`): a caller that touches one almost always touches the rest, one
-    tight pass costs about half of decoding each on its own touch, and each after the
-    first is then a plain slot read. Until then every one holds the shared :class:`_Batch`
-    (the reply's bytes); after, it is an ordinary ``KeyValue`` and lets the buffer go.
+    A 1000-key reply is mostly KeyValues and many callers only count them, so the reply is
+    first only scanned for its run of KeyValue frames (:func:`_count_run`: for a run of
+    same-size frames, a few strided slices in C): ``len`` is that count. The first access
+    to any item (indexing, iteration, comparison, ``repr``, any list method) decodes them
+    all in one pass (:func:`_decode_run`): a caller that reads one almost always reads the
+    rest, and one tight pass straight into plain KeyValues costs about half of decoding each
+    on its own. From then on it is a plain list of those KeyValues and lets the reply's bytes
+    go.
 
-    The batch holds its KeyValues by weak reference: a strong one would make each reply a
-    reference cycle, and an untouched reply (300 KB for 1000 keys of 256 B) would wait for
-    the cyclic garbage collector instead of going with its last KeyValue. (The weak references
-    cost about 0.15 µs a KeyValue.)
+    It behaves as a ``list`` does: indexing and slicing (a slice is a ``list``), iteration,
+    ``len``, ``in``, equality with a list or another of these, ``+`` with a list, ``repr``
+    like a list's, mutation (``append``, ``sort``, ``del``, …); it pickles and copies as a
+    plain ``list``. Only ``isinstance(kvs, list)`` tells them apart.
     """
 
-    __slots__ = ("__weakref__", "_src")
+    __slots__ = ("_count", "_data", "_items", "_start")
 
-    _src: _Batch | None
+    def __init__(self, data: bytes, start: int, count: int) -> None:
+        self._data = data
+        self._start = start
+        self._count = count
+        self._items: list[KeyValue] | None = None
 
-    def __getattr__(self, name: str) -> object:
-        # Called only for a slot not yet set: every field of every KeyValue of the reply
-        # is set together, here.
-        if name not in _KV_SLOTS:
-            raise AttributeError(name)
-        batch = self._src
-        if batch is None:
-            raise AttributeError(name)
-        batch.decode()
-        return object.__getattribute__(self, name)
+    def _list(self) -> list[KeyValue]:
+        items = self._items
+        if items is None:
+            # Two threads may both decode; the first list stored is the one every caller
+            # then shares.
+            decoded = _decode_run(self._data, self._start, self._count)
+            if self._items is None:
+                self._items = decoded
+                self._data = b""
+            items = self._items
+            assert items is not None
+        return items
+
+    def __len__(self) -> int:
+        items = self._items
+        return self._count if items is None else len(items)
+
+    @overload
+    def __getitem__(self, index: int) -> KeyValue: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[KeyValue]: ...
+    def __getitem__(self, index: int | slice) -> KeyValue | list[KeyValue]:
+        return self._list()[index]
+
+    @overload
+    def __setitem__(self, index: int, value: KeyValue) -> None: ...
+    @overload
+    def __setitem__(self, index: slice, value: Iterable[KeyValue]) -> None: ...
+    def __setitem__(self, index: int | slice, value: Any) -> None:
+        self._list()[index] = value
+
+    def __delitem__(self, index: int | slice) -> None:
+        del self._list()[index]
+
+    def insert(self, index: int, value: KeyValue) -> None:
+        self._list().insert(index, value)
+
+    def append(self, value: KeyValue) -> None:
+        self._list().append(value)
+
+    def extend(self, values: Iterable[KeyValue]) -> None:
+        self._list().extend(values)
+
+    def sort(self, *, key: Callable[[KeyValue], Any] | None = None, reverse: bool = False) -> None:
+        self._list().sort(key=key, reverse=reverse)  # type: ignore[arg-type]
+
+    def copy(self) -> list[KeyValue]:
+        return self._list().copy()
+
+    def __iter__(self) -> Iterator[KeyValue]:
+        return iter(self._list())
+
+    def __reversed__(self) -> Iterator[KeyValue]:
+        return reversed(self._list())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._list()
+
+    def index(self, value: Any, start: int = 0, stop: int = sys.maxsize) -> int:
+        return self._list().index(value, start, stop)
+
+    def count(self, value: Any) -> int:
+        return self._list().count(value)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, KeyValueList):
+            other = other._list()
+        if isinstance(other, list):
+            return self._list() == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a list
+
+    def __add__(self, other: Iterable[KeyValue]) -> list[KeyValue]:
+        if isinstance(other, KeyValueList | list):
+            return self._list() + list(other)
+        return NotImplemented
+
+    def __radd__(self, other: Iterable[KeyValue]) -> list[KeyValue]:
+        if isinstance(other, list):
+            return other + self._list()
+        return NotImplemented
+
+    def __iadd__(self, other: Iterable[KeyValue]) -> KeyValueList:
+        self._list().extend(other)
+        return self
+
+    def __repr__(self) -> str:
+        return repr(self._list())
+
+    def __reduce__(self) -> tuple[type[list[KeyValue]], tuple[list[KeyValue]]]:
+        # pickled (and copied) as the plain list it stands for
+        return list, (self._list(),)
 
 
-class _Batch:
-    """The still undecoded KeyValues of one range reply: ``kvs`` (weakly) are the frames of
-    ``data`` that start at ``start``, one after another; a dead reference is a KeyValue
-    nobody holds any more, skipped."""
-
-    __slots__ = ("data", "kvs", "start")
-
-    def __init__(self, data: bytes, start: int) -> None:
-        self.data = data
-        self.start = start
-        self.kvs: list[weakref.ref[LazyKeyValue]] = []
-
-    def decode(self) -> None:
-        # Cleared only after the pass: a second thread touching one meanwhile runs the
-        # same pass and stores the same values.
-        _fill(self.data, self.start, map(operator.call, self.kvs), self)
-        self.kvs = []
-        self.data = b""
-
-
-def _fill(data: bytes, pos: int, kvs: Iterable[KeyValue | None], batch: _Batch | None) -> None:
-    """Decode the consecutive KeyValue frames (field 2, tag 0x12) of ``data`` from ``pos``
-    into ``kvs``, one each, in order; with a ``batch``, only those still waiting on it
-    (and then they let it go).
+def _decode_run(data: bytes, pos: int, count: int) -> list[KeyValue]:
+    """The ``count`` consecutive KeyValue frames (field 2, tag 0x12) of ``data`` from
+    ``pos``, decoded.
 
     One pass, straight-line, in the field order every etcd encoder writes (key, revisions,
     value, lease), varints of up to two bytes read inline (revisions up to three: a
@@ -411,20 +481,41 @@ def _fill(data: bytes, pos: int, kvs: Iterable[KeyValue | None], batch: _Batch |
     field this is the cost of a touched range. Anything else (another order, an unknown
     field, a long key, a negative int64, a bad length) takes :func:`decode_kv`."""
     read = _read_varint
-    for kv in kvs:
+    new = KeyValue.__new__
+    kv_type = KeyValue
+    out: list[KeyValue] = []
+    append = out.append
+    left = count
+    end = len(data)
+    plain = 0
+    while left:
+        left -= 1
         n = data[pos + 1]
         if n < 0x80:
-            pos += 2
+            head = 2
         elif (b := data[pos + 2]) < 0x80:
             n += (b - 1) << 7
-            pos += 3
+            head = 3
         else:
-            n, pos = read(data, pos + 1)
+            head = 0
+            n, at = read(data, pos + 1)
+        if head:
+            nxt = pos + head + n
+            if plain:
+                plain -= 1
+            elif left >= 3 and nxt + head <= end and data[nxt + 1] == data[pos + 1]:
+                # a run of same-size frames: decoded column by column if they share a shape
+                k = _same_run(data, pos, head + n, data[pos : pos + head], left + 1)
+                if k >= 4 and (same := _decode_same(data, pos, head + n, head, k)) is not None:
+                    out += same
+                    left -= k - 1
+                    pos += k * (head + n)
+                    continue
+                plain = k - 1  # of mixed shapes: these go frame by frame
+            pos += head
+        else:
+            pos = at
         stop = pos + n
-        if kv is None or (batch is not None and kv._src is not batch):  # type: ignore[attr-defined]
-            # gone, or decoded already (touched while another thread ran the pass)
-            pos = stop
-            continue
         try:
             if data[pos] != 0x0A or (v := data[pos + 1]) >= 0x80:
                 raise IndexError  # not the usual shape: the careful way
@@ -482,6 +573,7 @@ def _fill(data: bytes, pos: int, kvs: Iterable[KeyValue | None], batch: _Batch |
                 raise IndexError
         except IndexError:
             key, create, mod, version, value, lease = decode_kv(data, pos, stop)._fields()
+        kv = new(kv_type)
         kv.key = key
         kv.create_revision = create
         kv.mod_revision = mod
@@ -489,12 +581,9 @@ def _fill(data: bytes, pos: int, kvs: Iterable[KeyValue | None], batch: _Batch |
         kv.value = value
         kv.lease = lease
         kv._wire = None
-        if batch is not None:
-            kv._src = None  # type: ignore[attr-defined]
+        append(kv)
         pos = stop
-
-
-_KV_SLOTS = frozenset(KeyValue.__slots__)
+    return out
 
 
 def decode_header(data: bytes, pos: int, end: int) -> ResponseHeader:
@@ -517,68 +606,181 @@ def decode_header(data: bytes, pos: int, end: int) -> ResponseHeader:
     return h
 
 
-def _scan(data: bytes, pos: int, kvs: list[KeyValue], batch: _Batch | None) -> int:
-    """Append an undecoded KeyValue to ``kvs`` for each consecutive KeyValue frame (field
-    2) of ``data`` from ``pos``, waiting on ``batch`` (or plain, for :func:`_fill`); the
-    position after them. Only the frames' lengths are read: this is a counted range."""
+def _same_frames(data: bytes, pos: int, size: int, header: bytes, most: int) -> int:
+    """How many of the (at most ``most``) ``size``-byte slots from ``pos`` in a row start
+    with ``header`` (a tag and length varint of a ``size``-byte KeyValue frame): by
+    induction each is then such a frame, the next one right after it. One strided slice
+    and one ``lstrip`` per header byte: C, not a Python step per frame."""
+    stop = pos + most * size
+    same = most
+    for i in range(len(header)):
+        column = data[pos + i : stop : size]
+        same = min(same, len(column) - len(column.lstrip(header[i : i + 1])))
+    return same
+
+
+def _same_run(data: bytes, pos: int, size: int, header: bytes, limit: int) -> int:
+    """How many (at most ``limit``) ``size``-byte KeyValue frames with ``header`` follow one
+    another from ``pos``: :func:`_same_frames` in growing windows, so that a reply whose
+    sizes only now and then repeat costs little more than stepping frame by frame."""
+    total = 0
+    window = 16
+    while True:
+        most = min(limit - total, window)
+        k = _same_frames(data, pos + total * size, size, header, most)
+        total += k
+        if k < most or most < window:
+            return total
+        window *= 4
+
+
+def _varint_column(data: bytes, at: int, stop: int, size: int, width: int) -> Iterable[int]:
+    """The ``width``-byte varints at ``at``, ``at + size``, … (before ``stop``)."""
+    if width == 1:
+        return data[at:stop:size]
+    columns = [data[at + i : stop : size] for i in range(width)]
+    if width == 2:
+        return [a + (b << 7) - 0x80 for a, b in zip(*columns, strict=True)]
+    if width == 3:
+        return [a + (b << 7) + (c << 14) - 0x4080 for a, b, c in zip(*columns, strict=True)]
+    return [
+        a + (b << 7) + (c << 14) + (d << 21) - 0x204080 for a, b, c, d in zip(*columns, strict=True)
+    ]
+
+
+def _decode_same(data: bytes, pos: int, size: int, head: int, k: int) -> list[KeyValue] | None:
+    """The ``k`` same-size KeyValue frames from ``pos`` decoded column by column, or
+    ``None`` unless they all have the first one's shape: etcd's field order, no lease, a
+    key under 128 B, varints of at most four bytes, and the same tags, lengths and varint
+    widths at the same offsets (then each parses exactly as the first does). A range of
+    equal-length keys and values (the usual prefix range) is then a few strided slices in
+    C and one short Python loop that makes the KeyValues."""
+    end = pos + size
+    stop = pos + k * size
+    exact: list[int] = []  # offsets of bytes (tags, lengths) every frame must share
+    high: list[int] = []  # offsets of varint bytes with more to come
+    last: list[int] = []  # offsets of varints' last bytes
+    p = pos + head
+    if data[p] != 0x0A or (klen := data[p + 1]) >= 0x80:
+        return None
+    exact += (p, p + 1)
+    key_at = p + 2
+    p = key_at + klen
+    ints: list[tuple[int, int] | None] = []
+    for tag in (0x10, 0x18, 0x20):
+        if p < end and data[p] == tag:
+            exact.append(p)
+            q = p + 1
+            while data[q] >= 0x80 and q - p < 4:
+                high.append(q)
+                q += 1
+            if data[q] >= 0x80:
+                return None
+            last.append(q)
+            ints.append((p + 1, q - p))
+            p = q + 1
+        else:
+            ints.append(None)
+    vlen = 0
+    value_at = p
+    if p < end and data[p] == 0x2A:
+        exact.append(p)
+        vlen, value_at = _read_varint(data, p + 1)
+        if value_at - p > 3:
+            return None
+        exact += range(p + 1, value_at)
+        p = value_at + vlen
+    if p != end:
+        return None
+    for at in exact:
+        column = data[at:stop:size]
+        if column.lstrip(column[:1]):
+            return None
+    for at in high:
+        if min(data[at:stop:size]) < 0x80:
+            return None
+    for at in last:
+        if max(data[at:stop:size]) >= 0x80:
+            return None
+    keys = [data[at : at + klen] for at in range(key_at, stop, size)]
+    values: Iterable[bytes] = (
+        [data[at : at + vlen] for at in range(value_at, stop, size)] if vlen else repeat(b"", k)
+    )
+    create, mod, version = (
+        repeat(0, k) if f is None else _varint_column(data, f[0], stop, size, f[1]) for f in ints
+    )
+    new = KeyValue.__new__
+    kv_type = KeyValue
+    out: list[KeyValue] = []
+    append = out.append
+    for key_, create_, mod_, version_, value_ in zip(
+        keys, create, mod, version, values, strict=True
+    ):
+        kv = new(kv_type)
+        kv.key = key_
+        kv.create_revision = create_
+        kv.mod_revision = mod_
+        kv.version = version_
+        kv.value = value_
+        kv.lease = 0
+        kv._wire = None
+        append(kv)
+    return out
+
+
+def _count_run(data: bytes, pos: int) -> tuple[int, int]:
+    """The number of consecutive KeyValue frames (field 2) of ``data`` from ``pos``, and the
+    position after them. Only the frames' lengths are read: this is a counted range.
+
+    A range's KeyValues are often all of one size (same-length keys and values, revisions
+    of the same varint length): where the next frame's header repeats this one's, the run
+    of same-size frames is counted by :func:`_same_frames`, in growing windows (so a reply
+    whose sizes only now and then repeat costs little more than stepping)."""
     end = len(data)
-    append = kvs.append
+    count = 0
     read = _read_varint
-    if batch is None:
-        plain_new = KeyValue.__new__
-        plain = KeyValue
-        while pos < end and data[pos] == 0x12:
-            n = data[pos + 1]
-            if n < 0x80:
-                pos += 2 + n
-            elif (b := data[pos + 2]) < 0x80:  # a 128 B – 16 KiB KeyValue
-                pos += 3 + n + ((b - 1) << 7)
-            else:
-                n, pos = read(data, pos + 1)
-                pos += n
-            append(plain_new(plain))
-    else:
-        lazy_new = LazyKeyValue.__new__  # no __init__ call per KeyValue: a third of the scan
-        lazy = LazyKeyValue
-        while pos < end and data[pos] == 0x12:
-            n = data[pos + 1]
-            if n < 0x80:
-                pos += 2 + n
-            elif (b := data[pos + 2]) < 0x80:
-                pos += 3 + n + ((b - 1) << 7)
-            else:
-                n, pos = read(data, pos + 1)
-                pos += n
-            kv = lazy_new(lazy)
-            kv._src = batch
-            append(kv)
+    same = _same_run
+    while pos < end and data[pos] == 0x12:
+        n = data[pos + 1]
+        if n < 0x80:
+            size, head = 2 + n, 2
+        elif (b := data[pos + 2]) < 0x80:  # a 128 B – 16 KiB KeyValue
+            size, head = 3 + n + ((b - 1) << 7), 3
+        else:
+            n, at = read(data, pos + 1)
+            count += 1
+            pos = at + n
+            continue
+        nxt = pos + size
+        if nxt + head <= end and data[nxt] == 0x12 and data[nxt + 1] == n:
+            k = same(data, pos, size, data[pos : pos + head], (end - pos) // size)
+            if k:
+                count += k
+                pos += k * size
+                continue
+        count += 1
+        pos = nxt
     if pos > end:
         raise ValueError("truncated RangeResponse")
-    return pos
+    return count, pos
 
 
 def decode_range_response(data: bytes, *, lazy: bool = True) -> RangeResponse:
-    """``etcdserverpb.RangeResponse`` straight into etcdlite's result types; the KeyValues
-    are :class:`LazyKeyValue` (decoded together on the first touch of any) unless ``lazy``
+    """``etcdserverpb.RangeResponse`` straight into etcdlite's result types; its ``kvs`` a
+    :class:`KeyValueList` (decoded together on the first access to any) unless ``lazy``
     is false. Their framing is checked here."""
     header = ResponseHeader()
-    kvs: list[KeyValue] = []
+    kvs: MutableSequence[KeyValue] = KeyValueList(b"", 0, 0) if lazy else []
     more = False
     count = 0
     pos, end = 0, len(data)
-    batch: _Batch | None = None
     while pos < end:
-        if data[pos] == 0x12 and batch is None:
+        if data[pos] == 0x12 and not kvs:
             # The KeyValues, the bulk of a reply: etcd writes them all in one run between
             # the header and ``more``. (Any after another field are decoded below, eagerly.)
-            batch = _Batch(data, pos)
-            at = len(kvs)
-            pos = _scan(data, pos, kvs, batch if lazy else None)
-            run = kvs[at:] if at else kvs
-            if lazy:
-                batch.kvs = list(map(weakref.ref, run))  # type: ignore[arg-type]
-            else:
-                _fill(data, batch.start, run, None)
+            n, after = _count_run(data, pos)
+            kvs = KeyValueList(data, pos, n) if lazy else _decode_run(data, pos, n)
+            pos = after
             continue
         tag, pos = _read_varint(data, pos)
         field, wt = tag >> 3, tag & 7
