@@ -20,6 +20,7 @@ import h2.events
 import pytest
 
 from etcdlite import Client
+from etcdlite._grpc.compat import fast_path_enabled
 from etcdlite._grpc.guard import PREFACE, FrameGuard, Limits
 
 from .launch import CliServer, running_cli
@@ -27,6 +28,12 @@ from .launch import CliServer, running_cli
 MB = 1024 * 1024
 RSS_BOUND = 100 * MB
 LATENCY_BOUND = 1.0
+
+# The guard (etcdlite._grpc.guard) belongs to the fast path: with ETCDLITE_FAST_PATH=0 the
+# served child runs grpclib's own path, which has no such limits.
+pytestmark = pytest.mark.skipif(
+    not fast_path_enabled(), reason="the abuse guard exists only on the fast path"
+)
 
 
 def rss(pid: int) -> int:
