@@ -72,6 +72,8 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("h2.stream", "StreamInputs", "SEND_HEADERS"),
     ("h2.stream", "StreamInputs", "SEND_DATA"),
     ("h2.stream", "StreamInputs", "SEND_END_STREAM"),
+    # the server's reply headers and once-checked received lists (headers.py)
+    ("h2.stream", "H2Stream", "_process_received_headers"),
     ("hpack", "Decoder", "decode"),
     ("hpack", "Encoder", "encode"),
 )
