@@ -22,7 +22,6 @@ stream's state machine has no transition to make.
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import h2.exceptions
@@ -30,9 +29,10 @@ from grpclib.protocol import Stream as H2Stream
 from h2.connection import H2Connection
 from h2.stream import StreamState
 
+from .http2 import DATA, FRAME_HEADER
+
 __all__ = ["data_frames", "send_data", "send_messages"]
 
-_FRAME_HEADER = struct.Struct(">HBBBL")  # HTTP/2: 24-bit length, type, flags, stream id
 _SENDING_STATES = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 
 
@@ -46,18 +46,18 @@ def data_frames(
     if h2stream is None or h2stream.state_machine.state not in _SENDING_STATES:
         raise h2.exceptions.StreamClosedError(sid)
     frame_size = h2conn.max_outbound_frame_size
-    pack = _FRAME_HEADER.pack
+    pack = FRAME_HEADER.pack
     total = len(prefix) + stop - start
     parts: list[bytes | memoryview] = []
     pos = start
     if prefix:
         n = min(frame_size, total)
         take = n - len(prefix)
-        parts += (pack(n >> 8, n & 0xFF, 0, 0, sid), prefix, view[pos : pos + take])
+        parts += (pack(n >> 16, n & 0xFFFF, DATA, 0, sid), prefix, view[pos : pos + take])
         pos += take
     while pos < stop:
         n = min(frame_size, stop - pos)
-        parts += (pack(n >> 8, n & 0xFF, 0, 0, sid), view[pos : pos + n])
+        parts += (pack(n >> 16, n & 0xFFFF, DATA, 0, sid), view[pos : pos + n])
         pos += n
     h2conn.outbound_flow_control_window -= total
     h2stream.outbound_flow_control_window -= total

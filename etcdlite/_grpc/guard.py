@@ -30,19 +30,31 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .http2 import (
+    ACK,
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    GOAWAY,
+    HEADERS,
+    PADDED,
+    PING,
+    PRIORITY,
+    PRIORITY_FLAG,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+)
+
 __all__ = ["PREFACE", "Abuse", "FrameGuard", "Limits"]
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-_DATA, _HEADERS, _PRIORITY, _RST_STREAM = 0x0, 0x1, 0x2, 0x3
-_SETTINGS, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = 0x4, 0x6, 0x7, 0x8, 0x9
-_ACK = 0x1
-_END_HEADERS, _PADDED, _PRIORITY_FLAG = 0x4, 0x8, 0x20
 FRAME_SIZE_ERROR = 0x6
 ENHANCE_YOUR_CALM = 0xB
 
 
-_STREAM_FRAMES = frozenset({_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _WINDOW_UPDATE, _CONTINUATION})
+_STREAM_FRAMES = frozenset({DATA, HEADERS, PRIORITY, RST_STREAM, WINDOW_UPDATE, CONTINUATION})
 
 
 class Abuse(Exception):
@@ -119,12 +131,12 @@ class FrameGuard:
         self._clock = clock
         now = clock()
         self._buckets = {
-            _PING: (_Bucket(limits.ping_burst, limits.pings_per_second, now), "too_many_pings"),
-            _SETTINGS: (
+            PING: (_Bucket(limits.ping_burst, limits.pings_per_second, now), "too_many_pings"),
+            SETTINGS: (
                 _Bucket(limits.settings_burst, limits.settings_per_second, now),
                 "too_many_settings",
             ),
-            _RST_STREAM: (
+            RST_STREAM: (
                 _Bucket(limits.reset_burst, limits.resets_per_second, now),
                 "too_many_resets",
             ),
@@ -186,7 +198,7 @@ class FrameGuard:
                     out.append(header)
                 continue
             header = data[pos : pos + 9]
-            if header[3] == _HEADERS and pos > start:
+            if header[3] == HEADERS and pos > start:
                 # a refused stream is recorded at its offset in the output: flush first
                 out.append(data[start:pos])
                 start = pos
@@ -209,20 +221,20 @@ class FrameGuard:
         kind = header[3]
         if length > self.limits.max_frame_size:
             raise Abuse(FRAME_SIZE_ERROR, f"frame of {length} bytes over the maximum")
-        if kind == _GOAWAY:
+        if kind == GOAWAY:
             self.goaway_received = True
             self._drop = length
             return False
         if (
             self._max_streams is not None
             # only a HEADERS opens a stream; other frames matter only for refused streams
-            and (kind == _HEADERS or self._refused or self._block is not None)
+            and (kind == HEADERS or self._refused or self._block is not None)
             and kind in _STREAM_FRAMES
             and not self._stream_frame(header, length)
         ):
             return False
         limit = self._buckets.get(kind)
-        if limit is not None and (kind == _RST_STREAM or not header[4] & _ACK):
+        if limit is not None and (kind == RST_STREAM or not header[4] & ACK):
             bucket, debug = limit
             if not bucket.take(self._clock()):
                 raise Abuse(ENHANCE_YOUR_CALM, debug)
@@ -233,13 +245,13 @@ class FrameGuard:
         """Concurrent streams: whether a stream's frame goes to h2 (else it is dropped)."""
         kind, flags = header[3], header[4]
         sid = int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
-        if kind == _CONTINUATION and self._block is not None and sid == self._block_stream:
+        if kind == CONTINUATION and self._block is not None and sid == self._block_stream:
             self._drop_block(flags, length)
             return False
         if sid in self._refused:
             self._drop = length
             return False
-        if kind != _HEADERS or sid <= self._highest or not sid & 1:
+        if kind != HEADERS or sid <= self._highest or not sid & 1:
             return True
         self._highest = sid
         assert self._closed_streams is not None and self._max_streams is not None
@@ -258,7 +270,7 @@ class FrameGuard:
 
     def _drop_block(self, flags: int, length: int) -> None:
         self._drop = length
-        self._block_end = bool(flags & _END_HEADERS)
+        self._block_end = bool(flags & END_HEADERS)
         if not length and self._block_end:
             self._refused_block_done()
 
@@ -270,8 +282,8 @@ class FrameGuard:
         # The HEADERS frame's own payload: [pad length] [priority: 5] fragment [padding];
         # CONTINUATION payloads that follow are fragment only.
         first, rest = block[: self._block_first], block[self._block_first :]
-        pad = first[0] if flags & _PADDED and first else 0
-        skip = (1 if flags & _PADDED else 0) + (5 if flags & _PRIORITY_FLAG else 0)
+        pad = first[0] if flags & PADDED and first else 0
+        skip = (1 if flags & PADDED else 0) + (5 if flags & PRIORITY_FLAG else 0)
         fragment = first[skip : len(first) - pad] + rest
         offset = sum(len(b) for b in self._out)
         self.refusals.append((offset, self._block_stream, fragment))

@@ -31,20 +31,17 @@ h2 refuses raises ``ProtocolError`` as before and is not kept, so it is refused 
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 from h2.connection import ConnectionInputs, H2Connection
 from h2.stream import H2Stream, StreamInputs
 
+from .http2 import CONTINUATION, END_HEADERS, END_STREAM, FRAME_HEADER, HEADERS
+
 __all__ = ["MAX_CHECKED_LISTS", "check_headers_once", "headers_frames"]
 
 #: Distinct received header lists a connection keeps h2's checked result for.
 MAX_CHECKED_LISTS = 64
-
-_FRAME_HEADER = struct.Struct(">HBBBL")  # HTTP/2: 24-bit length, type, flags, stream id
-_HEADERS, _CONTINUATION = 0x1, 0x9
-_END_STREAM, _END_HEADERS = 0x1, 0x4
 
 
 def headers_frames(
@@ -61,22 +58,22 @@ def headers_frames(
     machine.process_input(StreamInputs.SEND_HEADERS)
     block = h2conn.encoder.encode(headers)
     sid = h2stream.stream_id
-    flags = _END_STREAM if end_stream else 0
+    flags = END_STREAM if end_stream else 0
     if end_stream:
         machine.process_input(StreamInputs.SEND_END_STREAM)
     n = len(block)
     size = h2conn.max_outbound_frame_size
-    pack = _FRAME_HEADER.pack
+    pack = FRAME_HEADER.pack
     if n <= size:
-        return pack(n >> 8, n & 0xFF, _HEADERS, flags | _END_HEADERS, sid) + block
+        return pack(n >> 16, n & 0xFFFF, HEADERS, flags | END_HEADERS, sid) + block
     parts: list[bytes] = []
-    kind = _HEADERS
+    kind = HEADERS
     for pos in range(0, n, size):
         chunk = block[pos : pos + size]
         last = pos + size >= n
         m = len(chunk)
-        parts += (pack(m >> 8, m & 0xFF, kind, flags | (_END_HEADERS if last else 0), sid), chunk)
-        kind, flags = _CONTINUATION, 0
+        parts += (pack(m >> 16, m & 0xFFFF, kind, flags | (END_HEADERS if last else 0), sid), chunk)
+        kind, flags = CONTINUATION, 0
     return b"".join(parts)
 
 

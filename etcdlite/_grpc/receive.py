@@ -46,7 +46,6 @@ refuses it, so from there on every byte goes to h2 unlooked-at (the connection e
 
 from __future__ import annotations
 
-import struct
 import time
 from typing import TYPE_CHECKING
 
@@ -55,15 +54,24 @@ from h2.connection import ConnectionState
 from h2.stream import StreamState
 
 from .call import _UnaryStream
+from .http2 import (
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    FRAME_HEADER,
+    HEADERS,
+    PADDED,
+    PING,
+    PUSH_PROMISE,
+    WINDOW_UPDATE,
+)
 
 if TYPE_CHECKING:
     from grpclib.protocol import H2Protocol
 
 __all__ = ["FrameSplitter"]
 
-_HEADER = struct.Struct(">BHBBL")  # 24-bit length (as 8 + 16), type, flags, stream id
-_DATA, _HEADERS, _PUSH_PROMISE, _PING, _WINDOW_UPDATE, _CONTINUATION = 0x0, 0x1, 0x5, 0x6, 0x8, 0x9
-_END_STREAM, _END_HEADERS, _PADDED = 0x1, 0x4, 0x8
 _RECEIVING = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)
 
 
@@ -92,7 +100,7 @@ class FrameSplitter:
             self._pending = b""
         protocol = self._protocol
         streams = protocol.processor.streams
-        unpack = _HEADER.unpack_from
+        unpack = FRAME_HEADER.unpack_from
         end = len(data)
         pos = start = 0  # start: the first byte of the run h2 has not been given yet
         # The run h2 has not been given (``parts``, then ``data[start:pos]``), for the rule
@@ -118,7 +126,7 @@ class FrameSplitter:
                     return
                 break
             sid &= 0x7FFFFFFF
-            if ftype == _DATA and not (self._in_block or flags & (_END_STREAM | _PADDED)):
+            if ftype == DATA and not (self._in_block or flags & (END_STREAM | PADDED)):
                 # grpclib's map holds its own streams and the lean calls' ones
                 stream: object = streams.get(sid)
                 if type(stream) is _UnaryStream:
@@ -134,19 +142,19 @@ class FrameSplitter:
                         start = pos = stop
                         continue
             if sid == 0:
-                if ftype != _PING and ftype != _WINDOW_UPDATE:
+                if ftype != PING and ftype != WINDOW_UPDATE:
                     run_conn = True
             elif (
-                ftype == _HEADERS
-                and flags & (_END_HEADERS | _END_STREAM) == _END_HEADERS
+                ftype == HEADERS
+                and flags & (END_HEADERS | END_STREAM) == END_HEADERS
                 and sid not in run_streams
             ):
                 run_streams[sid] = True
             else:
                 run_streams[sid] = False
-            if ftype in (_HEADERS, _PUSH_PROMISE):
-                self._in_block = not flags & _END_HEADERS
-            elif ftype == _CONTINUATION and flags & _END_HEADERS:
+            if ftype in (HEADERS, PUSH_PROMISE):
+                self._in_block = not flags & END_HEADERS
+            elif ftype == CONTINUATION and flags & END_HEADERS:
                 self._in_block = False
             pos = stop
         if start < pos:

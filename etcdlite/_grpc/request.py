@@ -21,17 +21,14 @@ size change is left for h2's encoder to signal (such a call goes h2's way, see b
 
 from __future__ import annotations
 
-import struct
-
 from h2.connection import AllowedStreamIDs, ConnectionInputs, H2Connection
 from h2.exceptions import TooManyStreamsError
 from h2.stream import StreamInputs
 
+from .http2 import DATA, END_HEADERS, END_STREAM, FRAME_HEADER, HEADERS
+
 __all__ = ["header_block", "request_frames"]
 
-_FRAME_HEADER = struct.Struct(">BHBBL")  # 24-bit length (as 8 + 16), type, flags, stream id
-_DATA, _HEADERS = 0x0, 0x1
-_END_STREAM, _END_HEADERS = 0x1, 0x4
 
 #: RFC 7541 Appendix A indices of the names a gRPC request uses.
 _STATIC_NAMES = {":authority": 1, ":path": 4, "content-type": 31, "user-agent": 58}
@@ -111,12 +108,12 @@ def request_frames(
     stream.outbound_flow_control_window -= size
     h2conn.outbound_flow_control_window -= size
     n = len(block)
-    pack = _FRAME_HEADER.pack
+    pack = FRAME_HEADER.pack
     return b"".join(
         (
-            pack(n >> 16, n & 0xFFFF, _HEADERS, _END_HEADERS, stream_id),
+            pack(n >> 16, n & 0xFFFF, HEADERS, END_HEADERS, stream_id),
             block,
-            pack(size >> 16, size & 0xFFFF, _DATA, _END_STREAM, stream_id),
+            pack(size >> 16, size & 0xFFFF, DATA, END_STREAM, stream_id),
             message,
         )
     )
