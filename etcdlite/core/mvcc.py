@@ -846,28 +846,7 @@ class MVCC:
     def apply_put(self, revision: int, key: bytes, value: bytes) -> None:
         """:meth:`apply_changes` for the common revision, one put with no lease (the put
         hot path without a response, for recovery speed)."""
-        if revision != self._rev + 1:
-            raise ValueError(f"revision {revision} does not follow {self._rev}")
-        hist = self._index.get(key)
-        if hist is None:
-            kv = KeyValue(key, revision, revision, 1, value, 0)
-            self._index[key] = [kv]
-        else:
-            prev = hist[-1]
-            if prev.version:
-                kv = KeyValue(key, prev.create_revision, revision, prev.version + 1, value, 0)
-                if prev.lease:
-                    self.lessor.detach(prev.lease, key)
-            else:
-                kv = KeyValue(key, revision, revision, 1, value, 0)
-                self._dead.remove(key)  # re-created
-            hist.append(kv)
-        self._log.append(kv)
-        self._rev = revision
-        if self._hooks:
-            changes = (kv,)
-            for hook in self._hooks:
-                hook(revision, changes)
+        self.apply_puts(revision, (key,), (value,))
 
     def apply_puts(self, revision: int, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
         """:meth:`apply_put` of ``keys[i]``, ``values[i]`` at ``revision + i``, in one call:
@@ -878,13 +857,10 @@ class MVCC:
             raise ValueError(f"revision {revision} does not follow {self._rev}")
         if len(keys) != len(values):
             raise ValueError("a key without a value")
-        if self._hooks:  # nobody watches a recovery; kept exact for anyone who does
-            for i, (key, value) in enumerate(zip(keys, values, strict=True)):
-                self.apply_put(revision + i, key, value)
-            return
         index_get = self._index.get
         index = self._index
         log_append = self._log.append
+        hooks = self._hooks  # nobody watches a recovery; kept exact for anyone who does
         make = KeyValue
         rev = revision
         for key, value in zip(keys, values, strict=True):
@@ -903,6 +879,10 @@ class MVCC:
                     self._dead.remove(key)  # re-created
                 hist.append(kv)
             log_append(kv)
+            if hooks:
+                self._rev = rev  # as a hook sees it after any one revision
+                for hook in hooks:
+                    hook(rev, (kv,))
             rev += 1
         self._rev = rev - 1
 
