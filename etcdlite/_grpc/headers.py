@@ -38,7 +38,7 @@ from h2.stream import H2Stream, StreamInputs
 
 from .http2 import CONTINUATION, END_HEADERS, END_STREAM, FRAME_HEADER, HEADERS
 
-__all__ = ["MAX_CHECKED_LISTS", "check_headers_once", "headers_frames"]
+__all__ = ["MAX_CHECKED_LISTS", "check_headers_once", "frame_block", "headers_frames"]
 
 #: Distinct received header lists a connection keeps h2's checked result for.
 MAX_CHECKED_LISTS = 64
@@ -57,10 +57,15 @@ def headers_frames(
     machine = h2stream.state_machine
     machine.process_input(StreamInputs.SEND_HEADERS)
     block = h2conn.encoder.encode(headers)
-    sid = h2stream.stream_id
-    flags = END_STREAM if end_stream else 0
     if end_stream:
         machine.process_input(StreamInputs.SEND_END_STREAM)
+    return frame_block(h2conn, h2stream.stream_id, block, end_stream=end_stream)
+
+
+def frame_block(h2conn: H2Connection, sid: int, block: bytes, *, end_stream: bool = False) -> bytes:
+    """A header ``block`` framed for stream ``sid``: one HEADERS frame, or HEADERS and
+    CONTINUATIONs when it is larger than the peer's ``SETTINGS_MAX_FRAME_SIZE``."""
+    flags = END_STREAM if end_stream else 0
     n = len(block)
     size = h2conn.max_outbound_frame_size
     pack = FRAME_HEADER.pack

@@ -298,6 +298,12 @@ class GrpcServer(Server):
         """Requests answered on the lean path so far, by live connections."""
         return sum(getattr(p.handler, "fast_requests", 0) for p in list(self.protocols))
 
+    @property
+    def taken_requests(self) -> int:
+        """Lean requests taken past h2 whole (:mod:`.intake`) so far, by live connections."""
+        intakes = (getattr(p, "intake", None) for p in list(self.protocols))
+        return sum(intake.taken for intake in intakes if intake is not None)
+
     def request_tasks(self) -> list[asyncio.Task[None]]:
         """The request handlers' tasks not finished yet, on live connections."""
         tasks = (t for h in list(self._handlers) for t in list(h._tasks.values()))

@@ -33,6 +33,7 @@ from hyperframe import frame as hyperframe
 
 from .guard import Abuse, FrameGuard, Limits
 from .headers import check_headers_once
+from .intake import RequestIntake
 from .receive import FrameSplitter
 
 __all__ = [
@@ -110,6 +111,10 @@ class _HpackCache:
     def __init__(self, coder: Decoder | Encoder) -> None:
         object.__setattr__(self, "_coder", coder)
         object.__setattr__(self, "_cache", {})
+        #: What users of the cache derived from cached entries (the server's intake keeps
+        #: its verdicts on request header blocks here): emptied with the cache, since it
+        #: holds only while the table stays as it is.
+        object.__setattr__(self, "derived", {})
 
     def _remember(self, key: Any, value: Any, block: bytes) -> None:
         """Keep ``value`` for ``key`` if ``block`` left the table as it was; else the
@@ -117,22 +122,31 @@ class _HpackCache:
         cache = self._cache
         if _table_neutral(block):
             if len(cache) >= MAX_CACHED_BLOCKS:
-                cache.clear()
+                self._forget()
             cache[key] = value
         else:
-            cache.clear()
+            self._forget()
+
+    def _forget(self) -> None:
+        self._cache.clear()
+        self.derived.clear()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._coder, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        self._cache.clear()
+        self._forget()
         setattr(self._coder, name, value)
 
 
 class CachingDecoder(_HpackCache):
     """h2's HPACK ``Decoder``, with the results of table-neutral blocks cached; any other
     block (or a settings change) may move the table, so it empties the cache."""
+
+    def cached(self, block: bytes) -> Any:
+        """The header list h2 got for ``block`` (decoded raw) if it is cached: a pure
+        lookup, the table is not touched (``None`` if not cached)."""
+        return self._cache.get((block, True))
 
     def decode(self, data: bytes, raw: bool = False) -> Any:
         key = (bytes(data), raw)
@@ -154,7 +168,7 @@ class CachingEncoder(_HpackCache):
         items = tuple(headers) if isinstance(headers, list | tuple) else None
         if items is None or not all(type(h) is tuple and len(h) == 2 for h in items):
             # a dict, or sensitive (never-indexed) fields: hpack's own way, uncached
-            self._cache.clear()
+            self._forget()
             return bytes(encoder.encode(headers, huffman))
         key = (items, huffman)
         if not encoder.header_table.resized:
@@ -303,6 +317,8 @@ class ServerProtocol(CorkedProtocol):
         self._dropping = False
         self._limits = limits or Limits()
         self.guard = FrameGuard(self._limits)
+        #: Takes whole lean requests past h2 (with the lean path's handler only).
+        self.intake: RequestIntake | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -312,6 +328,10 @@ class ServerProtocol(CorkedProtocol):
         check_headers_once(self.connection._connection)
         quiet_frames(self.connection._connection)  # the server formats a repr per frame too
         handler = self.handler
+        take = getattr(handler, "take", None)
+        if take is not None:  # the lean path's handler: whole requests taken past h2
+            self.intake = RequestIntake(self, self._feed_h2, take)
+            handler.intake = self.intake  # type: ignore[attr-defined]
         if hasattr(handler, "closed_streams"):  # the lean path's handler counts them
             h2conn = self.connection._connection
             # Below h2's own bound (which ends the connection): a stream we have released
@@ -353,17 +373,20 @@ class ServerProtocol(CorkedProtocol):
             self._preface_timer = None
         if not data and not self.guard.refusals:
             return
-        if not self.guard.refusals:
-            self._feed_h2(data)
-            return
+        receive = self._feed_h2 if self.intake is None else self.intake.feed
         done = 0
         for offset, stream_id, block in self.guard.refusals:
-            if offset > done and not self._feed_h2(data[done:offset]):
+            if offset > done and not receive(data[done:offset]):
                 return
             done = offset
             self._refuse_stream(stream_id, block)
-        if done < len(data):
-            self._feed_h2(data[done:])
+        if done < len(data) and not receive(data[done:]):
+            return
+        # the lean path's requests start once their DATA is in (see .unary)
+        run_pending = getattr(self.handler, "run_pending", None)
+        if run_pending is not None:
+            run_pending()
+        self.connection.flush()
 
     def _feed_h2(self, data: bytes) -> bool:
         """h2 takes ``data``; grpclib processes what it made of it. False if that ended the
@@ -382,11 +405,6 @@ class ServerProtocol(CorkedProtocol):
             if known is not None and event.__class__ not in known:
                 continue  # e.g. UnknownFrameReceived: RFC 9113 says ignore it
             processor.process(event)
-        # the lean path's requests start once their DATA is in (see .unary)
-        run_pending = getattr(self.handler, "run_pending", None)
-        if run_pending is not None:
-            run_pending()
-        connection.flush()
         return True
 
     def _goaway(self, code: int, debug: str) -> None:

@@ -41,7 +41,7 @@ from typing import Any
 import h2.exceptions
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
-from grpclib.metadata import Deadline, encode_grpc_message
+from grpclib.metadata import decode_timeout, encode_grpc_message
 from grpclib.protocol import Stream as H2Stream
 from grpclib.server import Handler
 
@@ -54,7 +54,9 @@ from ..errors import (
 from .caller import CALLER, Caller
 from .frames import data_frames, send_data
 from .headers import headers_frames
+from .intake import RequestIntake, Verdict
 from .messages import read_message
+from .taken import TakenStream
 
 __all__ = ["FastMethod", "Interceptor", "UnaryHandler"]
 
@@ -71,6 +73,8 @@ _RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", _CONTENT_TYPE.encod
 _TRAILERS_OK = [(b"grpc-status", b"0")]
 
 
+#: A request's stream: grpclib's (h2's path) or one the intake took whole.
+_Stream = H2Stream | TakenStream
 #: An accepted request: its path, method, deadline (loop time), stream release, caller.
 _Request = tuple[str, "FastMethod", float | None, Callable[[], Any], Caller]
 
@@ -96,7 +100,10 @@ class UnaryHandler(Handler):
         #: Streams released so far (the concurrent-stream bound reads it).
         self.closed_streams = 0
         #: Requests accepted, not started yet: what :meth:`run_pending` starts.
-        self._pending: dict[H2Stream, _Request] = {}
+        self._pending: dict[_Stream, _Request] = {}
+        #: The connection's intake (set by its protocol): told which header blocks the
+        #: lean path accepts, it takes later copies of them past h2.
+        self.intake: RequestIntake | None = None
 
     def accept(
         self, stream: H2Stream, headers: list[tuple[str, str]], release_stream: Callable[[], Any]
@@ -128,20 +135,36 @@ class UnaryHandler(Handler):
         timeout: float | None = None
         if "grpc-timeout" in fields:
             try:
-                deadline = Deadline.from_headers(headers)
+                # grpclib's Deadline.from_headers: the smallest of the values
+                timeout = min(decode_timeout(v) for k, v in headers if k == "grpc-timeout")
             except ValueError:
                 super().accept(stream, headers, release_stream)  # grpclib's answer
                 return
-            if deadline is not None:
-                timeout = deadline.time_remaining()
         self.__gc_step__()
         self.fast_requests += 1
         token = fields.get("token")
-        caller = Caller(fields.get("authorization") if token is None else token, stream)
+        if token is None:
+            token = fields.get("authorization")
+        intake = self.intake
+        if intake is not None and stream.id is not None and "content-length" not in fields:
+            intake.learn(stream.id, Verdict(path, method, timeout, token))
+        caller = Caller(token, stream)
         at = None if timeout is None else self.loop.time() + timeout
         # started by run_pending, once the frames read with these headers (its DATA, as a
         # rule) have been taken in
         self._pending[stream] = (path, method, at, release_stream, caller)
+
+    def take(self, stream: TakenStream, verdict: Verdict) -> None:
+        """A request the connection's intake took whole (its headers are a copy of ones
+        :meth:`accept` judged, ``verdict``): it waits for :meth:`run_pending` as an
+        accepted one does."""
+        release = stream._etcdlite_release = _Release(stream.finish, self)
+        self.__gc_step__()
+        self.fast_requests += 1
+        timeout = verdict.timeout
+        at = None if timeout is None else self.loop.time() + timeout
+        caller = Caller(verdict.token, stream)
+        self._pending[stream] = (verdict.path, verdict.method, at, release, caller)
 
     def run_pending(self) -> None:
         """Start the requests accepted since the last call. The connection's protocol calls
@@ -150,16 +173,16 @@ class UnaryHandler(Handler):
         for stream, (path, method, deadline, release_stream, caller) in pending.items():
             self._start(stream, path, method, deadline, release_stream, caller)
 
-    def cancel(self, stream: H2Stream) -> None:
+    def cancel(self, stream: _Stream) -> None:
         if self._pending.pop(stream, None) is not None:  # reset before it started
             release = getattr(stream, "_etcdlite_release", None)
             if release is not None:
                 release()
             return
-        task = self._tasks.get(stream)
+        task = self._tasks.get(stream)  # type: ignore[arg-type]
         if task is None:
             return  # answered already (a synchronous request leaves no task)
-        super().cancel(stream)
+        super().cancel(stream)  # type: ignore[arg-type]
         release = getattr(stream, "_etcdlite_release", None)
         if release is not None:
             task.add_done_callback(lambda _task: release())
@@ -172,7 +195,7 @@ class UnaryHandler(Handler):
 
     def _start(
         self,
-        stream: H2Stream,
+        stream: _Stream,
         path: str,
         method: FastMethod,
         deadline: float | None,
@@ -195,14 +218,15 @@ class UnaryHandler(Handler):
         except Exception as e:
             self._answer(stream, None, e, release_stream)
         else:
-            self._tasks[stream] = self.loop.create_task(
+            # grpclib's task map (cancel, close and gc read it) holds taken streams too
+            self._tasks[stream] = self.loop.create_task(  # type: ignore[index]
                 self._handle(stream, _Resume(coro, waiting), deadline, release_stream),
                 context=context,
             )
 
     def _answer(
         self,
-        stream: H2Stream,
+        stream: _Stream,
         message: bytes | None,
         error: Exception | None,
         release_stream: Callable[[], Any],
@@ -221,7 +245,7 @@ class UnaryHandler(Handler):
             release_stream()
             return
         # the connection's writes are paused, or the body is over the windows: a task waits
-        self._tasks[stream] = self.loop.create_task(
+        self._tasks[stream] = self.loop.create_task(  # type: ignore[index]
             self._handle(stream, _Done(message), None, release_stream)
             if message is not None
             else _refuse(stream, status, text, release_stream)
@@ -229,7 +253,7 @@ class UnaryHandler(Handler):
 
     async def _handle(
         self,
-        stream: H2Stream,
+        stream: _Stream,
         call: Awaitable[Any],
         deadline: float | None,
         release_stream: Callable[[], Any],
@@ -251,11 +275,17 @@ class UnaryHandler(Handler):
         finally:
             release_stream()
 
-    async def _call(self, stream: H2Stream, path: str, method: FastMethod) -> Any:
+    async def _call(self, stream: _Stream, path: str, method: FastMethod) -> Any:
         interceptor = self.interceptor()
         if interceptor is not None:
             await interceptor(path)
         fn, request_type = method
+        if isinstance(stream, TakenStream):
+            codec = self.codec
+            check_size = getattr(codec, "check_size", None)
+            if check_size is not None:
+                check_size(len(stream.message))
+            return await fn(codec.decode(stream.message, request_type))
         request = await read_message(stream, self.codec, request_type, unary=True)
         if request is None:
             raise GrpcMissingMessageError()
@@ -338,7 +368,7 @@ class _Release:
 
 
 async def _refuse(
-    stream: H2Stream, status: Status, message: str | None, release_stream: Callable[[], Any]
+    stream: _Stream, status: Status, message: str | None, release_stream: Callable[[], Any]
 ) -> None:
     try:
         await _send_status(stream, status, message)
@@ -348,10 +378,12 @@ async def _refuse(
         release_stream()
 
 
-def _reply_now(stream: H2Stream, message: bytes) -> bool:
+def _reply_now(stream: _Stream, message: bytes) -> bool:
     """Write the reply (headers, ``message``, trailers) in one buffer if the connection
     takes it now: writes not paused, the body within the flow-control windows. False if
     nothing was written; True also when the client reset the stream meanwhile."""
+    if isinstance(stream, TakenStream):
+        return stream.reply_now(message)
     conn = stream.connection
     if not conn.write_ready.is_set():
         return False
@@ -378,7 +410,10 @@ def _reply_now(stream: H2Stream, message: bytes) -> bool:
     return True
 
 
-async def _send_reply(stream: H2Stream, message: bytes) -> None:
+async def _send_reply(stream: _Stream, message: bytes) -> None:
+    if isinstance(stream, TakenStream):
+        await stream.send_reply(message)
+        return
     conn = stream.connection
     if not conn.write_ready.is_set():
         await conn.write_ready.wait()
@@ -403,9 +438,11 @@ async def _send_reply(stream: H2Stream, message: bytes) -> None:
     conn.data_send_process()
 
 
-def _status_now(stream: H2Stream, status: Status, message: str | None) -> bool:
+def _status_now(stream: _Stream, status: Status, message: str | None) -> bool:
     """A trailers-only response, then RST_STREAM if the client's side is still open (as
     grpclib does), if the connection's writes are not paused; False if nothing was sent."""
+    if isinstance(stream, TakenStream):
+        return stream.status_now(status, message)
     conn = stream.connection
     if not conn.write_ready.is_set():
         return False
@@ -426,7 +463,7 @@ def _status_now(stream: H2Stream, status: Status, message: str | None) -> bool:
     return True
 
 
-async def _send_status(stream: H2Stream, status: Status, message: str | None) -> None:
+async def _send_status(stream: _Stream, status: Status, message: str | None) -> None:
     conn = stream.connection
     if not conn.write_ready.is_set():
         await conn.write_ready.wait()

@@ -129,6 +129,11 @@ class EtcdServer:
         """Requests answered on the lean unary path so far (tests check it is taken)."""
         return sum(s.fast_requests for s in list(self.grpc_servers))
 
+    @property
+    def taken_requests(self) -> int:
+        """Lean requests taken whole past h2 so far (tests check it is taken)."""
+        return sum(s.taken_requests for s in list(self.grpc_servers))
+
     def request_tasks(self) -> list[Any]:
         """The tasks of requests whose handler has not finished yet, on every connection
         (``asyncio.wait`` on them to know the server is idle)."""
