@@ -1,0 +1,314 @@
+"""How the server takes in unary requests, pinned at the HTTP/2 frame level.
+
+A raw client (:mod:`tests.h2wire`) writes frames as bytes, in any split and order, and logs
+every frame the server sends back. Each case runs on the lean path (``etcdlite.serve``,
+requests counted in ``server.fast_requests``) and, where the two can be compared, on
+grpclib's own path (``fast_path=False``): a client must not be able to tell them apart.
+Where they differ today (the lean path's connections have a frame guard and answer protocol
+errors with GOAWAY; grpclib's close the socket), each path's answer is pinned as it is.
+
+The stores share a cluster id, so replies are byte-equal across paths and connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import betterproto2
+import pytest
+
+import etcdlite
+from etcdlite import Store
+from etcdlite.server import EtcdServer
+from etcdlite.wire.pb import etcdserverpb as pb
+
+from .h2wire import (
+    CANCEL,
+    CONTINUATION,
+    DATA,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    FLOW_CONTROL_ERROR,
+    GOAWAY,
+    HEADERS,
+    PADDED,
+    PRIORITY_FLAG,
+    PROTOCOL_ERROR,
+    REFUSED_STREAM,
+    RST_STREAM,
+    SETTINGS,
+    SETTINGS_INITIAL_WINDOW_SIZE,
+    STREAM_CLOSED,
+    H2Wire,
+    Received,
+    data_frames,
+    frame,
+    grpc_message,
+    rst_stream,
+    settings_frame,
+    split_messages,
+    window_update,
+)
+
+pytestmark = pytest.mark.timeout(20)
+
+PUT = "/etcdserverpb.KV/Put"
+RANGE = "/etcdserverpb.KV/Range"
+TXN = "/etcdserverpb.KV/Txn"
+DELETE = "/etcdserverpb.KV/DeleteRange"
+GRANT = "/etcdserverpb.Lease/LeaseGrant"
+
+#: Both request paths: the lean one, grpclib's own.
+PATHS = [pytest.param(True, id="lean"), pytest.param(False, id="grpclib")]
+
+#: The reply headers and trailers of an answered unary request, on both paths.
+OK_BLOCKS = [{":status": "200", "content-type": "application/grpc+proto"}, {"grpc-status": "0"}]
+
+
+@asynccontextmanager
+async def serving(
+    lean: bool, data_dir: Path | None = None
+) -> AsyncIterator[tuple[Store, EtcdServer]]:
+    """A store and a server on a free port; the store is resumed before it closes."""
+    async with Store(cluster_id=1, data_dir=data_dir) as store:
+        try:
+            async with etcdlite.serve(store, port=0, fast_path=lean) as server:
+                if lean and not server.fast_path:
+                    pytest.skip("the lean path is off (ETCDLITE_FAST_PATH=0)")
+                yield store, server
+        finally:
+            store.faults.resume()
+
+
+@asynccontextmanager
+async def wire(port: int, **options: Any) -> AsyncIterator[H2Wire]:
+    w = await H2Wire.connect(port, **options)
+    try:
+        yield w
+    finally:
+        await w.close()
+
+
+async def on_both(scenario: Callable[[bool], Awaitable[Any]]) -> Any:
+    """Run ``scenario`` on the lean path and on grpclib's; both must see the same."""
+    lean = await scenario(True)
+    assert lean == await scenario(False)
+    return lean
+
+
+def decoded(received: Received, reply: type[betterproto2.Message]) -> list[Any]:
+    return [reply.parse(m) for m in split_messages(bytes(received.data))]
+
+
+def answered_ok(received: Received) -> bool:
+    """Reply headers, one DATA frame, trailers with grpc-status 0, and nothing else."""
+    return (
+        received.blocks == OK_BLOCKS
+        and received.data_frames == 1
+        and received.ended
+        and received.reset is None
+    )
+
+
+def frames_of(w: H2Wire, sid: int) -> list[tuple[int, int]]:
+    """The (type, flags) of every frame the server sent on stream ``sid``."""
+    return [(kind, flags) for kind, flags, s, _ in w.frames if s == sid]
+
+
+def lean_requests(server: EtcdServer, w: H2Wire) -> int:
+    """``fast_requests`` of the server's side of ``w``'s connection alone."""
+    ours = w.writer.get_extra_info("sockname")
+    for grpc_server in server.grpc_servers:
+        for protocol in list(grpc_server.protocols):
+            if protocol.connection._transport.get_extra_info("peername") == ours:
+                return int(getattr(protocol.handler, "fast_requests", 0))
+    raise AssertionError("no such connection")
+
+
+def goaways(w: H2Wire) -> list[tuple[int, int]]:
+    """(last stream id, error code) of each GOAWAY the server sent."""
+    return [
+        (int.from_bytes(p[:4], "big"), int.from_bytes(p[4:8], "big"))
+        for kind, _, _, p in w.frames
+        if kind == GOAWAY
+    ]
+
+
+# --- 1. many requests in one write, and the same bytes cut anywhere -----------------------
+
+
+MIXED = [
+    (PUT, pb.PutRequest(key=b"a", value=b"1"), pb.PutResponse),
+    (PUT, pb.PutRequest(key=b"b", value=b"2"), pb.PutResponse),
+    (RANGE, pb.RangeRequest(key=b"a", range_end=b"c"), pb.RangeResponse),
+    (
+        TXN,
+        pb.TxnRequest(
+            compare=[
+                pb.Compare(
+                    key=b"a",
+                    target=pb.CompareCompareTarget.VALUE,
+                    result=pb.CompareCompareResult.EQUAL,
+                    value=b"1",
+                )
+            ],
+            success=[pb.RequestOp(request_put=pb.PutRequest(key=b"c", value=b"3"))],
+        ),
+        pb.TxnResponse,
+    ),
+    (DELETE, pb.DeleteRangeRequest(key=b"b", prev_kv=True), pb.DeleteRangeResponse),
+    (GRANT, pb.LeaseGrantRequest(ttl=60, id=7), pb.LeaseGrantResponse),
+    (RANGE, pb.RangeRequest(key=b"a", range_end=b"d"), pb.RangeResponse),
+]
+
+
+async def test_many_requests_in_one_write_are_each_answered_in_order() -> None:
+    async def scenario(lean: bool) -> list[tuple[object, ...]]:
+        async with serving(lean) as (store, server), wire(server.port) as w:
+            sids = [1 + 2 * i for i in range(len(MIXED))]
+            await w.send(b"".join(w.request(s, p, m) for s, (p, m, _) in zip(sids, MIXED)))
+            replies = await w.answered(sids)
+            assert all(answered_ok(r) for r in replies), replies
+            assert [frames_of(w, s) for s in sids] == [
+                [(HEADERS, END_HEADERS), (DATA, 0), (HEADERS, END_HEADERS | END_STREAM)]
+            ] * len(sids)
+            put_a, put_b, rng, txn, delete, grant, final = (
+                decoded(r, t)[0] for r, (_, _, t) in zip(replies, MIXED)
+            )
+            assert [put_a.header.revision, put_b.header.revision] == [2, 3]
+            assert [(kv.key, kv.value) for kv in rng.kvs] == [(b"a", b"1"), (b"b", b"2")]
+            assert txn.succeeded and txn.header.revision == 4
+            assert delete.deleted == 1 and [kv.value for kv in delete.prev_kvs] == [b"2"]
+            assert (grant.id, grant.ttl) == (7, 60)
+            assert [(kv.key, kv.value) for kv in final.kvs] == [(b"a", b"1"), (b"c", b"3")]
+            assert server.fast_requests == (len(MIXED) if lean else 0)
+            return [r.outcome() for r in replies]
+
+    await on_both(scenario)
+
+
+@pytest.mark.timeout(60)
+async def test_two_requests_cut_at_every_byte_are_answered_alike() -> None:
+    """The bytes of a Put and a Range (HEADERS+DATA each) in two writes, cut at every
+    offset, each on a new connection: every cut gets the same frames, on both paths."""
+
+    async def scenario(lean: bool) -> tuple[object, ...]:
+        async with serving(lean) as (store, server):
+            await store.put(b"r", b"seed")
+            seen: set[tuple[object, ...]] = set()
+            cut, size = 1, 2
+            while cut < size:
+                async with wire(server.port) as w:
+                    sequence = w.request(1, PUT, pb.PutRequest(key=b"p", value=b"v"))
+                    sequence += w.request(3, RANGE, pb.RangeRequest(key=b"r"))
+                    size = len(sequence)
+                    await w.send(sequence[:cut], sequence[cut:])
+                    put, rng = await w.answered([1, 3])
+                    assert answered_ok(put) and answered_ok(rng), (cut, put, rng)
+                    assert lean_requests(server, w) == (2 if lean else 0)
+                    # each cut's Put is the next revision: the connections ran in turn
+                    assert decoded(put, pb.PutResponse)[0].header.revision == 2 + cut
+                    kvs = decoded(rng, pb.RangeResponse)[0].kvs
+                    seen.add(
+                        (
+                            tuple(frames_of(w, 1)),
+                            tuple(frames_of(w, 3)),
+                            tuple((kv.key, kv.value) for kv in kvs),
+                        )
+                    )
+                cut += 1
+            assert len(seen) == 1, seen  # the same frames, whatever the cut
+            return size, *seen
+
+    await on_both(scenario)
+
+
+# --- 2. one request in unusual frames ------------------------------------------------------
+
+
+async def test_a_request_in_unusual_frames_is_answered_alike() -> None:
+    """DATA after the HEADERS were taken in, DATA in two frames (with a pause between),
+    the message then an empty END_STREAM DATA, padded DATA, HEADERS with the PRIORITY flag,
+    padded HEADERS, HEADERS+CONTINUATION: each a Put answered as any other."""
+
+    async def scenario(lean: bool) -> list[tuple[object, ...]]:
+        async with serving(lean) as (store, server), wire(server.port) as w:
+
+            def body(key: bytes) -> bytes:
+                return grpc_message(pb.PutRequest(key=key, value=b"x" * 100))
+
+            sid = 1
+            # HEADERS, then DATA once the server has taken the HEADERS in
+            await w.send(w.headers(sid, PUT))
+            await w.ping()
+            await w.send(data_frames(sid, body(b"later")))
+            # DATA in two frames, in one write and with a pause between
+            await w.answered([sid])  # one at a time: revisions in order
+            sid += 2
+            msg = body(b"two")
+            await w.send(
+                w.headers(sid, PUT)
+                + frame(DATA, msg[:7], 0, sid)
+                + frame(DATA, msg[7:], END_STREAM, sid)
+            )
+            await w.answered([sid])
+            sid += 2
+            msg = body(b"two-later")
+            await w.send(w.headers(sid, PUT) + frame(DATA, msg[:7], 0, sid))
+            await w.ping()
+            await w.send(frame(DATA, msg[7:], END_STREAM, sid))
+            # the whole message, then an empty DATA frame with END_STREAM (at once, later)
+            await w.answered([sid])
+            sid += 2
+            await w.send(
+                w.headers(sid, PUT)
+                + frame(DATA, body(b"empty-end"), 0, sid)
+                + frame(DATA, b"", END_STREAM, sid)
+            )
+            await w.answered([sid])
+            sid += 2
+            await w.send(w.headers(sid, PUT) + frame(DATA, body(b"empty-later"), 0, sid))
+            await w.ping()
+            await w.send(frame(DATA, b"", END_STREAM, sid))
+            # padded DATA
+            await w.answered([sid])
+            sid += 2
+            msg = body(b"padded")
+            await w.send(
+                w.headers(sid, PUT)
+                + frame(DATA, bytes([40]) + msg + b"\x00" * 40, END_STREAM | PADDED, sid)
+            )
+            # HEADERS with PRIORITY fields (depends on 0, weight 200), padded HEADERS
+            await w.answered([sid])
+            sid += 2
+            await w.send(
+                w.headers(sid, PUT, flags=PRIORITY_FLAG, prefix=b"\x00\x00\x00\x00\xc8")
+                + data_frames(sid, body(b"priority"))
+            )
+            await w.answered([sid])
+            sid += 2
+            await w.send(w.headers(sid, PUT, padding=17) + data_frames(sid, body(b"padhead")))
+            # the header block cut in two: HEADERS + CONTINUATION
+            await w.answered([sid])
+            sid += 2
+            await w.send(w.headers(sid, PUT, split=5) + data_frames(sid, body(b"continued")))
+            sids = list(range(1, sid + 1, 2))
+            replies = await w.answered(sids)
+            assert all(answered_ok(r) for r in replies), replies
+            revisions = [decoded(r, pb.PutResponse)[0].header.revision for r in replies]
+            assert revisions == list(range(2, 2 + len(sids)))
+            for key in (b"later", b"two", b"two-later", b"empty-end", b"empty-later"):
+                kv = await store.get(key)
+                assert kv is not None and kv.value == b"x" * 100
+            for key in (b"padded", b"priority", b"padhead", b"continued"):
+                assert await store.get(key) is not None
+            assert server.fast_requests == (len(sids) if lean else 0)
+            return [r.outcome() for r in replies]
+
+    await on_both(scenario)
