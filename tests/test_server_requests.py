@@ -312,3 +312,231 @@ async def test_a_request_in_unusual_frames_is_answered_alike() -> None:
             return [r.outcome() for r in replies]
 
     await on_both(scenario)
+
+
+# --- 3. grpc-timeout -------------------------------------------------------------------------
+
+
+async def test_a_deadline_is_kept_and_one_that_passes_is_deadline_exceeded() -> None:
+    """In time: answered. Past its deadline (the store paused): a trailers-only answer,
+    grpc-status 4 (DEADLINE_EXCEEDED) and no grpc-message, no RST_STREAM (the client's
+    side is closed already); the write never happens, even once the store resumes."""
+
+    async def scenario(lean: bool) -> list[tuple[object, ...]]:
+        async with serving(lean) as (store, server), wire(server.port) as w:
+            timeout = [("grpc-timeout", "5S")]
+            await w.send(w.request(1, PUT, pb.PutRequest(key=b"a"), extra=timeout))
+            (ok,) = await w.answered([1])
+            assert answered_ok(ok)
+            store.faults.pause()
+            late = [("grpc-timeout", "50m")]
+            await w.send(w.request(3, PUT, pb.PutRequest(key=b"b"), extra=late))
+            (expired,) = await w.answered([3])
+            assert expired.blocks == [{**OK_BLOCKS[0], "grpc-status": "4"}]
+            assert frames_of(w, 3) == [(HEADERS, END_HEADERS | END_STREAM)]
+            assert not server.request_tasks()
+            store.faults.resume()
+            await w.send(w.request(5, RANGE, pb.RangeRequest(key=b"b")))
+            (after,) = await w.answered([5])
+            assert decoded(after, pb.RangeResponse)[0].count == 0  # the expired put never ran
+            assert server.fast_requests == (3 if lean else 0)
+            return [ok.outcome(), expired.outcome(), after.outcome()]
+
+    await on_both(scenario)
+
+
+# --- 4. a request cancelled by the client ------------------------------------------------
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["same-write", "after-ping"])
+async def test_a_request_reset_while_waiting_gets_nothing_and_never_runs(apart: bool) -> None:
+    """RST_STREAM(CANCEL) right after a Put, the store paused (in the same write, or once
+    the server has the request): nothing comes back on that stream, its task is released,
+    the Put never runs, not even after the store resumes; the connection serves the next
+    requests (sent while paused, answered after the resume)."""
+
+    async def scenario(lean: bool) -> list[tuple[object, ...]]:
+        async with serving(lean) as (store, server), wire(server.port) as w:
+            store.faults.pause()
+            request = w.request(1, PUT, pb.PutRequest(key=b"cancelled", value=b"v"))
+            if apart:
+                await w.send(request)
+                await w.ping()
+                assert len(server.request_tasks()) == 1  # waiting on the paused store
+                await w.send(rst_stream(1, CANCEL))
+            else:
+                await w.send(request + rst_stream(1, CANCEL))
+            await w.send(
+                w.request(3, PUT, pb.PutRequest(key=b"next", value=b"v"))
+                + w.request(5, RANGE, pb.RangeRequest(key=b"cancelled"))
+            )
+            await w.ping()
+            store.faults.resume()
+            put, rng = await w.answered([3, 5])
+            assert answered_ok(put) and answered_ok(rng)
+            assert decoded(rng, pb.RangeResponse)[0].count == 0
+            assert frames_of(w, 1) == []
+            assert await store.get(b"cancelled") is None
+            assert not server.request_tasks()
+            if lean:
+                assert server.fast_requests == 3
+                assert _handler(server).closed_streams == 3
+            return [put.outcome(), rng.outcome()]
+
+    await on_both(scenario)
+
+
+def _handler(server: EtcdServer) -> Any:
+    """The request handler of the server's one connection."""
+    (handler,) = [p.handler for s in server.grpc_servers for p in list(s.protocols)]
+    return handler
+
+
+# --- 5. stream ids and frames on closed streams -----------------------------------------
+
+
+@pytest.mark.parametrize("lean", PATHS)
+@pytest.mark.parametrize("case", ["lower", "reuse", "reuse-after-another"])
+async def test_a_stream_id_used_before_ends_the_connection(lean: bool, case: str) -> None:
+    """A HEADERS on a stream id below one already used: connection error PROTOCOL_ERROR
+    (h2's StreamIDTooLowError). The id of a finished stream again: STREAM_CLOSED (h2 still
+    holds the closed stream, also after another stream opened since). The lean path's
+    connection answers with GOAWAY (h2's own, then one with the debug text, same last
+    stream id and code) and closes; grpclib's closes without a GOAWAY."""
+    async with serving(lean) as (store, server), wire(server.port) as w:
+        first = {"lower": 5, "reuse": 1, "reuse-after-another": 1}[case]
+        await w.send(w.request(first, PUT, pb.PutRequest(key=b"a")))
+        await w.answered([first])
+        highest = first
+        if case == "reuse-after-another":
+            await w.send(w.request(3, PUT, pb.PutRequest(key=b"a")))
+            await w.answered([3])
+            highest = 3
+        again = 3 if case == "lower" else 1
+        await w.send(w.request(again, PUT, pb.PutRequest(key=b"b")))
+        await w.closed()
+        code = PROTOCOL_ERROR if case == "lower" else STREAM_CLOSED
+        if lean:
+            assert set(goaways(w)) == {(highest, code)}
+            assert w.goaway is not None and w.goaway[2]  # the last one says why
+        else:
+            assert goaways(w) == []
+        # nothing on the offending stream but the first request's reply, if it had one
+        assert len(frames_of(w, again)) == (0 if case == "lower" else 3)
+        assert await store.get(b"b") is None
+
+
+@pytest.mark.parametrize("paused", [True, False], ids=["reply-pending", "after-reply"])
+async def test_data_after_end_stream_resets_the_stream(paused: bool) -> None:
+    """DATA on a stream after its END_STREAM: RST_STREAM(STREAM_CLOSED) on it, the
+    connection goes on. While the reply was pending (store paused) the reset also ends the
+    request: no reply on that stream, its Put never runs, even after the resume."""
+
+    async def scenario(lean: bool) -> list[object]:
+        async with serving(lean) as (store, server), wire(server.port) as w:
+            if paused:
+                store.faults.pause()
+            await w.send(w.request(1, PUT, pb.PutRequest(key=b"a", value=b"1")))
+            if paused:
+                await w.ping()
+            else:
+                await w.answered([1])
+            await w.send(data_frames(1, grpc_message(pb.PutRequest(key=b"x"))))
+            await w.wait(lambda: w.stream(1).reset is not None)
+            assert w.stream(1).reset == STREAM_CLOSED
+            store.faults.resume()
+            await w.send(w.request(3, RANGE, pb.RangeRequest(key=b"a", range_end=b"z")))
+            (rng,) = await w.answered([3])
+            assert answered_ok(rng) and w.goaway is None
+            kvs = [(kv.key, kv.value) for kv in decoded(rng, pb.RangeResponse)[0].kvs]
+            assert kvs == ([] if paused else [(b"a", b"1")])
+            assert not server.request_tasks()
+            expected = [(RST_STREAM, 0)]
+            if not paused:
+                expected = [
+                    (HEADERS, END_HEADERS),
+                    (DATA, 0),
+                    (HEADERS, END_HEADERS | END_STREAM),
+                    *expected,
+                ]
+            assert frames_of(w, 1) == expected
+            return [frames_of(w, 1), rng.outcome()]
+
+    await on_both(scenario)
+
+
+# --- 6. flow control of the reply ---------------------------------------------------------
+
+BIG = b"v" * 200_000
+
+
+async def _seed_range(store: Store) -> None:
+    for i in range(250):
+        await store.put(b"big/%03d" % i, bytes([i % 251]) * 4000)
+
+
+async def test_a_large_reply_to_a_client_with_tiny_windows_arrives_whole() -> None:
+    """Stream windows of 100 bytes and the default connection window: a Put with prev_kv
+    of a 200 KB value and a 1 MB Range arrive complete as the client's WINDOW_UPDATEs
+    (stream and connection) come, each DATA frame within the window."""
+
+    async def scenario(lean: bool) -> list[tuple[object, ...]]:
+        async with serving(lean) as (store, server):
+            await store.put(b"big", BIG)
+            await _seed_range(store)
+            settings = {SETTINGS_INITIAL_WINDOW_SIZE: 100}
+            async with wire(server.port, settings=settings, connection_window=DEFAULT_WINDOW) as w:
+                w.auto_window = 2  # each DATA frame given back twice over: windows grow
+                await w.send(w.request(1, PUT, pb.PutRequest(key=b"big", value=b"w", prev_kv=True)))
+                (put,) = await w.answered([1])
+                await w.send(w.request(3, RANGE, pb.RangeRequest(key=b"big/", range_end=b"big0")))
+                (rng,) = await w.answered([3])
+                assert put.blocks == OK_BLOCKS and rng.blocks == OK_BLOCKS
+                (reply,) = decoded(put, pb.PutResponse)
+                assert reply.prev_kv.value == BIG
+                (ranged,) = decoded(rng, pb.RangeResponse)
+                assert [kv.value for kv in ranged.kvs] == [bytes([i % 251]) * 4000 for i in range(250)]
+                first = [len(p) for k, _, s, p in w.frames if k == DATA and s == 1][0]
+                assert first <= 100  # the first frame fits the 100-byte window
+                assert server.fast_requests == (2 if lean else 0)
+                return [put.outcome(), rng.outcome()]
+
+    await on_both(scenario)
+
+
+@pytest.mark.parametrize("how", ["window-update", "settings"])
+async def test_window_given_before_the_reply_starts_is_honoured(how: str) -> None:
+    """A client with 100-byte stream windows asks for a 200 KB reply while the store is
+    paused, then, before any reply, widens the windows: a stream WINDOW_UPDATE (and a
+    connection one), or a SETTINGS INITIAL_WINDOW_SIZE of 1 MB (which moves the open
+    stream's window too). After the resume the whole reply comes with no further
+    WINDOW_UPDATE."""
+
+    async def scenario(lean: bool) -> tuple[object, ...]:
+        async with serving(lean) as (store, server):
+            await store.put(b"big", BIG)
+            settings = {SETTINGS_INITIAL_WINDOW_SIZE: 100}
+            async with wire(server.port, settings=settings, connection_window=DEFAULT_WINDOW) as w:
+                store.faults.pause()
+                await w.send(w.request(1, PUT, pb.PutRequest(key=b"big", value=b"w", prev_kv=True)))
+                await w.ping()
+                if how == "window-update":
+                    await w.send(window_update(1, 300_000) + window_update(0, 300_000))
+                else:
+                    await w.send(
+                        settings_frame({SETTINGS_INITIAL_WINDOW_SIZE: 1 << 20})
+                        + window_update(0, 300_000)
+                    )
+                await w.ping()
+                assert frames_of(w, 1) == []
+                store.faults.resume()
+                (put,) = await w.answered([1])
+                (reply,) = decoded(put, pb.PutResponse)
+                assert reply.prev_kv.value == BIG and put.blocks == OK_BLOCKS
+                if how == "settings":
+                    acks = [f for f in w.frames if f[0] == SETTINGS and f[1] == 1]
+                    assert len(acks) == 2
+                assert server.fast_requests == (1 if lean else 0)
+                return put.outcome()
+
+    await on_both(scenario)
