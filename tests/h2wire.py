@@ -192,6 +192,11 @@ class H2Wire:
         async with asyncio.timeout(timeout):
             await asyncio.shield(self._task)
 
+    async def window_for(self, total: int) -> None:
+        """Until the server's connection WINDOW_UPDATEs have granted ``total`` bytes of
+        DATA in all (what a client that keeps to the window may have sent by then)."""
+        await self.wait(lambda: self.send_window >= total)
+
     async def ping(self) -> None:
         """Send a PING and wait for its ACK: the server has taken in everything sent before
         it (h2 answers a PING as it reads it, in order)."""

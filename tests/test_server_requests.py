@@ -29,7 +29,6 @@ from etcdlite.wire.pb import etcdserverpb as pb
 
 from .h2wire import (
     CANCEL,
-    CONTINUATION,
     DATA,
     DEFAULT_WINDOW,
     END_HEADERS,
@@ -44,6 +43,7 @@ from .h2wire import (
     RST_STREAM,
     SETTINGS,
     SETTINGS_INITIAL_WINDOW_SIZE,
+    SETTINGS_MAX_CONCURRENT_STREAMS,
     STREAM_CLOSED,
     H2Wire,
     Received,
@@ -143,7 +143,7 @@ def goaways(w: H2Wire) -> list[tuple[int, int]]:
 # --- 1. many requests in one write, and the same bytes cut anywhere -----------------------
 
 
-MIXED = [
+MIXED: list[tuple[str, betterproto2.Message, type[betterproto2.Message]]] = [
     (PUT, pb.PutRequest(key=b"a", value=b"1"), pb.PutResponse),
     (PUT, pb.PutRequest(key=b"b", value=b"2"), pb.PutResponse),
     (RANGE, pb.RangeRequest(key=b"a", range_end=b"c"), pb.RangeResponse),
@@ -170,16 +170,18 @@ MIXED = [
 
 async def test_many_requests_in_one_write_are_each_answered_in_order() -> None:
     async def scenario(lean: bool) -> list[tuple[object, ...]]:
-        async with serving(lean) as (store, server), wire(server.port) as w:
+        async with serving(lean) as (_, server), wire(server.port) as w:
             sids = [1 + 2 * i for i in range(len(MIXED))]
-            await w.send(b"".join(w.request(s, p, m) for s, (p, m, _) in zip(sids, MIXED)))
+            await w.send(
+                b"".join(w.request(s, p, m) for s, (p, m, _) in zip(sids, MIXED, strict=True))
+            )
             replies = await w.answered(sids)
             assert all(answered_ok(r) for r in replies), replies
             assert [frames_of(w, s) for s in sids] == [
                 [(HEADERS, END_HEADERS), (DATA, 0), (HEADERS, END_HEADERS | END_STREAM)]
             ] * len(sids)
             put_a, put_b, rng, txn, delete, grant, final = (
-                decoded(r, t)[0] for r, (_, _, t) in zip(replies, MIXED)
+                decoded(r, t)[0] for r, (_, _, t) in zip(replies, MIXED, strict=True)
             )
             assert [put_a.header.revision, put_b.header.revision] == [2, 3]
             assert [(kv.key, kv.value) for kv in rng.kvs] == [(b"a", b"1"), (b"b", b"2")]
@@ -495,8 +497,10 @@ async def test_a_large_reply_to_a_client_with_tiny_windows_arrives_whole() -> No
                 (reply,) = decoded(put, pb.PutResponse)
                 assert reply.prev_kv.value == BIG
                 (ranged,) = decoded(rng, pb.RangeResponse)
-                assert [kv.value for kv in ranged.kvs] == [bytes([i % 251]) * 4000 for i in range(250)]
-                first = [len(p) for k, _, s, p in w.frames if k == DATA and s == 1][0]
+                assert [kv.value for kv in ranged.kvs] == [
+                    bytes([i % 251]) * 4000 for i in range(250)
+                ]
+                first = next(len(p) for k, _, s, p in w.frames if k == DATA and s == 1)
                 assert first <= 100  # the first frame fits the 100-byte window
                 assert server.fast_requests == (2 if lean else 0)
                 return [put.outcome(), rng.outcome()]
@@ -538,5 +542,243 @@ async def test_window_given_before_the_reply_starts_is_honoured(how: str) -> Non
                     assert len(acks) == 2
                 assert server.fast_requests == (1 if lean else 0)
                 return put.outcome()
+
+    await on_both(scenario)
+
+
+# --- 7. flow control of requests ------------------------------------------------------------
+
+
+async def test_request_bytes_past_the_first_window_are_taken_as_the_server_gives_window() -> None:
+    """25 Puts of 200 KB (5 MB, past the server's 4 MB connection window) sent as fast as
+    the server's window allows, by a client that keeps its own receive windows at the
+    default: the server's connection WINDOW_UPDATEs keep them flowing, all are answered."""
+
+    async def scenario(lean: bool) -> list[object]:
+        async with (
+            serving(lean) as (_, server),
+            wire(server.port, settings={}, connection_window=DEFAULT_WINDOW) as w,
+        ):
+            w.auto_window = 1
+            granted = w.send_window  # the server's SETTINGS came with its window
+            assert granted == 4 << 20
+            sent = 0
+            sids = [1 + 2 * i for i in range(25)]
+            for i, sid in enumerate(sids):
+                request = w.request(sid, PUT, pb.PutRequest(key=b"in/%02d" % i, value=BIG))
+                size = len(grpc_message(pb.PutRequest(key=b"in/%02d" % i, value=BIG)))
+                sent += size
+                await w.window_for(sent)
+                await w.send(request)
+            replies = await w.answered(sids)
+            assert all(answered_ok(r) for r in replies)
+            assert sent > granted and w.send_window >= sent
+            # requests cut across reads may finish out of order: each is one revision
+            revisions = [decoded(r, pb.PutResponse)[0].header.revision for r in replies]
+            assert sorted(revisions) == list(range(2, 27))
+            assert server.fast_requests == (25 if lean else 0)
+            return [r.blocks for r in replies]
+
+    await on_both(scenario)
+
+
+@pytest.mark.parametrize("lean", PATHS)
+@pytest.mark.parametrize("streams", [1, 3])
+async def test_request_bytes_past_the_window_end_the_connection(lean: bool, streams: int) -> None:
+    """A client that sends more DATA than the server's 4 MB connection window while the
+    server has not read it (requests held by an interceptor before they read their message):
+    one request of 4 MB + 1, or three complete ones of 1.4 MB. h2's FlowControlError: the
+    lean path's connection sends GOAWAY FLOW_CONTROL_ERROR (last stream id: the highest
+    opened) and closes; grpclib's closes without a GOAWAY. No request runs."""
+    async with serving(lean) as (store, server):
+        gate = asyncio.Event()
+
+        async def hold(path: str) -> None:
+            await gate.wait()
+
+        server.interceptor = hold
+        try:
+            async with wire(server.port) as w:
+                if streams == 1:
+                    sids = [1]
+                    chunk = w.headers(1, PUT) + data_frames(1, b"\x00" * ((4 << 20) + 1), end=False)
+                else:
+                    sids = [1, 3, 5]
+                    body = grpc_message(pb.PutRequest(key=b"k", value=b"v" * 1_400_000))
+                    chunk = b"".join(w.request(s, PUT, body[5:]) for s in sids)
+                    assert len(body) * 3 > 4 << 20
+                await w.send(chunk)
+                await w.closed()
+                if lean:
+                    assert set(goaways(w)) == {(sids[-1], FLOW_CONTROL_ERROR)}
+                else:
+                    assert goaways(w) == []
+                assert all(frames_of(w, s) == [] for s in sids)
+        finally:
+            gate.set()
+        tasks = server.request_tasks()
+        if tasks:
+            async with asyncio.timeout(5):
+                await asyncio.wait(tasks)
+        assert await store.get(b"k") is None
+
+
+async def test_a_request_over_the_size_limit_is_refused_alike() -> None:
+    """A 1.6 MB Put (over etcd's 1.5 MiB --max-request-bytes): trailers-only
+    INVALID_ARGUMENT "etcdserver: request is too large", no RST_STREAM (the client's side
+    is closed); the connection goes on."""
+
+    async def scenario(lean: bool) -> list[tuple[object, ...]]:
+        async with serving(lean) as (store, server), wire(server.port) as w:
+            await w.send(w.request(1, PUT, pb.PutRequest(key=b"k", value=b"v" * 1_600_000)))
+            (refused,) = await w.answered([1])
+            assert refused.blocks == [
+                {
+                    **OK_BLOCKS[0],
+                    "grpc-status": "3",
+                    "grpc-message": "etcdserver: request is too large",
+                }
+            ]
+            assert frames_of(w, 1) == [(HEADERS, END_HEADERS | END_STREAM)]
+            await w.send(w.request(3, PUT, pb.PutRequest(key=b"a")))
+            (ok,) = await w.answered([3])
+            assert answered_ok(ok)
+            assert await store.get(b"k") is None
+            return [refused.outcome(), ok.outcome()]
+
+    await on_both(scenario)
+
+
+# --- 8. concurrent streams -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lean", PATHS)
+async def test_streams_past_the_concurrency_limit(lean: bool) -> None:
+    """The server advertises SETTINGS_MAX_CONCURRENT_STREAMS 100. 110 Puts in one write,
+    the store paused. The lean path's guard lets 96 through (100 less STREAM_SLACK 4) and
+    answers the other 14 (streams 193..219) with RST_STREAM(REFUSED_STREAM) at once, before
+    any reply; their Puts never run, the 96 are answered after the resume and the
+    connection takes new streams. grpclib's path: h2 refuses the 101st stream
+    (TooManyStreamsError), the connection is closed without a frame: no reply, no GOAWAY,
+    no Put runs."""
+    async with serving(lean) as (store, server), wire(server.port) as w:
+        assert w.server_settings[SETTINGS_MAX_CONCURRENT_STREAMS] == 100
+        store.faults.pause()
+        sids = [1 + 2 * i for i in range(110)]
+        await w.send(b"".join(w.request(s, PUT, pb.PutRequest(key=b"c/%d" % s)) for s in sids))
+        if not lean:
+            await w.closed()
+            assert [f for f in w.frames if f[2]] == [] and w.goaway is None
+            store.faults.resume()
+            assert (await store.get(b"c/1")) is None
+            return
+        refused = sids[96:]
+        await w.answered(refused)
+        assert [(f[0], f[2]) for f in w.frames if f[2]] == [(RST_STREAM, s) for s in refused]
+        assert {w.streams[s].reset for s in refused} == {REFUSED_STREAM}
+        store.faults.resume()
+        replies = await w.answered(sids[:96])
+        assert all(answered_ok(r) for r in replies)
+        assert all([frames_of(w, s) == [(RST_STREAM, 0)] for s in refused])
+        for s in refused:
+            assert await store.get(b"c/%d" % s) is None
+        await w.send(w.request(221, RANGE, pb.RangeRequest(key=b"c/", range_end=b"c0")))
+        (rng,) = await w.answered([221])
+        assert decoded(rng, pb.RangeResponse)[0].count == 96
+        assert server.fast_requests == 97
+        assert w.goaway is None
+
+
+# --- 9. the client goes away with requests pending ---------------------------------------
+
+
+@pytest.mark.parametrize("lean", PATHS)
+async def test_a_client_goaway_with_requests_pending(lean: bool) -> None:
+    """Three Puts waiting on a paused store, then the client's GOAWAY. The lean path's
+    guard keeps the GOAWAY from h2 (as grpc-go, the streams already open finish): after
+    the resume all three are answered and written. grpclib's path closes the connection
+    at once (h2's ConnectionTerminated): nothing is answered or written."""
+    async with serving(lean) as (store, server), wire(server.port) as w:
+        store.faults.pause()
+        sids = [1, 3, 5]
+        await w.send(b"".join(w.request(s, PUT, pb.PutRequest(key=b"g/%d" % s)) for s in sids))
+        await w.ping()
+        tasks = server.request_tasks()
+        assert len(tasks) == 3
+        await w.send(frame(GOAWAY, (0).to_bytes(4, "big") + (0).to_bytes(4, "big")))
+        if lean:
+            await w.ping()
+            store.faults.resume()
+            replies = await w.answered(sids)
+            assert all(answered_ok(r) for r in replies)
+            assert w.goaway is None and not w.eof
+            assert [await store.get(b"g/%d" % s) is not None for s in sids] == [True] * 3
+        else:
+            await w.closed()
+            async with asyncio.timeout(5):
+                await asyncio.wait(tasks)
+            store.faults.resume()
+            assert [f for f in w.frames if f[2]] == [] and w.goaway is None
+            assert [await store.get(b"g/%d" % s) for s in sids] == [None] * 3
+        assert not server.request_tasks()
+
+
+@pytest.mark.parametrize("lean", PATHS)
+async def test_a_closed_connection_releases_its_pending_requests(
+    lean: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three Puts waiting on a paused store, then the client closes the socket: their tasks
+    end (cancelled), the lean path's handler counts the three streams released, nothing is
+    logged as an error, the Puts never run, and the store serves a new connection."""
+    async with serving(lean) as (store, server):
+        async with wire(server.port) as w:
+            store.faults.pause()
+            sids = [1, 3, 5]
+            await w.send(b"".join(w.request(s, PUT, pb.PutRequest(key=b"z/%d" % s)) for s in sids))
+            await w.ping()
+            handler = _handler(server)
+            tasks = server.request_tasks()
+            assert len(tasks) == 3
+            if lean:
+                assert server.fast_requests == 3 and handler.closed_streams == 0
+        async with asyncio.timeout(5):
+            await asyncio.wait(tasks)
+        assert not server.request_tasks()
+        if lean:
+            assert handler.closed_streams == 3
+        store.faults.resume()
+        assert [await store.get(b"z/%d" % s) for s in sids] == [None] * 3
+        async with wire(server.port) as again:
+            await again.send(again.request(1, RANGE, pb.RangeRequest(key=b"z/", range_end=b"z0")))
+            (rng,) = await again.answered([1])
+            assert answered_ok(rng) and decoded(rng, pb.RangeResponse)[0].count == 0
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+# --- 10. durable writes ----------------------------------------------------------------------
+
+
+async def test_durable_puts_in_one_write_are_all_answered_in_revision_order(
+    tmp_path: Path,
+) -> None:
+    """16 Puts in one write to a Store with a data directory (each reply after its write is
+    synced): all answered, revisions 2..17, one per stream in stream order."""
+
+    async def scenario(lean: bool) -> list[tuple[object, ...]]:
+        data_dir = tmp_path / ("lean" if lean else "grpclib")
+        async with serving(lean, data_dir) as (store, server), wire(server.port) as w:
+            sids = [1 + 2 * i for i in range(16)]
+            await w.send(
+                b"".join(w.request(s, PUT, pb.PutRequest(key=b"d/%02d" % s)) for s in sids)
+            )
+            replies = await w.answered(sids)
+            assert all(answered_ok(r) for r in replies)
+            revisions = [decoded(r, pb.PutResponse)[0].header.revision for r in replies]
+            assert revisions == list(range(2, 18))
+            for s, revision in zip(sids, revisions, strict=True):
+                kv = await store.get(b"d/%02d" % s)
+                assert kv is not None and kv.mod_revision == revision
+            assert server.fast_requests == (16 if lean else 0)
+            return [r.outcome() for r in replies]
 
     await on_both(scenario)
