@@ -121,14 +121,44 @@ def frames_of(w: H2Wire, sid: int) -> list[tuple[int, int]]:
     return [(kind, flags) for kind, flags, s, _ in w.frames if s == sid]
 
 
-def lean_requests(server: EtcdServer, w: H2Wire) -> int:
-    """``fast_requests`` of the server's side of ``w``'s connection alone."""
+def server_side(server: EtcdServer, w: H2Wire) -> Any:
+    """The server's protocol object for ``w``'s connection."""
     ours = w.writer.get_extra_info("sockname")
     for grpc_server in server.grpc_servers:
         for protocol in list(grpc_server.protocols):
-            if protocol.connection._transport.get_extra_info("peername") == ours:
-                return int(getattr(protocol.handler, "fast_requests", 0))
+            transport = getattr(protocol.connection, "_transport", None)  # None once closed
+            if transport is not None and transport.get_extra_info("peername") == ours:
+                return protocol
     raise AssertionError("no such connection")
+
+
+def lean_requests(server: EtcdServer, w: H2Wire) -> int:
+    """``fast_requests`` of the server's side of ``w``'s connection alone."""
+    return int(getattr(server_side(server, w).handler, "fast_requests", 0))
+
+
+class ServerReads:
+    """Counts the bytes the server's side of a connection has read, so a test can send
+    the next bytes only once the server has taken in the ones before (client and server
+    share the test's event loop: two writes in a row would reach it as one read)."""
+
+    def __init__(self, protocol: Any) -> None:
+        self.reads: list[int] = []
+        self._changed = asyncio.Event()
+        received = protocol.data_received
+
+        def data_received(data: bytes) -> None:
+            self.reads.append(len(data))
+            self._changed.set()
+            received(data)
+
+        protocol.data_received = data_received  # the transport looks it up per read
+
+    async def until(self, total: int) -> None:
+        async with asyncio.timeout(5):
+            while sum(self.reads) < total:
+                self._changed.clear()
+                await self._changed.wait()
 
 
 def goaways(w: H2Wire) -> list[tuple[int, int]]:
@@ -197,8 +227,9 @@ async def test_many_requests_in_one_write_are_each_answered_in_order() -> None:
 
 @pytest.mark.timeout(60)
 async def test_two_requests_cut_at_every_byte_are_answered_alike() -> None:
-    """The bytes of a Put and a Range (HEADERS+DATA each) in two writes, cut at every
-    offset, each on a new connection: every cut gets the same frames, on both paths."""
+    """The bytes of a Put and a Range (HEADERS+DATA each) in two reads of the server, cut
+    at every offset, each on a new connection: every cut gets the same frames, on both
+    paths."""
 
     async def scenario(lean: bool) -> tuple[object, ...]:
         async with serving(lean) as (store, server):
@@ -210,7 +241,13 @@ async def test_two_requests_cut_at_every_byte_are_answered_alike() -> None:
                     sequence = w.request(1, PUT, pb.PutRequest(key=b"p", value=b"v"))
                     sequence += w.request(3, RANGE, pb.RangeRequest(key=b"r"))
                     size = len(sequence)
-                    await w.send(sequence[:cut], sequence[cut:])
+                    await w.ping()  # the server has read all but the request bytes
+                    reads = ServerReads(server_side(server, w))
+                    await w.send(sequence[:cut])
+                    await reads.until(cut)
+                    await w.send(sequence[cut:])
+                    await reads.until(size)
+                    assert reads.reads == [cut, size - cut]
                     put, rng = await w.answered([1, 3])
                     assert answered_ok(put) and answered_ok(rng), (cut, put, rng)
                     assert lean_requests(server, w) == (2 if lean else 0)
@@ -350,18 +387,21 @@ async def test_a_deadline_is_kept_and_one_that_passes_is_deadline_exceeded() -> 
 # --- 4. a request cancelled by the client ------------------------------------------------
 
 
-@pytest.mark.parametrize("apart", [False, True], ids=["same-write", "after-ping"])
-async def test_a_request_reset_while_waiting_gets_nothing_and_never_runs(apart: bool) -> None:
-    """RST_STREAM(CANCEL) right after a Put, the store paused (in the same write, or once
-    the server has the request): nothing comes back on that stream, its task is released,
-    the Put never runs, not even after the store resumes; the connection serves the next
-    requests (sent while paused, answered after the resume)."""
+@pytest.mark.parametrize("when", ["same-write", "same-write-paused", "after-ping-paused"])
+async def test_a_reset_request_gets_nothing_and_never_runs(when: str) -> None:
+    """RST_STREAM(CANCEL) right after a Put: in the same write (the store running, or
+    paused), or once the server has the request and it waits on the paused store. Nothing
+    comes back on that stream, it is released, and the Put never runs: not even in the
+    same-write case with the store running (the request starts only once every frame of
+    the read was taken in, and the reset came with it), nor once the store resumes. The
+    connection serves the next requests."""
 
     async def scenario(lean: bool) -> list[tuple[object, ...]]:
         async with serving(lean) as (store, server), wire(server.port) as w:
-            store.faults.pause()
+            if when != "same-write":
+                store.faults.pause()
             request = w.request(1, PUT, pb.PutRequest(key=b"cancelled", value=b"v"))
-            if apart:
+            if when == "after-ping-paused":
                 await w.send(request)
                 await w.ping()
                 assert len(server.request_tasks()) == 1  # waiting on the paused store
@@ -428,22 +468,30 @@ async def test_a_stream_id_used_before_ends_the_connection(lean: bool, case: str
         assert await store.get(b"b") is None
 
 
-@pytest.mark.parametrize("paused", [True, False], ids=["reply-pending", "after-reply"])
-async def test_data_after_end_stream_resets_the_stream(paused: bool) -> None:
+@pytest.mark.parametrize("when", ["same-write", "reply-pending", "after-reply"])
+async def test_data_after_end_stream_resets_the_stream(when: str) -> None:
     """DATA on a stream after its END_STREAM: RST_STREAM(STREAM_CLOSED) on it, the
-    connection goes on. While the reply was pending (store paused) the reset also ends the
-    request: no reply on that stream, its Put never runs, even after the resume."""
+    connection goes on. If it came before the reply (in the request's own write, the store
+    running; or while the store is paused) the reset also ends the request: no reply on
+    that stream, its Put never runs, even after the resume."""
+    paused = when == "reply-pending"
+    replied = when == "after-reply"
 
     async def scenario(lean: bool) -> list[object]:
         async with serving(lean) as (store, server), wire(server.port) as w:
             if paused:
                 store.faults.pause()
-            await w.send(w.request(1, PUT, pb.PutRequest(key=b"a", value=b"1")))
-            if paused:
-                await w.ping()
+            request = w.request(1, PUT, pb.PutRequest(key=b"a", value=b"1"))
+            extra = data_frames(1, grpc_message(pb.PutRequest(key=b"x")))
+            if when == "same-write":
+                await w.send(request + extra)
             else:
-                await w.answered([1])
-            await w.send(data_frames(1, grpc_message(pb.PutRequest(key=b"x"))))
+                await w.send(request)
+                if paused:
+                    await w.ping()
+                else:
+                    await w.answered([1])
+                await w.send(extra)
             await w.wait(lambda: w.stream(1).reset is not None)
             assert w.stream(1).reset == STREAM_CLOSED
             store.faults.resume()
@@ -451,10 +499,10 @@ async def test_data_after_end_stream_resets_the_stream(paused: bool) -> None:
             (rng,) = await w.answered([3])
             assert answered_ok(rng) and w.goaway is None
             kvs = [(kv.key, kv.value) for kv in decoded(rng, pb.RangeResponse)[0].kvs]
-            assert kvs == ([] if paused else [(b"a", b"1")])
+            assert kvs == ([(b"a", b"1")] if replied else [])
             assert not server.request_tasks()
             expected = [(RST_STREAM, 0)]
-            if not paused:
+            if replied:
                 expected = [
                     (HEADERS, END_HEADERS),
                     (DATA, 0),
@@ -508,21 +556,30 @@ async def test_a_large_reply_to_a_client_with_tiny_windows_arrives_whole() -> No
     await on_both(scenario)
 
 
-@pytest.mark.parametrize("how", ["window-update", "settings"])
+@pytest.mark.parametrize("how", ["window-update", "settings", "same-write"])
 async def test_window_given_before_the_reply_starts_is_honoured(how: str) -> None:
     """A client with 100-byte stream windows asks for a 200 KB reply while the store is
     paused, then, before any reply, widens the windows: a stream WINDOW_UPDATE (and a
     connection one), or a SETTINGS INITIAL_WINDOW_SIZE of 1 MB (which moves the open
     stream's window too). After the resume the whole reply comes with no further
-    WINDOW_UPDATE."""
+    WINDOW_UPDATE. "same-write": the stream and connection WINDOW_UPDATEs follow the
+    request in its own write, the store running."""
 
     async def scenario(lean: bool) -> tuple[object, ...]:
         async with serving(lean) as (store, server):
             await store.put(b"big", BIG)
             settings = {SETTINGS_INITIAL_WINDOW_SIZE: 100}
             async with wire(server.port, settings=settings, connection_window=DEFAULT_WINDOW) as w:
+                request = w.request(1, PUT, pb.PutRequest(key=b"big", value=b"w", prev_kv=True))
+                if how == "same-write":
+                    await w.send(request + window_update(1, 300_000) + window_update(0, 300_000))
+                    (put,) = await w.answered([1])
+                    (reply,) = decoded(put, pb.PutResponse)
+                    assert reply.prev_kv.value == BIG and put.blocks == OK_BLOCKS
+                    assert server.fast_requests == (1 if lean else 0)
+                    return put.outcome()
                 store.faults.pause()
-                await w.send(w.request(1, PUT, pb.PutRequest(key=b"big", value=b"w", prev_kv=True)))
+                await w.send(request)
                 await w.ping()
                 if how == "window-update":
                     await w.send(window_update(1, 300_000) + window_update(0, 300_000))
