@@ -103,17 +103,14 @@ class Received:
         return self.ended or self.reset is not None
 
     def outcome(self) -> tuple[object, ...]:
-        """What a gRPC client makes of it: the header blocks less ``date``-like fields, the
-        messages, how the stream ended."""
+        """What a gRPC client makes of it: the header blocks, the messages (however the
+        DATA was framed), whether the server ended the stream, its reset code."""
         return (
             [dict(b) for b in self.blocks],
             split_messages(bytes(self.data)),
             self.ended,
             self.reset,
         )
-
-    def status(self) -> str | None:
-        return self.blocks[-1].get("grpc-status") if self.blocks else None
 
 
 class H2Wire:

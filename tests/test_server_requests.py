@@ -198,12 +198,27 @@ MIXED: list[tuple[str, betterproto2.Message, type[betterproto2.Message]]] = [
 ]
 
 
+async def in_one_read(server: EtcdServer, w: H2Wire, data: bytes) -> None:
+    """Send ``data`` so that the server reads it in one read, and check it did."""
+    await w.ping()  # what the client sent so far (its SETTINGS ACK too) is read
+    reads = ServerReads(server_side(server, w))
+    await w.send(data)
+    await reads.until(len(data))
+    assert reads.reads == [len(data)]
+
+
 async def test_many_requests_in_one_write_are_each_answered_in_order() -> None:
+    """Put, Put, Range, Txn, DeleteRange, LeaseGrant, Range on seven streams in one read:
+    each gets reply headers, one DATA frame and trailers with grpc-status 0, run in stream
+    order."""
+
     async def scenario(lean: bool) -> list[tuple[object, ...]]:
         async with serving(lean) as (_, server), wire(server.port) as w:
             sids = [1 + 2 * i for i in range(len(MIXED))]
-            await w.send(
-                b"".join(w.request(s, p, m) for s, (p, m, _) in zip(sids, MIXED, strict=True))
+            await in_one_read(
+                server,
+                w,
+                b"".join(w.request(s, p, m) for s, (p, m, _) in zip(sids, MIXED, strict=True)),
             )
             replies = await w.answered(sids)
             assert all(answered_ok(r) for r in replies), replies
@@ -241,7 +256,7 @@ async def test_two_requests_cut_at_every_byte_are_answered_alike() -> None:
                     sequence = w.request(1, PUT, pb.PutRequest(key=b"p", value=b"v"))
                     sequence += w.request(3, RANGE, pb.RangeRequest(key=b"r"))
                     size = len(sequence)
-                    await w.ping()  # the server has read all but the request bytes
+                    await w.ping()  # what the client sent so far (its SETTINGS ACK too) is read
                     reads = ServerReads(server_side(server, w))
                     await w.send(sequence[:cut])
                     await reads.until(cut)
@@ -407,7 +422,7 @@ async def test_a_reset_request_gets_nothing_and_never_runs(when: str) -> None:
                 assert len(server.request_tasks()) == 1  # waiting on the paused store
                 await w.send(rst_stream(1, CANCEL))
             else:
-                await w.send(request + rst_stream(1, CANCEL))
+                await in_one_read(server, w, request + rst_stream(1, CANCEL))
             await w.send(
                 w.request(3, PUT, pb.PutRequest(key=b"next", value=b"v"))
                 + w.request(5, RANGE, pb.RangeRequest(key=b"cancelled"))
@@ -484,7 +499,7 @@ async def test_data_after_end_stream_resets_the_stream(when: str) -> None:
             request = w.request(1, PUT, pb.PutRequest(key=b"a", value=b"1"))
             extra = data_frames(1, grpc_message(pb.PutRequest(key=b"x")))
             if when == "same-write":
-                await w.send(request + extra)
+                await in_one_read(server, w, request + extra)
             else:
                 await w.send(request)
                 if paused:
@@ -572,7 +587,8 @@ async def test_window_given_before_the_reply_starts_is_honoured(how: str) -> Non
             async with wire(server.port, settings=settings, connection_window=DEFAULT_WINDOW) as w:
                 request = w.request(1, PUT, pb.PutRequest(key=b"big", value=b"w", prev_kv=True))
                 if how == "same-write":
-                    await w.send(request + window_update(1, 300_000) + window_update(0, 300_000))
+                    updates = window_update(1, 300_000) + window_update(0, 300_000)
+                    await in_one_read(server, w, request + updates)
                     (put,) = await w.answered([1])
                     (reply,) = decoded(put, pb.PutResponse)
                     assert reply.prev_kv.value == BIG and put.blocks == OK_BLOCKS
@@ -722,7 +738,8 @@ async def test_streams_past_the_concurrency_limit(lean: bool) -> None:
         assert w.server_settings[SETTINGS_MAX_CONCURRENT_STREAMS] == 100
         store.faults.pause()
         sids = [1 + 2 * i for i in range(110)]
-        await w.send(b"".join(w.request(s, PUT, pb.PutRequest(key=b"c/%d" % s)) for s in sids))
+        requests = b"".join(w.request(s, PUT, pb.PutRequest(key=b"c/%d" % s)) for s in sids)
+        await in_one_read(server, w, requests)
         if not lean:
             await w.closed()
             assert [f for f in w.frames if f[2]] == [] and w.goaway is None
@@ -825,9 +842,8 @@ async def test_durable_puts_in_one_write_are_all_answered_in_revision_order(
         data_dir = tmp_path / ("lean" if lean else "grpclib")
         async with serving(lean, data_dir) as (store, server), wire(server.port) as w:
             sids = [1 + 2 * i for i in range(16)]
-            await w.send(
-                b"".join(w.request(s, PUT, pb.PutRequest(key=b"d/%02d" % s)) for s in sids)
-            )
+            requests = b"".join(w.request(s, PUT, pb.PutRequest(key=b"d/%02d" % s)) for s in sids)
+            await in_one_read(server, w, requests)
             replies = await w.answered(sids)
             assert all(answered_ok(r) for r in replies)
             revisions = [decoded(r, pb.PutResponse)[0].header.revision for r in replies]
