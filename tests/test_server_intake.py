@@ -48,10 +48,6 @@ from .test_server_requests import (
 
 pytestmark = pytest.mark.timeout(30)
 
-#: The intake looks a HEADERS block's verdict up before h2 has decoded the header blocks
-#: before it in the same read, which may change the table and so what the block means.
-STALE = pytest.mark.xfail(strict=True, reason="verdict looked up before earlier blocks")
-
 
 def _put(key: bytes) -> bytes:
     return grpc_message(pb.PutRequest(key=key, value=b"x" * 50))
@@ -149,7 +145,7 @@ def _path_only_indexed(w: H2Wire, sid: int, path: str) -> bytes:
     return frame(HEADERS, block, END_HEADERS, sid)
 
 
-@pytest.mark.parametrize("reads", [pytest.param("one-read", marks=STALE), "two-reads"])
+@pytest.mark.parametrize("reads", ["one-read", "two-reads"])
 async def test_a_block_whose_meaning_changed_earlier_in_the_read_is_not_served_stale(
     reads: str,
 ) -> None:
@@ -191,7 +187,7 @@ async def test_a_block_whose_meaning_changed_earlier_in_the_read_is_not_served_s
     await on_both(scenario)
 
 
-@pytest.mark.parametrize("reads", [pytest.param("one-read", marks=STALE), "two-reads"])
+@pytest.mark.parametrize("reads", ["one-read", "two-reads"])
 async def test_a_table_size_update_forgets_what_was_learned(reads: str) -> None:
     """A Put's header list warmed (learned), then the client's encoder shrinks its dynamic
     table to 0 and back (an HPACK size update, RFC 7541 6.3, which empties the table) and

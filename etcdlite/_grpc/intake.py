@@ -167,6 +167,7 @@ class RequestIntake:
         end = len(data)
         pos = start = 0  # start: the first byte of the run h2 has not been given yet
         moved = False  # a frame in the run may grow an outbound window
+        blocks = False  # the run holds a header block h2 may not have decoded before
         while pos + 9 <= end:
             hi, lo, ftype, flags, sid = unpack(data, pos)
             stop = pos + 9 + (hi << 16 | lo)
@@ -182,6 +183,14 @@ class RequestIntake:
                 if flags & _HEADERS_FLAGS == END_HEADERS and sid & 1:
                     block = data[pos + 9 : stop]
                     verdict = verdicts.get(block)
+                    if verdict is not None and blocks:
+                        # a header block before this one in the run may change the HPACK
+                        # table, and with it what these bytes mean: h2 decodes the run
+                        # first (emptying the verdicts if it did), then the verdict counts
+                        if not self._run(data[start:pos], moved):
+                            return False
+                        start, moved, blocks = pos, False, False
+                        verdict = verdicts.get(block)
                     if verdict is None:
                         self._blocks[sid] = block
                     else:
@@ -208,6 +217,8 @@ class RequestIntake:
                     self._reset(sid, StreamClosedBy.SEND_RST_STREAM)
             elif sid == 0 and ftype in (WINDOW_UPDATE, SETTINGS):
                 moved = True
+            if ftype in (HEADERS, PUSH_PROMISE, CONTINUATION):
+                blocks = True
             if ftype in (HEADERS, PUSH_PROMISE):
                 self._in_block = not flags & END_HEADERS
             elif ftype == CONTINUATION and flags & END_HEADERS:
