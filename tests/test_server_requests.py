@@ -239,14 +239,18 @@ async def in_one_read(server: EtcdServer, w: H2Wire, data: bytes) -> None:
     assert reads.reads == [len(data)]
 
 
-async def test_many_requests_in_one_write_are_each_answered_in_order() -> None:
+@pytest.mark.parametrize("warm", WARM)
+async def test_many_requests_in_one_write_are_each_answered_in_order(warm: bool) -> None:
     """Put, Put, Range, Txn, DeleteRange, LeaseGrant, Range on seven streams in one read:
     each gets reply headers, one DATA frame and trailers with grpc-status 0, run in stream
-    order."""
+    order. Warm: Put, Range and Txn were warmed, DeleteRange and LeaseGrant not: the first
+    four are taken; the DeleteRange's and LeaseGrant's blocks add to the HPACK table, so
+    the last Range's block is a new one (h2's path)."""
 
     async def scenario(lean: bool) -> list[tuple[object, ...]]:
         async with serving(lean) as (_, server), wire(server.port) as w:
-            sids = [1 + 2 * i for i in range(len(MIXED))]
+            first = await warm_up(w, (PUT, {}), (RANGE, {}), (TXN, {}), warm=warm)
+            sids = [first + 2 * i for i in range(len(MIXED))]
             await in_one_read(
                 server,
                 w,
@@ -266,17 +270,21 @@ async def test_many_requests_in_one_write_are_each_answered_in_order() -> None:
             assert delete.deleted == 1 and [kv.value for kv in delete.prev_kvs] == [b"2"]
             assert (grant.id, grant.ttl) == (7, 60)
             assert [(kv.key, kv.value) for kv in final.kvs] == [(b"a", b"1"), (b"c", b"3")]
-            assert server.fast_requests == (len(MIXED) if lean else 0)
+            assert server.fast_requests == (len(MIXED) + first // 2 if lean else 0)
+            assert taken(server) == (4 if lean and warm else 0)
             return [r.outcome() for r in replies]
 
     await on_both(scenario)
 
 
-@pytest.mark.timeout(60)
-async def test_two_requests_cut_at_every_byte_are_answered_alike() -> None:
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("warm", WARM)
+async def test_two_requests_cut_at_every_byte_are_answered_alike(warm: bool) -> None:
     """The bytes of a Put and a Range (HEADERS+DATA each) in two reads of the server, cut
     at every offset, each on a new connection: every cut gets the same frames, on both
-    paths."""
+    paths. Warm (each connection warmed with both header lists): both requests are taken
+    whatever the cut; a request not whole in the first read (its HEADERS and DATA, or
+    part of them) is held back and taken with the second."""
 
     async def scenario(lean: bool) -> tuple[object, ...]:
         async with serving(lean) as (store, server):
@@ -285,26 +293,33 @@ async def test_two_requests_cut_at_every_byte_are_answered_alike() -> None:
             cut, size = 1, 2
             while cut < size:
                 async with wire(server.port) as w:
-                    sequence = w.request(1, PUT, pb.PutRequest(key=b"p", value=b"v"))
-                    sequence += w.request(3, RANGE, pb.RangeRequest(key=b"r"))
+                    s = await warm_up(w, (PUT, {}), (RANGE, {}), warm=warm)
+                    sequence = w.request(s, PUT, pb.PutRequest(key=b"p", value=b"v"))
+                    whole = len(sequence)
+                    sequence += w.request(s + 2, RANGE, pb.RangeRequest(key=b"r"))
                     size = len(sequence)
                     await w.ping()  # what the client sent so far (its SETTINGS ACK too) is read
-                    reads = ServerReads(server_side(server, w))
+                    side = server_side(server, w)
+                    reads = ServerReads(side)
                     await w.send(sequence[:cut])
                     await reads.until(cut)
+                    if lean and warm:  # the Put is taken once it is whole, not before
+                        assert side.intake.taken == (1 if cut >= whole else 0), cut
                     await w.send(sequence[cut:])
                     await reads.until(size)
                     assert reads.reads == [cut, size - cut]
-                    put, rng = await w.answered([1, 3])
+                    put, rng = await w.answered([s, s + 2])
                     assert answered_ok(put) and answered_ok(rng), (cut, put, rng)
-                    assert lean_requests(server, w) == (2 if lean else 0)
+                    assert lean_requests(server, w) == (2 + s // 2 if lean else 0)
+                    if lean:
+                        assert side.intake.taken == (2 if warm else 0), cut
                     # each cut's Put is the next revision: the connections ran in turn
                     assert decoded(put, pb.PutResponse)[0].header.revision == 2 + cut
                     kvs = decoded(rng, pb.RangeResponse)[0].kvs
                     seen.add(
                         (
-                            tuple(frames_of(w, 1)),
-                            tuple(frames_of(w, 3)),
+                            tuple(frames_of(w, s)),
+                            tuple(frames_of(w, s + 2)),
                             tuple((kv.key, kv.value) for kv in kvs),
                         )
                     )
@@ -403,29 +418,39 @@ async def test_a_request_in_unusual_frames_is_answered_alike() -> None:
 # --- 3. grpc-timeout -------------------------------------------------------------------------
 
 
-async def test_a_deadline_is_kept_and_one_that_passes_is_deadline_exceeded() -> None:
+@pytest.mark.parametrize("warm", WARM)
+async def test_a_deadline_is_kept_and_one_that_passes_is_deadline_exceeded(warm: bool) -> None:
     """In time: answered. Past its deadline (the store paused): a trailers-only answer,
     grpc-status 4 (DEADLINE_EXCEEDED) and no grpc-message, no RST_STREAM (the client's
-    side is closed already); the write never happens, even once the store resumes."""
+    side is closed already); the write never happens, even once the store resumes. Warm:
+    the three are taken (the deadline is the learned grpc-timeout, counted from each
+    request's arrival)."""
 
     async def scenario(lean: bool) -> list[tuple[object, ...]]:
         async with serving(lean) as (store, server), wire(server.port) as w:
             timeout = [("grpc-timeout", "5S")]
-            await w.send(w.request(1, PUT, pb.PutRequest(key=b"a"), extra=timeout))
-            (ok,) = await w.answered([1])
+            late = [("grpc-timeout", "50m")]
+            lists: tuple[Headers, ...] = (
+                (PUT, {"extra": timeout}),
+                (PUT, {"extra": late}),
+                (RANGE, {}),
+            )
+            s = await warm_up(w, *lists, warm=warm)
+            await w.send(w.request(s, PUT, pb.PutRequest(key=b"a"), extra=timeout))
+            (ok,) = await w.answered([s])
             assert answered_ok(ok)
             store.faults.pause()
-            late = [("grpc-timeout", "50m")]
-            await w.send(w.request(3, PUT, pb.PutRequest(key=b"b"), extra=late))
-            (expired,) = await w.answered([3])
+            await w.send(w.request(s + 2, PUT, pb.PutRequest(key=b"b"), extra=late))
+            (expired,) = await w.answered([s + 2])
             assert expired.blocks == [{**OK_BLOCKS[0], "grpc-status": "4"}]
-            assert frames_of(w, 3) == [(HEADERS, END_HEADERS | END_STREAM)]
+            assert frames_of(w, s + 2) == [(HEADERS, END_HEADERS | END_STREAM)]
             assert not server.request_tasks()
             store.faults.resume()
-            await w.send(w.request(5, RANGE, pb.RangeRequest(key=b"b")))
-            (after,) = await w.answered([5])
+            await w.send(w.request(s + 4, RANGE, pb.RangeRequest(key=b"b")))
+            (after,) = await w.answered([s + 4])
             assert decoded(after, pb.RangeResponse)[0].count == 0  # the expired put never ran
-            assert server.fast_requests == (3 if lean else 0)
+            assert server.fast_requests == (3 + s // 2 if lean else 0)
+            assert taken(server) == (3 if lean and warm else 0)
             return [ok.outcome(), expired.outcome(), after.outcome()]
 
     await on_both(scenario)
@@ -434,42 +459,46 @@ async def test_a_deadline_is_kept_and_one_that_passes_is_deadline_exceeded() -> 
 # --- 4. a request cancelled by the client ------------------------------------------------
 
 
+@pytest.mark.parametrize("warm", WARM)
 @pytest.mark.parametrize("when", ["same-write", "same-write-paused", "after-ping-paused"])
-async def test_a_reset_request_gets_nothing_and_never_runs(when: str) -> None:
+async def test_a_reset_request_gets_nothing_and_never_runs(when: str, warm: bool) -> None:
     """RST_STREAM(CANCEL) right after a Put: in the same write (the store running, or
     paused), or once the server has the request and it waits on the paused store. Nothing
     comes back on that stream, it is released, and the Put never runs: not even in the
     same-write case with the store running (the request starts only once every frame of
     the read was taken in, and the reset came with it), nor once the store resumes. The
-    connection serves the next requests."""
+    connection serves the next requests. Warm: the three requests are taken, the reset
+    one too."""
 
     async def scenario(lean: bool) -> list[tuple[object, ...]]:
         async with serving(lean) as (store, server), wire(server.port) as w:
+            s = await warm_up(w, (PUT, {}), (RANGE, {}), warm=warm)
             if when != "same-write":
                 store.faults.pause()
-            request = w.request(1, PUT, pb.PutRequest(key=b"cancelled", value=b"v"))
+            request = w.request(s, PUT, pb.PutRequest(key=b"cancelled", value=b"v"))
             if when == "after-ping-paused":
                 await w.send(request)
                 await w.ping()
                 assert len(server.request_tasks()) == 1  # waiting on the paused store
-                await w.send(rst_stream(1, CANCEL))
+                await w.send(rst_stream(s, CANCEL))
             else:
-                await in_one_read(server, w, request + rst_stream(1, CANCEL))
+                await in_one_read(server, w, request + rst_stream(s, CANCEL))
             await w.send(
-                w.request(3, PUT, pb.PutRequest(key=b"next", value=b"v"))
-                + w.request(5, RANGE, pb.RangeRequest(key=b"cancelled"))
+                w.request(s + 2, PUT, pb.PutRequest(key=b"next", value=b"v"))
+                + w.request(s + 4, RANGE, pb.RangeRequest(key=b"cancelled"))
             )
             await w.ping()
             store.faults.resume()
-            put, rng = await w.answered([3, 5])
+            put, rng = await w.answered([s + 2, s + 4])
             assert answered_ok(put) and answered_ok(rng)
             assert decoded(rng, pb.RangeResponse)[0].count == 0
-            assert frames_of(w, 1) == []
+            assert frames_of(w, s) == []
             assert await store.get(b"cancelled") is None
             assert not server.request_tasks()
             if lean:
-                assert server.fast_requests == 3
-                assert _handler(server).closed_streams == 3
+                assert server.fast_requests == 3 + s // 2
+                assert _handler(server).closed_streams == 3 + s // 2
+            assert taken(server) == (3 if lean and warm else 0)
             return [put.outcome(), rng.outcome()]
 
     await on_both(scenario)
@@ -484,24 +513,32 @@ def _handler(server: EtcdServer) -> Any:
 # --- 5. stream ids and frames on closed streams -----------------------------------------
 
 
+@pytest.mark.parametrize("warm", WARM)
 @pytest.mark.parametrize("lean", PATHS)
 @pytest.mark.parametrize("case", ["lower", "reuse", "reuse-after-another"])
-async def test_a_stream_id_used_before_ends_the_connection(lean: bool, case: str) -> None:
+async def test_a_stream_id_used_before_ends_the_connection(
+    lean: bool, case: str, warm: bool
+) -> None:
     """A HEADERS on a stream id below one already used: connection error PROTOCOL_ERROR
     (h2's StreamIDTooLowError). The id of a finished stream again: STREAM_CLOSED (h2 still
     holds the closed stream, also after another stream opened since). The lean path's
     connection answers with GOAWAY (h2's own, then one with the debug text, same last
-    stream id and code) and closes; grpclib's closes without a GOAWAY."""
+    stream id and code) and closes; grpclib's closes without a GOAWAY. Warm: the first
+    requests are taken; the offending HEADERS, a copy of a learned block, is not (h2
+    refuses its stream id as before)."""
     async with serving(lean) as (store, server), wire(server.port) as w:
-        first = {"lower": 5, "reuse": 1, "reuse-after-another": 1}[case]
+        s = await warm_up(w, (PUT, {}), warm=warm)
+        first = s + {"lower": 4, "reuse": 0, "reuse-after-another": 0}[case]
         await w.send(w.request(first, PUT, pb.PutRequest(key=b"a")))
         await w.answered([first])
         highest = first
         if case == "reuse-after-another":
-            await w.send(w.request(3, PUT, pb.PutRequest(key=b"a")))
-            await w.answered([3])
-            highest = 3
-        again = 3 if case == "lower" else 1
+            await w.send(w.request(s + 2, PUT, pb.PutRequest(key=b"a")))
+            await w.answered([s + 2])
+            highest = s + 2
+        took = taken(server)
+        assert took == ((2 if case == "reuse-after-another" else 1) if lean and warm else 0)
+        again = s + 2 if case == "lower" else s
         await w.send(w.request(again, PUT, pb.PutRequest(key=b"b")))
         await w.closed()
         code = PROTOCOL_ERROR if case == "lower" else STREAM_CLOSED
@@ -515,21 +552,24 @@ async def test_a_stream_id_used_before_ends_the_connection(lean: bool, case: str
         assert await store.get(b"b") is None
 
 
+@pytest.mark.parametrize("warm", WARM)
 @pytest.mark.parametrize("when", ["same-write", "reply-pending", "after-reply"])
-async def test_data_after_end_stream_resets_the_stream(when: str) -> None:
+async def test_data_after_end_stream_resets_the_stream(when: str, warm: bool) -> None:
     """DATA on a stream after its END_STREAM: RST_STREAM(STREAM_CLOSED) on it, the
     connection goes on. If it came before the reply (in the request's own write, the store
     running; or while the store is paused) the reset also ends the request: no reply on
-    that stream, its Put never runs, even after the resume."""
+    that stream, its Put never runs, even after the resume. Warm: the Put and the Range
+    are taken."""
     paused = when == "reply-pending"
     replied = when == "after-reply"
 
     async def scenario(lean: bool) -> list[object]:
         async with serving(lean) as (store, server), wire(server.port) as w:
+            s = await warm_up(w, (PUT, {}), (RANGE, {}), warm=warm)
             if paused:
                 store.faults.pause()
-            request = w.request(1, PUT, pb.PutRequest(key=b"a", value=b"1"))
-            extra = data_frames(1, grpc_message(pb.PutRequest(key=b"x")))
+            request = w.request(s, PUT, pb.PutRequest(key=b"a", value=b"1"))
+            extra = data_frames(s, grpc_message(pb.PutRequest(key=b"x")))
             if when == "same-write":
                 await in_one_read(server, w, request + extra)
             else:
@@ -537,13 +577,13 @@ async def test_data_after_end_stream_resets_the_stream(when: str) -> None:
                 if paused:
                     await w.ping()
                 else:
-                    await w.answered([1])
+                    await w.answered([s])
                 await w.send(extra)
-            await w.wait(lambda: w.stream(1).reset is not None)
-            assert w.stream(1).reset == STREAM_CLOSED
+            await w.wait(lambda: w.stream(s).reset is not None)
+            assert w.stream(s).reset == STREAM_CLOSED
             store.faults.resume()
-            await w.send(w.request(3, RANGE, pb.RangeRequest(key=b"a", range_end=b"z")))
-            (rng,) = await w.answered([3])
+            await w.send(w.request(s + 2, RANGE, pb.RangeRequest(key=b"a", range_end=b"z")))
+            (rng,) = await w.answered([s + 2])
             assert answered_ok(rng) and w.goaway is None
             kvs = [(kv.key, kv.value) for kv in decoded(rng, pb.RangeResponse)[0].kvs]
             assert kvs == ([(b"a", b"1")] if replied else [])
@@ -556,8 +596,9 @@ async def test_data_after_end_stream_resets_the_stream(when: str) -> None:
                     (HEADERS, END_HEADERS | END_STREAM),
                     *expected,
                 ]
-            assert frames_of(w, 1) == expected
-            return [frames_of(w, 1), rng.outcome()]
+            assert frames_of(w, s) == expected
+            assert taken(server) == (2 if lean and warm else 0)
+            return [frames_of(w, s), rng.outcome()]
 
     await on_both(scenario)
 
