@@ -613,10 +613,12 @@ async def _seed_range(store: Store) -> None:
         await store.put(b"big/%03d" % i, bytes([i % 251]) * 4000)
 
 
-async def test_a_large_reply_to_a_client_with_tiny_windows_arrives_whole() -> None:
+@pytest.mark.parametrize("warm", WARM)
+async def test_a_large_reply_to_a_client_with_tiny_windows_arrives_whole(warm: bool) -> None:
     """Stream windows of 100 bytes and the default connection window: a Put with prev_kv
     of a 200 KB value and a 1 MB Range arrive complete as the client's WINDOW_UPDATEs
-    (stream and connection) come, each DATA frame within the window."""
+    (stream and connection) come, each DATA frame within the window. Warm: both are
+    taken."""
 
     async def scenario(lean: bool) -> list[tuple[object, ...]]:
         async with serving(lean) as (store, server):
@@ -625,10 +627,12 @@ async def test_a_large_reply_to_a_client_with_tiny_windows_arrives_whole() -> No
             settings = {SETTINGS_INITIAL_WINDOW_SIZE: 100}
             async with wire(server.port, settings=settings, connection_window=DEFAULT_WINDOW) as w:
                 w.auto_window = 2  # each DATA frame given back twice over: windows grow
-                await w.send(w.request(1, PUT, pb.PutRequest(key=b"big", value=b"w", prev_kv=True)))
-                (put,) = await w.answered([1])
-                await w.send(w.request(3, RANGE, pb.RangeRequest(key=b"big/", range_end=b"big0")))
-                (rng,) = await w.answered([3])
+                s = await warm_up(w, (PUT, {}), (RANGE, {}), warm=warm)
+                await w.send(w.request(s, PUT, pb.PutRequest(key=b"big", value=b"w", prev_kv=True)))
+                (put,) = await w.answered([s])
+                range_request = pb.RangeRequest(key=b"big/", range_end=b"big0")
+                await w.send(w.request(s + 2, RANGE, range_request))
+                (rng,) = await w.answered([s + 2])
                 assert put.blocks == OK_BLOCKS and rng.blocks == OK_BLOCKS
                 (reply,) = decoded(put, pb.PutResponse)
                 assert reply.prev_kv.value == BIG
@@ -636,57 +640,73 @@ async def test_a_large_reply_to_a_client_with_tiny_windows_arrives_whole() -> No
                 assert [kv.value for kv in ranged.kvs] == [
                     bytes([i % 251]) * 4000 for i in range(250)
                 ]
-                first = next(len(p) for k, _, s, p in w.frames if k == DATA and s == 1)
+                first = next(len(p) for k, _, i, p in w.frames if k == DATA and i == s)
                 assert first <= 100  # the first frame fits the 100-byte window
-                assert server.fast_requests == (2 if lean else 0)
+                windows: dict[int, int] = {}  # each stream's window as the frames came
+                for kind, _, sid, payload in w.frames:
+                    if sid in (s, s + 2) and kind == DATA:
+                        windows.setdefault(sid, 100)
+                        windows[sid] -= len(payload)
+                        assert windows[sid] >= 0, (sid, windows)
+                        windows[sid] += 2 * len(payload)  # auto_window gives twice back
+                assert server.fast_requests == (2 + s // 2 if lean else 0)
+                assert taken(server) == (2 if lean and warm else 0)
                 return [put.outcome(), rng.outcome()]
 
     await on_both(scenario)
 
 
+@pytest.mark.parametrize("warm", WARM)
 @pytest.mark.parametrize("how", ["window-update", "settings", "same-write"])
-async def test_window_given_before_the_reply_starts_is_honoured(how: str) -> None:
+async def test_window_given_before_the_reply_starts_is_honoured(how: str, warm: bool) -> None:
     """A client with 100-byte stream windows asks for a 200 KB reply while the store is
     paused, then, before any reply, widens the windows: a stream WINDOW_UPDATE (and a
     connection one), or a SETTINGS INITIAL_WINDOW_SIZE of 1 MB (which moves the open
     stream's window too). After the resume the whole reply comes with no further
     WINDOW_UPDATE. "same-write": the stream and connection WINDOW_UPDATEs follow the
-    request in its own write, the store running."""
+    request in its own write, the store running. Warm: the Put is taken (the stream's
+    WINDOW_UPDATE counted by the intake, the SETTINGS change read from h2's)."""
 
     async def scenario(lean: bool) -> tuple[object, ...]:
         async with serving(lean) as (store, server):
             await store.put(b"big", BIG)
             settings = {SETTINGS_INITIAL_WINDOW_SIZE: 100}
             async with wire(server.port, settings=settings, connection_window=DEFAULT_WINDOW) as w:
-                request = w.request(1, PUT, pb.PutRequest(key=b"big", value=b"w", prev_kv=True))
+                s = await warm_up(w, (PUT, {}), warm=warm)
+                request = w.request(s, PUT, pb.PutRequest(key=b"big", value=b"w", prev_kv=True))
+                expect_taken = 1 if lean and warm else 0
                 if how == "same-write":
-                    updates = window_update(1, 300_000) + window_update(0, 300_000)
+                    updates = window_update(s, 300_000) + window_update(0, 300_000)
                     await in_one_read(server, w, request + updates)
-                    (put,) = await w.answered([1])
+                    (put,) = await w.answered([s])
                     (reply,) = decoded(put, pb.PutResponse)
                     assert reply.prev_kv.value == BIG and put.blocks == OK_BLOCKS
-                    assert server.fast_requests == (1 if lean else 0)
+                    assert server.fast_requests == (1 + s // 2 if lean else 0)
+                    assert taken(server) == expect_taken
                     return put.outcome()
                 store.faults.pause()
                 await w.send(request)
                 await w.ping()
                 if how == "window-update":
-                    await w.send(window_update(1, 300_000) + window_update(0, 300_000))
+                    await w.send(window_update(s, 300_000) + window_update(0, 300_000))
                 else:
                     await w.send(
                         settings_frame({SETTINGS_INITIAL_WINDOW_SIZE: 1 << 20})
                         + window_update(0, 300_000)
                     )
                 await w.ping()
-                assert frames_of(w, 1) == []
+                assert frames_of(w, s) == []
                 store.faults.resume()
-                (put,) = await w.answered([1])
+                (put,) = await w.answered([s])
                 (reply,) = decoded(put, pb.PutResponse)
                 assert reply.prev_kv.value == BIG and put.blocks == OK_BLOCKS
                 if how == "settings":
                     acks = [f for f in w.frames if f[0] == SETTINGS and f[1] == 1]
                     assert len(acks) == 2
-                assert server.fast_requests == (1 if lean else 0)
+                assert server.fast_requests == (1 + s // 2 if lean else 0)
+                assert taken(server) == expect_taken
+                # the whole reply came with no WINDOW_UPDATE after the request's
+                assert w.frames[-1][:3] == (HEADERS, END_HEADERS | END_STREAM, s)
                 return put.outcome()
 
     await on_both(scenario)
@@ -798,60 +818,105 @@ async def test_a_request_over_the_size_limit_is_refused_alike() -> None:
 # --- 8. concurrent streams -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("warm", WARM)
 @pytest.mark.parametrize("lean", PATHS)
-async def test_streams_past_the_concurrency_limit(lean: bool) -> None:
+async def test_streams_past_the_concurrency_limit(lean: bool, warm: bool) -> None:
     """The server advertises SETTINGS_MAX_CONCURRENT_STREAMS 100. 110 Puts in one write,
     the store paused. The lean path's guard lets 96 through (100 less STREAM_SLACK 4) and
     answers the other 14 (streams 193..219) with RST_STREAM(REFUSED_STREAM) at once, before
     any reply; their Puts never run, the 96 are answered after the resume and the
     connection takes new streams. grpclib's path: h2 refuses the 101st stream
     (TooManyStreamsError), the connection is closed without a frame: no reply, no GOAWAY,
-    no Put runs."""
+    no Put runs. Warm: the 96 are taken, and count as open until answered."""
     async with serving(lean) as (store, server), wire(server.port) as w:
         assert w.server_settings[SETTINGS_MAX_CONCURRENT_STREAMS] == 100
+        first = await warm_up(w, (PUT, {}), (RANGE, {}), warm=warm)
+        warmed = len(w.frames)
         store.faults.pause()
-        sids = [1 + 2 * i for i in range(110)]
+        sids = [first + 2 * i for i in range(110)]
         requests = b"".join(w.request(s, PUT, pb.PutRequest(key=b"c/%d" % s)) for s in sids)
         await in_one_read(server, w, requests)
         if not lean:
             await w.closed()
-            assert [f for f in w.frames if f[2]] == [] and w.goaway is None
+            assert [f for f in w.frames[warmed:] if f[2]] == [] and w.goaway is None
             store.faults.resume()
             assert (await store.get(b"c/1")) is None
             return
         refused = sids[96:]
         await w.answered(refused)
-        assert [(f[0], f[2]) for f in w.frames if f[2]] == [(RST_STREAM, s) for s in refused]
+        sent = [(f[0], f[2]) for f in w.frames[warmed:] if f[2]]
+        assert sent == [(RST_STREAM, s) for s in refused]
         assert {w.streams[s].reset for s in refused} == {REFUSED_STREAM}
+        assert taken(server) == (96 if warm else 0)
         store.faults.resume()
         replies = await w.answered(sids[:96])
         assert all(answered_ok(r) for r in replies)
         assert all([frames_of(w, s) == [(RST_STREAM, 0)] for s in refused])
         for s in refused:
             assert await store.get(b"c/%d" % s) is None
-        await w.send(w.request(221, RANGE, pb.RangeRequest(key=b"c/", range_end=b"c0")))
-        (rng,) = await w.answered([221])
+        last = sids[-1] + 2
+        await w.send(w.request(last, RANGE, pb.RangeRequest(key=b"c/", range_end=b"c0")))
+        (rng,) = await w.answered([last])
         assert decoded(rng, pb.RangeResponse)[0].count == 96
-        assert server.fast_requests == 97
+        assert server.fast_requests == 97 + first // 2
+        assert taken(server) == (97 if warm else 0)
+        assert w.goaway is None
+
+
+@pytest.mark.parametrize("warm", WARM)
+async def test_streams_pending_from_an_earlier_read_count_against_the_limit(warm: bool) -> None:
+    """96 Puts in one read wait on the paused store (warm: taken); 14 more in a later read
+    are each refused with RST_STREAM(REFUSED_STREAM) at once (the 96 still count as open),
+    and never run. After the resume the 96 are answered and the bound holds again: a Range
+    is answered."""
+    async with serving(True) as (store, server), wire(server.port) as w:
+        first = await warm_up(w, (PUT, {}), (RANGE, {}), warm=warm)
+        warmed = len(w.frames)
+        store.faults.pause()
+        sids = [first + 2 * i for i in range(110)]
+        requests = [w.request(s, PUT, pb.PutRequest(key=b"c/%d" % s)) for s in sids]
+        await in_one_read(server, w, b"".join(requests[:96]))
+        assert taken(server) == (96 if warm else 0)
+        await in_one_read(server, w, b"".join(requests[96:]))
+        refused = sids[96:]
+        await w.answered(refused)
+        sent = [(f[0], f[2]) for f in w.frames[warmed:] if f[2]]
+        assert sent == [(RST_STREAM, s) for s in refused]
+        assert {w.streams[s].reset for s in refused} == {REFUSED_STREAM}
+        store.faults.resume()
+        replies = await w.answered(sids[:96])
+        assert all(answered_ok(r) for r in replies)
+        for s in refused:
+            assert await store.get(b"c/%d" % s) is None
+        last = sids[-1] + 2
+        await w.send(w.request(last, RANGE, pb.RangeRequest(key=b"c/", range_end=b"c0")))
+        (rng,) = await w.answered([last])
+        assert decoded(rng, pb.RangeResponse)[0].count == 96
+        assert taken(server) == (97 if warm else 0)
         assert w.goaway is None
 
 
 # --- 9. the client goes away with requests pending ---------------------------------------
 
 
+@pytest.mark.parametrize("warm", WARM)
 @pytest.mark.parametrize("lean", PATHS)
-async def test_a_client_goaway_with_requests_pending(lean: bool) -> None:
+async def test_a_client_goaway_with_requests_pending(lean: bool, warm: bool) -> None:
     """Three Puts waiting on a paused store, then the client's GOAWAY. The lean path's
     guard keeps the GOAWAY from h2 (as grpc-go, the streams already open finish): after
     the resume all three are answered and written. grpclib's path closes the connection
-    at once (h2's ConnectionTerminated): nothing is answered or written."""
+    at once (h2's ConnectionTerminated): nothing is answered or written. Warm: the three
+    are taken."""
     async with serving(lean) as (store, server), wire(server.port) as w:
+        first = await warm_up(w, (PUT, {}), warm=warm)
+        warmed = len(w.frames)
         store.faults.pause()
-        sids = [1, 3, 5]
+        sids = [first, first + 2, first + 4]
         await w.send(b"".join(w.request(s, PUT, pb.PutRequest(key=b"g/%d" % s)) for s in sids))
         await w.ping()
         tasks = server.request_tasks()
         assert len(tasks) == 3
+        assert taken(server) == (3 if lean and warm else 0)
         await w.send(frame(GOAWAY, (0).to_bytes(4, "big") + (0).to_bytes(4, "big")))
         if lean:
             await w.ping()
@@ -865,34 +930,40 @@ async def test_a_client_goaway_with_requests_pending(lean: bool) -> None:
             async with asyncio.timeout(5):
                 await asyncio.wait(tasks)
             store.faults.resume()
-            assert [f for f in w.frames if f[2]] == [] and w.goaway is None
+            assert [f for f in w.frames[warmed:] if f[2]] == [] and w.goaway is None
             assert [await store.get(b"g/%d" % s) for s in sids] == [None] * 3
         assert not server.request_tasks()
 
 
+@pytest.mark.parametrize("warm", WARM)
 @pytest.mark.parametrize("lean", PATHS)
 async def test_a_closed_connection_releases_its_pending_requests(
-    lean: bool, caplog: pytest.LogCaptureFixture
+    lean: bool, warm: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Three Puts waiting on a paused store, then the client closes the socket: their tasks
     end (cancelled), the lean path's handler counts the three streams released, nothing is
-    logged as an error, the Puts never run, and the store serves a new connection."""
+    logged as an error, the Puts never run, and the store serves a new connection. Warm:
+    the three are taken."""
     async with serving(lean) as (store, server):
         async with wire(server.port) as w:
+            first = await warm_up(w, (PUT, {}), warm=warm)
             store.faults.pause()
-            sids = [1, 3, 5]
+            sids = [first, first + 2, first + 4]
             await w.send(b"".join(w.request(s, PUT, pb.PutRequest(key=b"z/%d" % s)) for s in sids))
             await w.ping()
             handler = _handler(server)
             tasks = server.request_tasks()
             assert len(tasks) == 3
+            warmups = first // 2
             if lean:
-                assert server.fast_requests == 3 and handler.closed_streams == 0
+                assert server.fast_requests == 3 + warmups
+                assert handler.closed_streams == warmups
+            assert taken(server) == (3 if lean and warm else 0)
         async with asyncio.timeout(5):
             await asyncio.wait(tasks)
         assert not server.request_tasks()
         if lean:
-            assert handler.closed_streams == 3
+            assert handler.closed_streams == 3 + warmups
         store.faults.resume()
         assert [await store.get(b"z/%d" % s) for s in sids] == [None] * 3
         async with wire(server.port) as again:
@@ -905,16 +976,19 @@ async def test_a_closed_connection_releases_its_pending_requests(
 # --- 10. durable writes ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("warm", WARM)
 async def test_durable_puts_in_one_write_are_all_answered_in_revision_order(
-    tmp_path: Path,
+    tmp_path: Path, warm: bool
 ) -> None:
     """16 Puts in one write to a Store with a data directory (each reply after its write is
-    synced): all answered, revisions 2..17, one per stream in stream order."""
+    synced): all answered, revisions 2..17, one per stream in stream order. Warm: all 16
+    are taken."""
 
     async def scenario(lean: bool) -> list[tuple[object, ...]]:
         data_dir = tmp_path / ("lean" if lean else "grpclib")
         async with serving(lean, data_dir) as (store, server), wire(server.port) as w:
-            sids = [1 + 2 * i for i in range(16)]
+            first = await warm_up(w, (PUT, {}), warm=warm)
+            sids = [first + 2 * i for i in range(16)]
             requests = b"".join(w.request(s, PUT, pb.PutRequest(key=b"d/%02d" % s)) for s in sids)
             await in_one_read(server, w, requests)
             replies = await w.answered(sids)
@@ -924,7 +998,8 @@ async def test_durable_puts_in_one_write_are_all_answered_in_revision_order(
             for s, revision in zip(sids, revisions, strict=True):
                 kv = await store.get(b"d/%02d" % s)
                 assert kv is not None and kv.mod_revision == revision
-            assert server.fast_requests == (16 if lean else 0)
+            assert server.fast_requests == (16 + first // 2 if lean else 0)
+            assert taken(server) == (16 if lean and warm else 0)
             return [r.outcome() for r in replies]
 
     await on_both(scenario)
