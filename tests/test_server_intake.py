@@ -59,10 +59,6 @@ from .test_server_requests import (
 
 pytestmark = pytest.mark.timeout(30)
 
-#: The intake holds back a learned HEADERS whose DATA has not arrived (to take the pair
-#: once it has), also one it could never take, and h2 sees it only with later bytes.
-HELD = pytest.mark.xfail(strict=True, reason="a HEADERS held back for its DATA")
-
 
 def _put(key: bytes) -> bytes:
     return grpc_message(pb.PutRequest(key=key, value=b"x" * 50))
@@ -379,9 +375,7 @@ async def test_a_frame_on_a_pending_taken_stream_is_answered_as_on_h2s(case: str
     await cold_and_warm(scenario, paths=paths)
 
 
-@pytest.mark.parametrize(
-    "error", [pytest.param("reused-stream-id", marks=HELD), "window-update-zero", "bad-settings"]
-)
+@pytest.mark.parametrize("error", ["reused-stream-id", "window-update-zero", "bad-settings"])
 async def test_a_connection_error_in_the_read_of_a_taken_request(error: str) -> None:
     """A Put and, in the same read, a frame that is a connection error: a HEADERS on the
     stream id of an earlier, answered request (h2: STREAM_CLOSED), a connection
@@ -461,7 +455,7 @@ async def test_big_replies_to_taken_requests_share_a_tiny_connection_window(warm
     await on_both(scenario)
 
 
-@pytest.mark.parametrize("grpc_timeout", [pytest.param("100m", marks=HELD), None])
+@pytest.mark.parametrize("grpc_timeout", ["100m", None])
 async def test_a_request_whose_data_comes_later_keeps_its_deadline(
     grpc_timeout: str | None,
 ) -> None:

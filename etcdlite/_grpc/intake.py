@@ -37,8 +37,11 @@ state as h2 would hold it (half-closed by the client, which may still send these
 
 A lean request's HEADERS whose DATA has not arrived yet is held back (not given to h2)
 until the next read, as an incomplete frame is: the request can do nothing without its
-message. A frame split across reads waits whole too; a frame header announcing more than
-h2's maximum frame size sends every byte from there on to h2 (it refuses the frame).
+message. Not when h2 would answer the HEADERS itself (a stream id it refuses, a connection
+no longer open), nor for a request with a deadline (h2's path counts it from the HEADERS
+and answers DEADLINE_EXCEEDED if the message is late): those HEADERS go to h2 at once. A
+frame split across reads waits whole too; a frame header announcing more than h2's
+maximum frame size sends every byte from there on to h2 (it refuses the frame).
 Frames go to h2 in order, in one ``receive_data`` per run between taken requests.
 """
 
@@ -195,8 +198,10 @@ class RequestIntake:
                         self._blocks[sid] = block
                     else:
                         after = self._pair(data, pos, stop, sid)
-                        if after < 0:  # its DATA is not here whole yet: hold both
-                            break
+                        if after < 0:  # its DATA is not here whole yet
+                            if self._may_hold(sid, verdict):
+                                break  # hold both
+                            after = 0
                         if after:
                             if start < pos and not self._run(data[start:pos], moved):
                                 return False
@@ -248,6 +253,18 @@ class RequestIntake:
         if data[body] or int.from_bytes(data[body + 1 : body + 5], "big") != size - 5:
             return 0  # compressed, or not one whole message: h2's path answers it
         return int(after)
+
+    def _may_hold(self, sid: int, verdict: Verdict) -> bool:
+        """Whether a learned HEADERS on stream ``sid`` whose DATA is not here whole may wait
+        for it, unseen by h2: not if h2 would answer the HEADERS itself (a stream id it
+        refuses, a connection not open), nor if the request has a deadline (h2's path counts
+        it from the HEADERS and answers DEADLINE_EXCEEDED while the message is to come)."""
+        h2conn = self._h2conn
+        return (
+            verdict.timeout is None
+            and sid > h2conn.highest_inbound_stream_id
+            and h2conn.state_machine.state is ConnectionState.SERVER_OPEN
+        )
 
     def _admit(self, data: bytes, stop: int, after: int, sid: int, verdict: Verdict) -> bool:
         """Take the request whose DATA frame is ``data[stop:after]`` if h2, as it stands
