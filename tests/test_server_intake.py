@@ -38,6 +38,7 @@ from .h2wire import (
     frame,
     grpc_message,
     rst_stream,
+    settings_frame,
     window_update,
 )
 from .test_server_requests import (
@@ -58,6 +59,8 @@ from .test_server_requests import (
 )
 
 pytestmark = pytest.mark.timeout(30)
+
+HEADER_TABLE_SIZE, MAX_FRAME_SIZE = 0x1, 0x5  # SETTINGS parameters (RFC 9113 6.5.2)
 
 
 def _put(key: bytes) -> bytes:
@@ -483,5 +486,32 @@ async def test_a_request_whose_data_comes_later_keeps_its_deadline(
                 w.stream(sid).outcome(),
                 None if kv is None else kv.value,
             ]
+
+    await cold_and_warm(scenario, paths=True)
+
+
+async def test_replies_to_taken_requests_follow_the_clients_later_settings() -> None:
+    """After the warm-up the client lowers its SETTINGS_HEADER_TABLE_SIZE to 0 and raises
+    its SETTINGS_MAX_FRAME_SIZE to 20000, then asks for a 1 MB Range (warm: taken): the
+    first reply block starts with an HPACK size update to 0 (RFC 7541 4.2), and the
+    reply comes in DATA frames of up to 20000 bytes, as on grpclib's path."""
+
+    async def scenario(lean: bool, warm: bool) -> list[object]:
+        async with serving(lean) as (store, server), wire(server.port) as w:
+            for i in range(250):
+                await store.put(b"big/%03d" % i, bytes([i % 251]) * 4000)
+            sid = await warm_up(w, (RANGE if warm else PUT, {}))
+            warmed = len(w.frames)
+            await w.send(settings_frame({HEADER_TABLE_SIZE: 0, MAX_FRAME_SIZE: 20000}))
+            await w.ping()  # the server has the settings (and sent its ACK)
+            request = pb.RangeRequest(key=b"big/", range_end=b"big0")
+            await in_one_read(server, w, w.request(sid, RANGE, request))
+            (rng,) = await w.answered([sid])
+            assert taken(server) == (1 if lean and warm else 0)
+            blocks = [p for k, _, s, p in w.frames[warmed:] if k == HEADERS and s == sid]
+            assert blocks[0][0] == 0x20  # a size update to 0 first
+            sizes = [len(p) for k, _, s, p in w.frames[warmed:] if k == DATA and s == sid]
+            assert max(sizes) == 20000
+            return [rng.outcome(), sizes]
 
     await cold_and_warm(scenario, paths=True)
