@@ -17,6 +17,11 @@ One that waits (a durable write, a paused store, a message still in flight) goes
 task from where it stopped, in the same context, under its deadline; a stream reset before
 the request started releases it without running it.
 
+A request whose HEADERS and DATA arrive together usually never reaches h2: the
+connection's :class:`~.intake.RequestIntake` takes it (:meth:`UnaryHandler.take`) once
+:meth:`UnaryHandler.accept` has accepted the same header block for this path, and it is
+answered through a :class:`~.taken.TakenStream` in place of grpclib's stream.
+
 What the lean path does itself, and grpclib's path does the same way:
 
 * the request: a 5-byte prefix (a compressed flag is refused like grpc-go, no decompressor
