@@ -179,6 +179,15 @@ class CachingEncoder(_HpackCache):
         self._remember(key, block, block)
         return block
 
+    def encode_fixed(self, items: tuple[tuple[bytes, bytes], ...]) -> bytes:
+        """:meth:`encode` for a constant tuple of valid, lower-case byte fields (the lean
+        path's reply headers), without checking its shape."""
+        if not self._coder.header_table.resized:
+            hit = self._cache.get((items, True))
+            if hit is not None:
+                return bytes(hit)
+        return self.encode(list(items))
+
 
 class CorkedTransport:
     """The part of ``asyncio.Transport`` grpclib uses, with writes joined per loop turn."""
