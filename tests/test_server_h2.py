@@ -125,8 +125,10 @@ async def test_each_request_runs_as_its_caller_with_or_without_waiting(
             await put(channel, "now-1")
             assert not server.request_tasks()  # answered without a task
             waiting = [asyncio.create_task(put(channel, f"wait-{i}")) for i in range(3)]
-            while len(server.request_tasks()) < 3:
+            # each waits on the gate without a task of its own
+            while server.waiting_requests() < 3:
                 await asyncio.sleep(0.01)
+            assert not server.request_tasks()
             for i in range(3):  # others go through meanwhile
                 await put(channel, f"now-{i + 2}")
             assert not [t for t in waiting if t.done()]

@@ -309,6 +309,11 @@ class GrpcServer(Server):
         tasks = (t for h in list(self._handlers) for t in list(h._tasks.values()))
         return [t for t in tasks if not t.done()]
 
+    def waiting_requests(self) -> int:
+        """Lean requests waiting without a task (on a durable write, a paused store), on
+        live connections (closing a connection cancels its own at once)."""
+        return sum(len(getattr(h, "_waiters", ())) for h in list(self._handlers))
+
     def close_connections(self, reason: str = "Server stopped") -> None:
         """Close every accepted connection (Python 3.11's ``asyncio.Server.close()`` leaves
         them open, and a stopped server must stop answering)."""

@@ -25,11 +25,11 @@ is served by in place of grpclib's and h2's stream objects: the lean handler
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from grpclib.const import Status
 from grpclib.metadata import encode_grpc_message
-from h2.connection import ConnectionInputs
+from h2.connection import ConnectionInputs, ConnectionState
 from h2.stream import StreamClosedBy
 
 from .headers import frame_block
@@ -40,11 +40,12 @@ if TYPE_CHECKING:
     from h2.connection import H2Connection
 
     from .intake import RequestIntake
+    from .transport import CachingEncoder
 
 __all__ = ["RESPONSE_HEADERS", "TRAILERS_OK", "TakenStream"]
 
-RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc+proto")]
-TRAILERS_OK = [(b"grpc-status", b"0")]
+RESPONSE_HEADERS = ((b":status", b"200"), (b"content-type", b"application/grpc+proto"))
+TRAILERS_OK = ((b"grpc-status", b"0"),)
 
 
 class TakenStream:
@@ -105,8 +106,12 @@ class TakenStream:
         h2conn = self._h2_connection
         sid = self.id
         machine = h2conn.state_machine
-        machine.process_input(ConnectionInputs.SEND_HEADERS)  # raises on a closed connection
-        encode = h2conn.encoder.encode
+        if machine.state is not ConnectionState.SERVER_OPEN:
+            # h2's move for the two blocks; it raises on a closed connection (in
+            # SERVER_OPEN sending headers changes nothing)
+            machine.process_input(ConnectionInputs.SEND_HEADERS)
+            machine.process_input(ConnectionInputs.SEND_HEADERS)
+        encode = _encoder(h2conn).encode_fixed
         parts: list[bytes | memoryview] = [
             h2conn.data_to_send(),
             frame_block(h2conn, sid, encode(RESPONSE_HEADERS)),
@@ -115,7 +120,6 @@ class TakenStream:
         parts += _data_frames(h2conn, sid, prefix, memoryview(message))
         h2conn.outbound_flow_control_window -= size + 5
         self.sent += size + 5
-        machine.process_input(ConnectionInputs.SEND_HEADERS)
         parts.append(frame_block(h2conn, sid, encode(TRAILERS_OK), end_stream=True))
         self._transport.write(b"".join(parts))
         conn.data_send_process()  # grpclib's keepalive accounting: the connection is in use
@@ -137,7 +141,7 @@ class TakenStream:
         transport = self._transport
         transport.write(
             h2conn.data_to_send()
-            + frame_block(h2conn, sid, h2conn.encoder.encode(RESPONSE_HEADERS))
+            + frame_block(h2conn, sid, _encoder(h2conn).encode_fixed(RESPONSE_HEADERS))
         )
         body = memoryview(b"\x00" + len(message).to_bytes(4, "big") + message)
         pos, end = 0, len(body)
@@ -167,7 +171,7 @@ class TakenStream:
         machine.process_input(ConnectionInputs.SEND_HEADERS)
         transport.write(
             h2conn.data_to_send()
-            + frame_block(h2conn, sid, h2conn.encoder.encode(TRAILERS_OK), end_stream=True)
+            + frame_block(h2conn, sid, _encoder(h2conn).encode_fixed(TRAILERS_OK), end_stream=True)
         )
         conn.data_send_process()
         self.answered = True
@@ -204,6 +208,11 @@ class TakenStream:
             # it as on a stream it reset
             closed_by = StreamClosedBy.SEND_RST_STREAM
         self._h2_connection._closed_streams[self.id] = closed_by
+
+
+def _encoder(h2conn: H2Connection) -> CachingEncoder:
+    """The connection's HPACK encoder (a server connection's is always caching)."""
+    return cast("CachingEncoder", h2conn.encoder)
 
 
 def _data_frames(

@@ -179,6 +179,15 @@ class CachingEncoder(_HpackCache):
         self._remember(key, block, block)
         return block
 
+    def encode_fixed(self, items: tuple[tuple[bytes, bytes], ...]) -> bytes:
+        """:meth:`encode` for a constant tuple of valid, lower-case byte fields (the lean
+        path's reply headers), without checking its shape."""
+        if not self._coder.header_table.resized:
+            hit = self._cache.get((items, True))
+            if hit is not None:
+                return bytes(hit)
+        return self.encode(list(items))
+
 
 class CorkedTransport:
     """The part of ``asyncio.Transport`` grpclib uses, with writes joined per loop turn."""
@@ -302,7 +311,11 @@ class ServerProtocol(CorkedProtocol):
     * events grpclib has no handler for (an unknown frame type, which RFC 9113 says to
       ignore) are ignored instead of raising from grpclib's event processor;
     * h2 checks each distinct received header list once (:func:`.headers.check_headers_once`)
-      and reads frames whose ``repr`` is cheap (:func:`quiet_frames`).
+      and reads frames whose ``repr`` is cheap (:func:`quiet_frames`);
+    * with the lean path's handler, what the guard lets through goes to a
+      :class:`~.intake.RequestIntake`, which takes whole lean requests past h2 and gives h2
+      everything else in order; the handler starts the requests of a read once all of it
+      has been taken in.
     """
 
     def __init__(

@@ -13,9 +13,17 @@ its headers; once the connection has handed grpclib all the frames of the bytes 
 method at once, in a context of its own that holds the request's caller
 (:data:`~.caller.CALLER`), up to its first wait. A request that never waits (a read, a write
 to a store in memory) is answered there and then: no task, no loop turn before the reply.
-One that waits (a durable write, a paused store, a message still in flight) goes on in a
-task from where it stopped, in the same context, under its deadline; a stream reset before
-the request started releases it without running it.
+One that waits (a durable write, a paused store) on an asyncio future and has no deadline
+waits without a task: the future's callback takes it on from where it stopped, in the same
+context, as a task's wake-up would (:class:`_Waiter`; a stream reset throws CancelledError
+into it at its wait, as a task's cancel does). One with a deadline, or that waits a second
+time, goes on in a task, under its deadline. A stream reset before the request started
+releases it without running it.
+
+A request whose HEADERS and DATA arrive together usually never reaches h2: the
+connection's :class:`~.intake.RequestIntake` takes it (:meth:`UnaryHandler.take`) once
+:meth:`UnaryHandler.accept` has accepted the same header block for this path, and it is
+answered through a :class:`~.taken.TakenStream` in place of grpclib's stream.
 
 What the lean path does itself, and grpclib's path does the same way:
 
@@ -99,6 +107,8 @@ class UnaryHandler(Handler):
         self.fast_requests = 0
         #: Streams released so far (the concurrent-stream bound reads it).
         self.closed_streams = 0
+        #: Requests waiting on a future without a task (see :class:`_Waiter`).
+        self._waiters: dict[_Stream, _Waiter] = {}
         #: Requests accepted, not started yet: what :meth:`run_pending` starts.
         self._pending: dict[_Stream, _Request] = {}
         #: The connection's intake (set by its protocol): told which header blocks the
@@ -174,6 +184,10 @@ class UnaryHandler(Handler):
             self._start(stream, path, method, deadline, release_stream, caller)
 
     def cancel(self, stream: _Stream) -> None:
+        waiter = self._waiters.pop(stream, None)
+        if waiter is not None:
+            waiter.cancel()
+            return
         if self._pending.pop(stream, None) is not None:  # reset before it started
             release = getattr(stream, "_etcdlite_release", None)
             if release is not None:
@@ -191,6 +205,9 @@ class UnaryHandler(Handler):
         pending, self._pending = self._pending, {}
         for _, _, _, release_stream, _ in pending.values():
             release_stream()
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            waiter.cancel()
         super().close()
 
     def _start(
@@ -204,8 +221,8 @@ class UnaryHandler(Handler):
     ) -> None:
         """Run the request's method at once, in a context of its own (its caller), up to
         its first wait: a request that needs none is answered now, without a task; one that
-        waits (a durable write, a paused store) goes on in a task from where it stopped,
-        under its deadline."""
+        waits (a durable write, a paused store) goes on from where it stopped when its
+        future is done (:class:`_Waiter`), or in a task under its deadline if it has one."""
         context = contextvars.copy_context()
         context.run(CALLER.set, caller)
         coro = self._call(stream, path, method)
@@ -218,6 +235,9 @@ class UnaryHandler(Handler):
         except Exception as e:
             self._answer(stream, None, e, release_stream)
         else:
+            if deadline is None and _Waiter.fits(waiting):
+                _Waiter(self, stream, coro, waiting, context, release_stream)
+                return
             # grpclib's task map (cancel, close and gc read it) holds taken streams too
             self._tasks[stream] = self.loop.create_task(  # type: ignore[index]
                 self._handle(stream, _Resume(coro, waiting), deadline, release_stream),
@@ -334,6 +354,72 @@ class _Resume:
                     value = coro.send(sent)
                 except StopIteration as done:
                     return done.value
+
+
+class _Waiter:
+    """A request's coroutine waiting on an asyncio future without a task: the future's
+    callback resumes it (in the request's context), as a task's wake-up would, and answers
+    when it returns; a second wait goes on in a task. Cancelling throws CancelledError
+    into the coroutine at its wait, as a task's cancel does."""
+
+    __slots__ = ("_context", "_coro", "_future", "_handler", "_release", "_stream")
+
+    @staticmethod
+    def fits(waiting: Any) -> bool:
+        """Whether ``waiting`` (what the coroutine yielded) is a future a task would wait
+        on: an asyncio future that asked to block."""
+        return getattr(waiting, "_asyncio_future_blocking", False) is True
+
+    def __init__(
+        self,
+        handler: UnaryHandler,
+        stream: _Stream,
+        coro: Coroutine[Any, Any, Any],
+        future: asyncio.Future[Any],
+        context: contextvars.Context,
+        release: Callable[[], Any],
+    ) -> None:
+        self._handler = handler
+        self._stream = stream
+        self._coro = coro
+        self._future = future
+        self._context = context
+        self._release = release
+        future._asyncio_future_blocking = False  # what a task does with it
+        future.add_done_callback(self._wake, context=context)
+        handler._waiters[stream] = self
+
+    def _wake(self, _future: asyncio.Future[Any]) -> None:
+        handler = self._handler
+        if handler._waiters.pop(self._stream, None) is not self:
+            return
+        self._resume(None)
+
+    def _resume(self, error: BaseException | None) -> None:
+        """Go on with the coroutine (already inside the request's context)."""
+        handler, stream, coro, release = self._handler, self._stream, self._coro, self._release
+        try:
+            waiting = coro.send(None) if error is None else coro.throw(error)
+        except StopIteration as done:
+            reply = done.value
+            message = reply if isinstance(reply, bytes) else bytes(reply)
+            handler._answer(stream, message, None, release)
+        except asyncio.CancelledError:
+            release()
+        except Exception as e:
+            handler._answer(stream, None, e, release)
+        else:
+            # it waits again: a task takes it from here
+            handler._tasks[stream] = handler.loop.create_task(  # type: ignore[index]
+                handler._handle(stream, _Resume(coro, waiting), None, release)
+            )
+
+    def cancel(self) -> None:
+        """The stream was reset or the connection closed: the wait ends with
+        CancelledError in the coroutine, as a task's cancel ends it."""
+        self._future.remove_done_callback(self._wake)
+        self._future.cancel()
+        self._context.run(self._resume, asyncio.CancelledError())
 
 
 class _Done:

@@ -139,6 +139,15 @@ class EtcdServer:
         (``asyncio.wait`` on them to know the server is idle)."""
         return [t for s in list(self.grpc_servers) for t in s.request_tasks()]
 
+    def waiting_requests(self) -> int:
+        """Lean requests waiting without a task of their own, on every connection."""
+        return sum(s.waiting_requests() for s in list(self.grpc_servers))
+
+    async def wait_connections(self, at_most: int) -> None:
+        """Return once no listener has more than ``at_most`` client connections open."""
+        for s in list(self.grpc_servers):
+            await s.wait_connections(at_most)
+
     # --- plumbing ---------------------------------------------------------------------
 
     def drop_watch_streams(self, message: str = ServerStoppedError.message) -> int:

@@ -121,13 +121,22 @@ def encode_kv(kv: KeyValue) -> bytes:
     return framed[start:]
 
 
+#: ``ResponseHeader`` fields a store's replies all share (cluster and member IDs, then the
+#: raft term), encoded once per distinct pair: every reply encodes a header.
+_HEADER_PARTS: dict[tuple[int, int, int], tuple[bytes, bytes]] = {}
+
+
 def encode_header(h: ResponseHeader) -> bytes:
-    return (
-        _int_field(0x08, h.cluster_id)
-        + _int_field(0x10, h.member_id)
-        + _int_field(0x18, h.revision)
-        + _int_field(0x20, h.raft_term)
-    )
+    key = (h.cluster_id, h.member_id, h.raft_term)
+    parts = _HEADER_PARTS.get(key)
+    if parts is None:
+        if len(_HEADER_PARTS) >= 64:
+            _HEADER_PARTS.clear()
+        parts = _HEADER_PARTS[key] = (
+            _int_field(0x08, h.cluster_id) + _int_field(0x10, h.member_id),
+            _int_field(0x20, h.raft_term),
+        )
+    return parts[0] + _int_field(0x18, h.revision) + parts[1]
 
 
 def encode_range_response(r: RangeResponse) -> bytes:
