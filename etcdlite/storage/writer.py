@@ -8,6 +8,14 @@ Rules:
   ``fdatasync``, and then tells the loop (one ``call_soon_threadsafe`` per batch) which
   sequence number and which revision are durable; frames queued meanwhile form the next
   batch, so concurrent writers share one sync. The event loop never waits on the disk.
+* The batch is handed over at the loop's next turn after its first frame was queued (the
+  *kick*): if the thread is idle, the loop wakes it and waits until it has taken the
+  frames, a thread switch (tens of µs, never disk I/O). Woken at the append instead, the
+  thread would wait for the GIL until the loop blocks, often only after the loop had
+  processed everything else it read; handed over at once, the sync runs while the loop
+  goes on with the next requests, and their replies no longer all wait for one sync at
+  the end (durable puts with 16 in flight: 2,500-2,900 -> 3,400-4,300 ops/s, see the
+  README). A thread busy writing takes the next batch itself when it is done.
 * :meth:`GroupCommit.wait` returns once the frame with that sequence number is durable: a
   writer's reply, and any read that must not show what a crash could take back, wait here.
 * A failed write or sync stops the writer for good: every waiter of that batch and every
@@ -32,6 +40,9 @@ from .errors import StorageFailedError
 from .log import Rotate, SegmentWriter
 
 __all__ = ["GroupCommit"]
+
+#: Seconds the loop waits at most for the thread to take a batch it was handed.
+_HANDOVER_TIMEOUT = 1.0
 
 
 class GroupCommit:
@@ -62,6 +73,13 @@ class GroupCommit:
         # A lock used as a binary semaphore: the cheapest wake-up threading has.
         self._wake = threading.Lock()
         self._wake.acquire()
+        # Released by the thread once it has taken a batch the loop handed it (_kick), and
+        # whether the loop waits for that.
+        self._taken = threading.Lock()
+        self._taken.acquire()
+        self._handed = False
+        # Loop side: a kick is scheduled for the frames queued since the last one.
+        self._kick_scheduled = False
         # Loop side only.
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -88,10 +106,28 @@ class GroupCommit:
             self._items.append(item)
             self._queued_revision = revision
             seq = self.appended = self.appended + 1
-            if self._sleeping:
-                self._sleeping = False
-                self._wake.release()
+        if not self._kick_scheduled and self._loop is not None:
+            self._kick_scheduled = True
+            self._loop.call_soon(self._kick)
         return seq
+
+    def _kick(self) -> None:
+        """Hand what is queued to the thread if it sleeps, and wait until it has it."""
+        self._kick_scheduled = False
+        with self._mutex:
+            if not self._items or not self._sleeping:
+                return  # nothing to hand over, or the thread is busy and takes it itself
+            self._sleeping = False
+            self._handed = True
+            self._wake.release()
+        # a bounded wait: the thread takes the batch as soon as it runs (it needs the GIL,
+        # which this wait gives up); the bound only guards against a thread gone for good
+        if not self._taken.acquire(timeout=_HANDOVER_TIMEOUT):
+            with self._mutex:
+                if self._handed:
+                    self._handed = False
+                    return
+            self._taken.acquire()  # taken just now: consume its release
 
     async def wait(self, seq: int) -> None:
         """Return once frame ``seq`` is durable (raise if the writer failed first)."""
@@ -127,6 +163,9 @@ class GroupCommit:
                     self._items = []
                     upto = self.appended
                     revision = self._queued_revision
+                    if self._handed:
+                        self._handed = False
+                        self._taken.release()
             if not items:
                 self._wake.acquire()
                 continue
