@@ -81,7 +81,7 @@ _RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", _CONTENT_TYPE.encod
 _TRAILERS_OK = [(b"grpc-status", b"0")]
 
 
-#: Requests :meth:`UnaryHandler.run_pending` starts per turn of the loop once some wait.
+#: Requests :meth:`UnaryHandler.run_pending` starts per turn of the loop.
 REQUESTS_PER_TURN = 4
 #: A request's stream: grpclib's (h2's path) or one the intake took whole.
 _Stream = H2Stream | TakenStream
@@ -184,25 +184,22 @@ class UnaryHandler(Handler):
         """Start the requests accepted since the last call. The connection's protocol calls
         this once it has handed grpclib every event of the bytes it read.
 
-        They start in order, :data:`REQUESTS_PER_TURN` at a time; once some of those wait
-        (a durable write), the rest go on at the loop's next turn. That turn comes before
-        the hand-over of this turn's writes to the log's writer, which the writes scheduled
-        when they were queued, so the writer gets two turns' writes at once and syncs them
-        while the loop starts the next ones; their replies leave when their sync is done,
-        not all after one sync at the end. A client with 16 writes in flight then keeps two
-        groups of 8 going, one being synced and answered while it sends the other."""
+        They start in order, :data:`REQUESTS_PER_TURN` per turn of the loop; the rest go on
+        at the next turn. In between, the replies of the turn leave (one write) and the
+        client starts on them while the server goes on: a client with 16 requests in flight
+        keeps groups of them going, one being processed while it turns another around,
+        instead of both sides taking turns on all 16. For durable writes, the next turn
+        comes before the hand-over of this turn's writes to the log's writer (scheduled when
+        they were queued), so the writer syncs two turns' writes at once while the loop
+        starts the next ones, and their replies leave when their sync is done."""
         pending = self._pending
-        while pending:
-            if len(pending) > REQUESTS_PER_TURN and not self._deferred:
-                self._deferred = True
-                self.loop.call_soon(self._run_deferred)
-            waiting = len(self._waiters) + len(self._tasks)
-            for _ in range(min(REQUESTS_PER_TURN, len(pending))):
-                stream = next(iter(pending))
-                path, method, deadline, release_stream, caller = pending.pop(stream)
-                self._start(stream, path, method, deadline, release_stream, caller)
-            if len(self._waiters) + len(self._tasks) > waiting:
-                return  # some wait: the rest at the next turn
+        if len(pending) > REQUESTS_PER_TURN and not self._deferred:
+            self._deferred = True
+            self.loop.call_soon(self._run_deferred)
+        for _ in range(min(REQUESTS_PER_TURN, len(pending))):
+            stream = next(iter(pending))
+            path, method, deadline, release_stream, caller = pending.pop(stream)
+            self._start(stream, path, method, deadline, release_stream, caller)
 
     def _run_deferred(self) -> None:
         self._deferred = False
