@@ -9,8 +9,9 @@ Rules:
   sequence number and which revision are durable; frames queued meanwhile form the next
   batch, so concurrent writers share one sync. The event loop never waits on the disk.
 * The batch is handed over at the loop's next turn after its first frame was queued (the
-  *kick*): if the thread is idle, the loop wakes it and waits until it has taken the
-  frames, a thread switch (tens of µs, never disk I/O). Woken at the append instead, the
+  *kick*): if the thread is idle, the loop wakes it and, if it has more callbacks due,
+  waits until the thread has taken the frames, a thread switch (tens of µs, never disk
+  I/O). Woken at the append instead, the
   thread would wait for the GIL until the loop blocks, often only after the loop had
   processed everything else it read; handed over at once, the sync runs while the loop
   goes on with the next requests, and their replies no longer all wait for one sync at
@@ -43,6 +44,12 @@ __all__ = ["GroupCommit"]
 
 #: Seconds the loop waits at most for the thread to take a batch it was handed.
 _HANDOVER_TIMEOUT = 1.0
+
+
+def _busy(loop: asyncio.AbstractEventLoop | None) -> bool:
+    """Whether ``loop`` has callbacks due now (asyncio's own loops keep them in ``_ready``;
+    a loop without it, uvloop's, counts as idle: the thread is woken, not waited for)."""
+    return bool(getattr(loop, "_ready", None))
 
 
 class GroupCommit:
@@ -112,14 +119,19 @@ class GroupCommit:
         return seq
 
     def _kick(self) -> None:
-        """Hand what is queued to the thread if it sleeps, and wait until it has it."""
+        """Hand what is queued to the thread if it sleeps; wait until it has it if the loop
+        has more to do this turn (else the loop is about to block, and the thread gets the
+        GIL then: waiting would only add a thread switch to a lone writer's put)."""
         self._kick_scheduled = False
+        wait = _busy(self._loop)
         with self._mutex:
             if not self._items or not self._sleeping:
                 return  # nothing to hand over, or the thread is busy and takes it itself
             self._sleeping = False
-            self._handed = True
+            self._handed = wait
             self._wake.release()
+        if not wait:
+            return
         # a bounded wait: the thread takes the batch as soon as it runs (it needs the GIL,
         # which this wait gives up); the bound only guards against a thread gone for good
         if not self._taken.acquire(timeout=_HANDOVER_TIMEOUT):
