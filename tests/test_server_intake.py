@@ -515,3 +515,37 @@ async def test_replies_to_taken_requests_follow_the_clients_later_settings() -> 
             return [rng.outcome(), sizes]
 
     await cold_and_warm(scenario, paths=True)
+
+
+@pytest.mark.parametrize("warm", [False, True])
+async def test_a_held_request_is_decoded_before_a_refused_stream_after_it(warm: bool) -> None:
+    """95 Puts wait on the paused store; then, in one read, the HEADERS of a Put (the 96th
+    open stream: let through, warm: a learned block, its DATA not yet here), the HEADERS of
+    a DeleteRange (the 97th: refused by the guard; its block inserts its path into the
+    HPACK table), then both DATA frames. The Put's block must be decoded before the
+    refused one's, as the client encoded them: the Put is answered after the resume and
+    runs; the DeleteRange is refused."""
+    async with serving(True) as (store, server), wire(server.port) as w:
+        first = await warm_up(w, (PUT, {}), warm=warm)
+        store.faults.pause()
+        sids = [first + 2 * i for i in range(95)]
+        requests = b"".join(w.request(s, PUT, pb.PutRequest(key=b"c/%d" % s)) for s in sids)
+        await in_one_read(server, w, requests)
+        put, delete = sids[-1] + 2, sids[-1] + 4
+        message = grpc_message(pb.DeleteRangeRequest(key=b"c/", range_end=b"c0"))
+        await in_one_read(
+            server,
+            w,
+            w.headers(put, PUT)
+            + w.headers(delete, DELETE)
+            + data_frames(put, _put(b"held"))
+            + data_frames(delete, message),
+        )
+        (refused,) = await w.answered([delete])
+        assert refused.reset == 0x7  # REFUSED_STREAM
+        store.faults.resume()
+        (reply,) = await w.answered([put])
+        assert answered_ok(reply)
+        kv = await store.get(b"held")
+        assert kv is not None and kv.value == b"x" * 50
+        assert w.goaway is None
