@@ -41,7 +41,9 @@ message. Not when h2 would answer the HEADERS itself (a stream id it refuses, a 
 no longer open), nor for a request with a deadline (h2's path counts it from the HEADERS
 and answers DEADLINE_EXCEEDED if the message is late): those HEADERS go to h2 at once. A
 frame split across reads waits whole too; a frame header announcing more than h2's
-maximum frame size sends every byte from there on to h2 (it refuses the frame).
+maximum frame size sends every byte from there on to h2 (it refuses the frame). A held
+HEADERS goes to h2 before a stream the frame guard refuses after it (:meth:`release`): the
+protocol decodes the refused block itself, and HPACK blocks must be decoded in order.
 Frames go to h2 in order, in one ``receive_data`` per run between taken requests.
 """
 
@@ -234,6 +236,19 @@ class RequestIntake:
         if start < pos:
             return self._run(data[start:pos], moved)
         return True
+
+    def release(self) -> bool:
+        """Give h2 a held request's HEADERS now (False if that ended the connection): what
+        follows in the stream is not fed here first (a stream the guard refuses, whose
+        header block the protocol decodes itself), and the client's HPACK encoder encoded
+        the held block before it. At a refusal the bytes fed so far end on a frame
+        boundary, so what is pending is whole frames (a held HEADERS) or nothing."""
+        if self._closed:
+            return False
+        if self._through or not self._pending:
+            return True
+        held, self._pending = self._pending, b""
+        return self._run(held, False)
 
     def _pair(self, data: bytes, pos: int, stop: int, sid: int) -> int:
         """Where the DATA frame that completes the request whose HEADERS is

@@ -391,6 +391,9 @@ class ServerProtocol(CorkedProtocol):
         for offset, stream_id, block in self.guard.refusals:
             if offset > done and not receive(data[done:offset]):
                 return
+            # a request's HEADERS the intake holds was encoded before the refused block
+            if self.intake is not None and not self.intake.release():
+                return
             done = offset
             self._refuse_stream(stream_id, block)
         if done < len(data) and not receive(data[done:]):
