@@ -549,3 +549,44 @@ async def test_a_held_request_is_decoded_before_a_refused_stream_after_it(warm: 
         kv = await store.get(b"held")
         assert kv is not None and kv.value == b"x" * 50
         assert w.goaway is None
+
+
+async def test_a_block_learned_in_a_read_that_later_changed_its_meaning_is_not_taken() -> None:
+    """A Put warms the table with its path (index 62; only ``:path`` is indexed). Then, in
+    one read: a Put whose block refers to 62 (the intake has not learned it yet), a
+    request to an unknown method that inserts its path (now 62; the Put's 63), and a
+    second request to that method whose block is byte for byte the Put's. The lean handler
+    accepts the Put after h2 decoded the whole read, when those bytes name the unknown
+    method. Sent again with a Put's message, they are the unknown method's request: h2's
+    UNIMPLEMENTED, no Put, on both paths."""
+    unknown = "/etcdserverpb.KV/Nothing"
+
+    async def scenario(lean: bool) -> list[object]:
+        async with serving(lean) as (store, server), wire(server.port) as w:
+            await w.send(_path_only_indexed(w, 1, PUT) + data_frames(1, _put(b"w")))
+            assert answered_ok((await w.answered([1]))[0])
+            put = _path_only_indexed(w, 3, PUT)
+            learned = put[9:]
+            first = _path_only_indexed(w, 5, unknown)
+            second = _path_only_indexed(w, 7, unknown)
+            assert second[9:] == learned  # the same bytes, now naming the unknown method
+            await in_one_read(
+                server,
+                w,
+                put
+                + data_frames(3, _put(b"a"))
+                + first
+                + data_frames(5, _put(b"b"))
+                + second
+                + data_frames(7, _put(b"c")),
+            )
+            replies = await w.answered([3, 5, 7])
+            third = _path_only_indexed(w, 9, unknown)
+            assert third[9:] == learned
+            await in_one_read(server, w, third + data_frames(9, _put(b"d")))
+            (last,) = await w.answered([9])
+            assert await store.get(b"d") is None  # no Put ran
+            assert taken(server) == 0
+            return [r.outcome() for r in [*replies, last]]
+
+    await on_both(scenario)
