@@ -140,14 +140,25 @@ class RequestIntake:
         #: Requests taken so far (tests read it).
         self.taken = 0
 
-    def learn(self, sid: int, verdict: Verdict) -> None:
-        """The lean handler accepted stream ``sid``, which h2 just gave it, for its lean
-        path: later copies of its header block may be taken."""
+    def learn(self, sid: int, verdict: Verdict, headers: list[tuple[str, str]]) -> None:
+        """The lean handler accepted stream ``sid``, which h2 just gave it with ``headers``,
+        for its lean path: later copies of its header block may be taken.
+
+        Only if the block is cached (table-neutral, so it may repeat) *and* its cached
+        meaning is still ``headers``: h2 decoded the whole run before the handler saw it,
+        and a later block of the run may have moved the table, after which the same bytes,
+        sent again, meant other headers (and were cached so)."""
         block = self._blocks.get(sid)
-        if block is not None:
-            decoder = self._h2conn.decoder
-            if decoder.cached(block) is not None:  # table-neutral, so it may repeat
-                decoder.derived[block] = verdict
+        if block is None:
+            return
+        decoder = self._h2conn.decoder
+        current = decoder.cached(block)
+        if current is None or len(current) != len(headers):
+            return
+        for (name, value), (key, field) in zip(current, headers, strict=True):
+            if name != key.encode() or value != field.encode():
+                return
+        decoder.derived[block] = verdict
 
     def feed(self, data: bytes) -> bool:
         """Take ``data`` from the connection; False if the connection ended."""

@@ -161,7 +161,7 @@ class UnaryHandler(Handler):
             token = fields.get("authorization")
         intake = self.intake
         if intake is not None and stream.id is not None and "content-length" not in fields:
-            intake.learn(stream.id, Verdict(path, method, timeout, token))
+            intake.learn(stream.id, Verdict(path, method, timeout, token), headers)
         caller = Caller(token, stream)
         at = None if timeout is None else self.loop.time() + timeout
         # started by run_pending, once the frames read with these headers (its DATA, as a
