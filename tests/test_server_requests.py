@@ -279,6 +279,40 @@ async def test_many_requests_in_one_write_are_each_answered_in_order(warm: bool)
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("warm", WARM)
+async def test_a_burst_starts_a_few_requests_per_turn_and_answers_in_groups(warm: bool) -> None:
+    """16 Puts in one read: they start 4 per turn of the server's loop (in stream order),
+    and the first ones' replies leave in a socket write before the last ones start, so the
+    client can turn them around while the server goes on; all are answered."""
+    async with serving(True) as (_, server), wire(server.port) as w:
+        first = await warm_up(w, (PUT, {}), warm=warm)
+        transport = server_side(server, w).connection._transport.transport
+        writes: list[int] = []  # the server's socket writes
+        write = transport.write
+
+        def counted(data: bytes) -> None:
+            writes.append(len(data))
+            write(data)
+
+        transport.write = counted
+        started: list[int] = []  # the server's socket writes so far, as each request starts
+
+        async def interceptor(path: str) -> None:
+            started.append(len(writes))
+
+        server.interceptor = interceptor
+        sids = [first + 2 * i for i in range(16)]
+        burst = b"".join(w.request(s, PUT, pb.PutRequest(key=b"b/%d" % s)) for s in sids)
+        await in_one_read(server, w, burst)
+        replies = await w.answered(sids)
+        assert all(answered_ok(r) for r in replies)
+        revisions = [decoded(r, pb.PutResponse)[0].header.revision for r in replies]
+        assert revisions == sorted(revisions)  # run in stream order
+        assert len(started) == 16
+        assert started[:4] == [started[0]] * 4  # one turn
+        assert started[-1] > started[0]  # replies left before the last ones started
+
+
+@pytest.mark.parametrize("warm", WARM)
 async def test_two_requests_cut_at_every_byte_are_answered_alike(warm: bool) -> None:
     """The bytes of a Put and a Range (HEADERS+DATA each) in two reads of the server, cut
     at every offset, each on a new connection: every cut gets the same frames, on both

@@ -339,6 +339,27 @@ async def test_concurrent_writers_share_one_sync(data_dir: Path) -> None:
         assert writer.batches == batches + 2
 
 
+async def test_a_batch_is_handed_to_the_writer_before_the_loop_goes_on(data_dir: Path) -> None:
+    """What a turn of the loop queued is handed to the writer thread at the next turn: with
+    more callbacks due, the loop goes on only once the thread has taken the batch (so its
+    sync runs while the loop does the rest), not when the thread next gets the GIL."""
+    async with asyncio.timeout(TIMEOUT), Store(data_dir=data_dir) as store:
+        assert store._storage is not None
+        writer = store._storage.writer
+        held = HeldSync(store)
+        try:
+            put = asyncio.ensure_future(store.put(b"k", b"v"))
+            await asyncio.sleep(0)  # the put ran up to its wait: its frame is queued
+            assert writer._items, "queued, not handed over yet"
+            taken: list[bool] = []
+            asyncio.get_running_loop().call_soon(lambda: taken.append(not writer._items))
+            await held.wait_entered()
+            assert taken == [True]
+        finally:
+            held.release()
+        await put
+
+
 # --- kill -9 --------------------------------------------------------------------------------
 
 CHILD = r"""

@@ -317,7 +317,7 @@ class RequestIntake:
         conn.last_data_received = time.monotonic()
         conn.streams_started += 1
         conn.streams_succeeded += 1
-        stream = TakenStream(sid, conn, h2conn, self)
+        stream = TakenStream(sid, conn, h2conn, self.live, self.window_changed)
         stream.message = data[stop + 14 : after]
         self.live[sid] = stream
         self.taken += 1

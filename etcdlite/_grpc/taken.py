@@ -25,7 +25,8 @@ is served by in place of grpclib's and h2's stream objects: the lean handler
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+import asyncio
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from grpclib.const import Status
 from grpclib.metadata import encode_grpc_message
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
     from grpclib.protocol import Connection
     from h2.connection import H2Connection
 
-    from .intake import RequestIntake
-    from .transport import CachingEncoder
 
 __all__ = ["RESPONSE_HEADERS", "TRAILERS_OK", "TakenStream"]
 
@@ -54,8 +53,9 @@ class TakenStream:
     __slots__ = (
         "_etcdlite_release",
         "_h2_connection",
-        "_intake",
+        "_live",
         "_transport",
+        "_window_changed",
         "answered",
         "connection",
         "credit",
@@ -66,7 +66,12 @@ class TakenStream:
     )
 
     def __init__(
-        self, sid: int, connection: Connection, h2conn: H2Connection, intake: RequestIntake
+        self,
+        sid: int,
+        connection: Connection,
+        h2conn: H2Connection,
+        live: dict[int, TakenStream],
+        window_changed: asyncio.Event,
     ) -> None:
         self.id = sid
         #: grpclib's connection: its write pausing, keepalive counters and transport
@@ -74,7 +79,10 @@ class TakenStream:
         self.connection = connection
         self._h2_connection = h2conn
         self._transport = connection._transport
-        self._intake = intake
+        #: The intake's unfinished taken streams (this one leaves it when done), and its
+        #: signal that an outbound window may have grown.
+        self._live = live
+        self._window_changed = window_changed
         #: The request's message (its 5-byte prefix cut off).
         self.message = b""
         #: WINDOW_UPDATE increments the client gave the stream, and bytes of DATA sent.
@@ -145,7 +153,7 @@ class TakenStream:
         )
         body = memoryview(b"\x00" + len(message).to_bytes(4, "big") + message)
         pos, end = 0, len(body)
-        changed = self._intake.window_changed
+        changed = self._window_changed
         while pos < end:
             if not conn.write_ready.is_set():
                 await conn.write_ready.wait()
@@ -199,7 +207,7 @@ class TakenStream:
     def finish(self) -> None:
         """The handler is done with the stream: it leaves the intake, and h2 records it
         closed (by our END_STREAM, or by the reset)."""
-        self._intake.live.pop(self.id, None)
+        self._live.pop(self.id, None)
         closed_by = StreamClosedBy.SEND_END_STREAM if self.answered else None
         if self.reset:
             return  # the intake recorded how
@@ -210,9 +218,15 @@ class TakenStream:
         self._h2_connection._closed_streams[self.id] = closed_by
 
 
-def _encoder(h2conn: H2Connection) -> CachingEncoder:
+class _FixedEncoder(Protocol):
+    """What a server connection's HPACK encoder (``transport.CachingEncoder``) offers."""
+
+    def encode_fixed(self, items: tuple[tuple[bytes, bytes], ...]) -> bytes: ...
+
+
+def _encoder(h2conn: H2Connection) -> _FixedEncoder:
     """The connection's HPACK encoder (a server connection's is always caching)."""
-    return cast("CachingEncoder", h2conn.encoder)
+    return cast(_FixedEncoder, h2conn.encoder)
 
 
 def _data_frames(

@@ -173,6 +173,16 @@ CHECKS: tuple[Check, ...] = (
         "× etcd",
     ),
     Check(
+        "serve put with 16 in flight ≥ 1× real etcd's throughput (issue 14: with "
+        "--data-dir-parent, durable against durable)",
+        "put-16",
+        "ops_per_s",
+        ">=",
+        1.0,
+        lambda q: _ratio(q("put-16", "serve", "ops_per_s"), q("put-16", "etcd", "ops_per_s")),
+        "× etcd",
+    ),
+    Check(
         "serve 1000-key range, server CPU per op ≤ 0.5× real etcd's",
         "range",
         "cpu_us_per_op",
