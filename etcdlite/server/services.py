@@ -135,8 +135,9 @@ class EtcdServer:
         return sum(s.taken_requests for s in list(self.grpc_servers))
 
     def request_tasks(self) -> list[Any]:
-        """The tasks of requests whose handler has not finished yet, on every connection
-        (``asyncio.wait`` on them to know the server is idle)."""
+        """The tasks of requests whose handler has not finished yet, on every connection.
+        Lean requests waiting without a task (a durable write, a paused store) are not among
+        them: :meth:`waiting_requests` counts those."""
         return [t for s in list(self.grpc_servers) for t in s.request_tasks()]
 
     def waiting_requests(self) -> int:
