@@ -135,8 +135,8 @@ class FrameSplitter:
         self.taken = 0  # DATA frames taken without h2 (tests read it)
         self.blocks_taken = 0  # reply HEADERS (headers or trailers) taken without h2
         #: The header blocks of lean calls' HEADERS in the run h2 is given next, by stream
-        #: (to learn from h2's events for them, :meth:`_learn`).
-        self._blocks: dict[int, bytes] = {}
+        #: in order (to learn from h2's events for them, :meth:`_learn`).
+        self._blocks: dict[int, list[bytes]] = {}
 
     def feed(self, data: bytes) -> None:
         """Take ``data`` from the socket."""
@@ -221,7 +221,7 @@ class FrameSplitter:
                             start = pos = stop
                             continue
                     # h2 decodes it: learn from what h2 makes of it (:meth:`_learn`)
-                    self._blocks[sid] = block
+                    self._blocks.setdefault(sid, []).append(block)
             if sid == 0:
                 if ftype != PING and ftype != WINDOW_UPDATE:
                     run_conn = True
@@ -353,9 +353,13 @@ class FrameSplitter:
         for event in events:
             if not isinstance(event, ResponseReceived | TrailersReceived):
                 continue
-            block = blocks.get(event.stream_id)
-            if block is None:
+            # h2 reports a stream's HEADERS in order, one event each; a frame h2 answered
+            # otherwise shifts the pairing, which costs learning, never correctness: a
+            # block is learned only as what the decoder's cache says its bytes mean
+            queue = blocks.get(event.stream_id)
+            if not queue:
                 continue
+            block = queue.pop(0)
             headers: list[Any] = event.headers or []
             raw = decoder.cached(block)  # type: ignore[attr-defined]
             if raw is None or len(raw) != len(headers):
