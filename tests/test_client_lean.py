@@ -23,7 +23,7 @@ import etcdlite
 from etcdlite import KeyValue
 from etcdlite._grpc import call as lean_call
 from etcdlite._grpc import compat
-from etcdlite._grpc.transport import PING_ACK_DELAY, AckHoldingTransport
+from etcdlite._grpc.transport import PING_ACK_DELAY, AckHoldingTransport, ClientProtocol
 from etcdlite.client import client as client_module
 from etcdlite.errors import EtcdError
 from etcdlite.ops import DeleteRangeRequest, Put, RangeRequest
@@ -592,6 +592,37 @@ async def test_etcd_draws_few_pings_from_a_sequential_client(net: Ctx) -> None:
             await c.put(net.k("p"), b"v")
     if compat.fast_path_enabled() and net.is_etcd:
         assert pings <= 30, pings
+
+
+@pytest.mark.skipif(not compat.fast_path_enabled(), reason="the fast path is off")
+async def test_reply_headers_and_trailers_are_taken_past_h2(net: Ctx) -> None:
+    """Once h2 has decoded a server's reply header blocks (grpc-go's: after the first
+    reply, whose headers go into the HPACK table), later replies' headers and trailers are
+    taken past h2: puts, ranges and error replies answer as before, concurrently too."""
+    k = net.k
+    assert net.endpoint is not None
+    async with etcdlite.Client(net.endpoint, timeout=LIMIT) as c:
+        await c.put(k("h"), b"v")
+        protocol = await c._conn(c.policy.endpoints[0]).channel.__connect__()
+        assert isinstance(protocol, ClientProtocol)
+        splitter = protocol.splitter
+        assert splitter is not None
+        before = splitter.blocks_taken
+        for i in range(20):
+            await c.put(k("h"), str(i).encode())
+            got_kv = await c.get(k("h"))
+            assert got_kv is not None and got_kv.value == str(i).encode()
+        results = await asyncio.gather(*(c.put(k(f"c{i}"), b"x") for i in range(32)))
+        assert len({r.header.revision for r in results}) == 32
+        for _ in range(3):  # an error reply, trailers-only: the same error every time
+            with pytest.raises(EtcdError, match="required revision is a future revision"):
+                await c.range(k("h"), revision=10**9)
+        got = await c.get_prefix(k("c"))
+        assert got.count == 32
+        taken = splitter.blocks_taken - before
+    # 40 sequential and 32 concurrent calls: the headers and trailers of each (the first
+    # few copies of a block are h2's, to learn it)
+    assert taken >= 2 * (40 + 32) - 8, taken
 
 
 def test_quiet_frames_keep_their_fields_and_handlers() -> None:

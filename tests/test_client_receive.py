@@ -1,11 +1,11 @@
 """The Client connection's receive path (etcdlite._grpc.receive): replies fed to a Client
-connection with reply DATA taken past h2, and fed to the same connection with everything
-through h2 (grpclib's way), give the same answers, the same errors, the same bytes written
-back (WINDOW_UPDATEs) and the same flow-control windows in h2, however the bytes are split
-across reads.
+connection with reply DATA and learned reply header blocks taken past h2, and fed to the
+same connection with everything through h2 (grpclib's way), give the same answers, the same
+errors, the same bytes written back (WINDOW_UPDATEs), the same counters and the same
+flow-control windows and stream states in h2, however the bytes are split across reads.
 
 The server side is an h2 server connection driven by hand, so each case controls its frames
-exactly (padding, END_STREAM on DATA, CONTINUATION, resets, windows)."""
+exactly (padding, END_STREAM on DATA, CONTINUATION, resets, windows, HPACK table inserts)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import RequestReceived
+from h2.settings import SettingCodes
 
 from etcdlite._grpc import compat
 from etcdlite._grpc.call import unary_call
@@ -139,6 +140,10 @@ class Peer:
             h2conn.state_machine.state,
             self.server.outbound_flow_control_window,
             self.client.connection.data_received,
+            self.client.connection.streams_succeeded,
+            self.client.connection.streams_failed,
+            h2conn.open_outbound_streams,
+            {sid: s.state_machine.state for sid, s in h2conn.streams.items()},
         )
 
 
@@ -404,3 +409,180 @@ async def test_interleaved_replies_and_data_after_a_reset() -> None:
         assert lean[0][:2] == ("error", "StreamTerminatedError")
         assert lean[1] == ("ok", b"three")
         assert lean[-1] == 2  # stream 3's DATA and stream 1's first; not the one after RST
+
+
+def trailers_only(peer: Peer) -> None:
+    """An error reply without DATA: one HEADERS with the status, ending the stream."""
+    peer.server.send_headers(
+        peer.stream_id,
+        [*HEADERS, ("grpc-status", "5"), ("grpc-message", "etcdserver: not found")],
+        end_stream=True,
+    )
+    peer.deliver()
+
+
+def message_trailers(peer: Peer) -> None:
+    """A reply whose trailers carry a grpc-message (percent-encoded, as gRPC sends it)."""
+    peer.server.send_headers(peer.stream_id, HEADERS)
+    _send_body(peer, _message(b"m" * 10))
+    peer.server.send_headers(
+        peer.stream_id,
+        [("grpc-status", "3"), ("grpc-message", "etcdserver: key is not provided%21")],
+        end_stream=True,
+    )
+    peer.deliver()
+
+
+#: Replies a Client connection gets one after another: each kind cold (its header blocks
+#: inserted into the HPACK table by the server's encoder, so h2 decodes them), then warm.
+SEQUENCE: list[Callable[[Peer], None]] = [
+    reply(b"a" * 30),
+    reply(b"b" * 3000),
+    reply(b"c"),
+    error_trailers,
+    error_trailers,
+    error_trailers,
+    trailers_only,
+    trailers_only,
+    trailers_only,
+    message_trailers,
+    message_trailers,
+    message_trailers,
+    reply(b"d" * 70000),
+    data_ends_stream,
+    reply(b"e"),
+]
+
+
+async def _sequence(
+    lean: bool, splits: Callable[[bytes], Iterator[bytes]]
+) -> tuple[list[tuple[Any, ...]], Peer]:
+    peer = Peer(lean)
+    peer.splits = splits
+    outcomes = []
+    for serve in SEQUENCE:
+        outcomes.append((await peer.call(serve), peer.state()))
+    return outcomes, peer
+
+
+async def test_reply_headers_and_trailers_taken_once_learned() -> None:
+    """The same outcomes, counters and h2 stream states through both paths, cold and warm;
+    the lean path takes the header blocks h2 decoded once before (a block the server's
+    encoder inserted is not table-neutral: the second copy is h2's, the third is taken)."""
+    for splits in (lambda b: iter([b]), bytewise):
+        lean, peer = await _sequence(True, splits)
+        plain, _ = await _sequence(False, splits)
+        assert lean == plain
+        outcomes = [o for o, _ in lean]
+        assert outcomes[0] == ("ok", b"a" * 30) and outcomes[-1] == ("ok", b"e")
+        assert outcomes[4][0] == "error" and "boom" in outcomes[4][2]
+        assert "not found" in outcomes[7][2] and "StatusCode" not in outcomes[7][2]
+        assert "key is not provided!" in outcomes[10][2]
+        splitter = peer.client.splitter
+        assert splitter is not None
+        # A block the server's encoder inserts into the table empties the decoder's cache
+        # (and what was learned): a kind of block is h2's when new (inserted), h2's when
+        # next seen (decoded once, table-neutral: learned), taken after that while no
+        # insert came between. By call: 0 0 2 | 1 0 2 | 0 0 1 | 0 0 2 | 1 1 2.
+        assert splitter.blocks_taken == 12
+        assert peer.client.connection.streams_succeeded == len(SEQUENCE)
+
+
+async def test_a_stale_block_after_a_table_change_in_the_same_read_is_not_taken() -> None:
+    """The server inserts a new header into the HPACK table, then (in the same read) sends
+    the bytes of a learned block, which now mean other headers: the block is decoded by h2
+    (after the insert), not taken as what it meant before."""
+
+    async def run(lean: bool, splits: Callable[[bytes], Iterator[bytes]]) -> tuple[Any, ...]:
+        peer = Peer(lean)
+        peer.splits = splits
+        for _ in range(3):
+            assert await peer.call(reply(b"w")) == ("ok", b"w")
+        block = peer.server.encoder.encode(HEADERS)  # references only: the table stays
+        channel: Any = _Channel(peer.client)
+        first = asyncio.create_task(unary_call(channel, PATH, b"1", ()))
+        second = asyncio.create_task(unary_call(channel, PATH, b"2", ()))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        peer.flush_client()
+        a, b = peer.stream_id - 2, peer.stream_id
+        server = peer.server
+        server.send_headers(a, [*HEADERS, ("x-new", "1")])  # inserts x-new: indices move
+        server.send_data(a, _message(b"first"))
+        server.send_headers(a, TRAILERS, end_stream=True)
+        out = server.data_to_send()
+        n = len(block)  # the old bytes, ending the stream (stale: x-new, not content-type)
+        out += n.to_bytes(3, "big") + bytes([1, 5]) + b.to_bytes(4, "big") + block
+        peer.to_client = out
+        peer.deliver()
+        outcomes: list[tuple[Any, ...]] = []
+        for task in (first, second):
+            try:
+                outcomes.append(("ok", await asyncio.wait_for(task, 5)))
+            except (GRPCError, StreamTerminatedError) as e:
+                outcomes.append(("error", type(e).__name__, str(e)))
+        splitter = peer.client.splitter
+        return (*outcomes, peer.state(), splitter and splitter.blocks_taken)
+
+    for splits in (lambda b: iter([b]), bytewise):
+        lean = await run(True, splits)
+        plain = await run(False, splits)
+        assert lean[:-1] == plain[:-1]
+        assert lean[0] == ("ok", b"first")
+        assert lean[1][0] == "error" and "content-type" in lean[1][2]
+        assert lean[-1] >= 2  # the warm-up's third reply was taken
+
+
+async def _one_stream_server(lean: bool, n: int, concurrent: bool) -> tuple[Any, ...]:
+    """``n`` calls to a server whose SETTINGS_MAX_CONCURRENT_STREAMS is 1: each waits for
+    the stream before it to be closed (and counted so by h2) before its request leaves."""
+    peer = Peer(lean)
+    peer.server.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: 1})
+    peer.deliver()
+    channel: Any = _Channel(peer.client)
+    server = peer.server
+    results: list[Any] = []
+    pending: list[asyncio.Task[bytes | None]] = []
+
+    def serve_requests() -> int:
+        peer.client.connection.flush()
+        peer.client.connection._transport.flush()  # type: ignore[attr-defined]
+        served = 0
+        for event in server.receive_data(peer.sink.take()):
+            if isinstance(event, RequestReceived):
+                sid = event.stream_id
+                server.send_headers(sid, HEADERS)
+                server.send_data(sid, _message(sid.to_bytes(4, "big")))
+                server.send_headers(sid, TRAILERS, end_stream=True)
+                served += 1
+        peer.deliver()
+        return served
+
+    if concurrent:
+        pending = [asyncio.create_task(unary_call(channel, PATH, bytes([i]), ())) for i in range(n)]
+        for _ in range(50 * n):
+            await asyncio.sleep(0)
+            serve_requests()
+            if all(t.done() for t in pending):
+                break
+        results = [await asyncio.wait_for(t, 5) for t in pending]
+    else:
+        for i in range(n):
+            task = asyncio.create_task(unary_call(channel, PATH, bytes([i]), ()))
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert serve_requests() == 1
+            results.append(await asyncio.wait_for(task, 5))
+    splitter = peer.client.splitter
+    return results, peer.state(), splitter and splitter.blocks_taken
+
+
+async def test_one_stream_at_a_time_server_sequential_and_concurrent_calls() -> None:
+    """Streams whose trailers were taken are closed as h2 closes them: the Client's count
+    of open streams (h2's ``open_outbound_streams``) lets the next call go."""
+    for concurrent in (False, True):
+        lean = await _one_stream_server(True, 20, concurrent)
+        plain = await _one_stream_server(False, 20, concurrent)
+        assert lean[:-1] == plain[:-1]
+        assert len(lean[0]) == 20 and len(set(lean[0])) == 20
+        assert lean[-1] >= 30
