@@ -118,6 +118,9 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         # the Client's receive path (receive.py)
         "max_inbound_frame_size",
         "_inbound_flow_control_window_manager",
+        # the server's request intake (intake.py, taken.py)
+        "highest_inbound_stream_id",
+        "_closed_streams",
     ),
     "H2Stream": (
         "state_machine",
@@ -129,6 +132,8 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "request_method",
     ),
     "HeaderTable": ("resized",),
+    # the receive paths move a stream's state machine as h2's receive_headers does
+    "H2StreamStateMachine": ("state", "headers_received"),
 }
 
 
@@ -170,6 +175,7 @@ def _probe() -> list[str]:
         *missing_attributes("Stream", stream),
         *missing_attributes("H2Stream", h2stream),
         *missing_attributes("HeaderTable", h2conn.encoder.header_table),
+        *missing_attributes("H2StreamStateMachine", h2stream.state_machine),
     ]
 
 
