@@ -319,15 +319,15 @@ class FrameSplitter:
         if trailers and not end_stream:
             return False  # h2's ProtocolError: trailers must end the stream
         # h2's _receive_headers_frame and H2Stream.receive_headers, with the list decoded
+        # (the events the state machines return are h2's to hand on: what grpclib's
+        # processor would make of them is done below)
         h2conn.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
-        event: Any = machine.process_input(StreamInputs.RECV_HEADERS)[0]
-        received = list(headers)
-        event.headers = received
+        machine.process_input(StreamInputs.RECV_HEADERS)
         if end_stream:
             # closes the stream (closed_by RECV_END_STREAM): h2 drops it from its open
             # streams when it next counts them, as after its own receive_headers
-            ended = machine.process_input(StreamInputs.RECV_END_STREAM)[0]
-            event.stream_ended = ended
+            machine.process_input(StreamInputs.RECV_END_STREAM)
+        received = list(headers)
         self.blocks_taken += 1
         # grpclib's process_response_received / process_trailers_received, then
         # process_stream_ended
