@@ -31,7 +31,7 @@ from h2.stream import StreamState
 
 from .http2 import DATA, FRAME_HEADER
 
-__all__ = ["data_frames", "send_data", "send_messages"]
+__all__ = ["data_frames", "frame_pieces", "send_data", "send_messages"]
 
 _SENDING_STATES = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 
@@ -45,7 +45,19 @@ def data_frames(
     h2stream = h2conn.streams.get(sid)
     if h2stream is None or h2stream.state_machine.state not in _SENDING_STATES:
         raise h2.exceptions.StreamClosedError(sid)
-    frame_size = h2conn.max_outbound_frame_size
+    parts = frame_pieces(h2conn.max_outbound_frame_size, sid, view, start, stop, prefix)
+    total = len(prefix) + stop - start
+    h2conn.outbound_flow_control_window -= total
+    h2stream.outbound_flow_control_window -= total
+    return parts
+
+
+def frame_pieces(
+    frame_size: int, sid: int, view: memoryview, start: int, stop: int, prefix: bytes = b""
+) -> list[bytes | memoryview]:
+    """DATA frames (no flags) of at most ``frame_size`` bytes on stream ``sid`` carrying
+    ``prefix`` then ``view[start:stop]``, as pieces for one join (framing only: the caller
+    keeps the windows)."""
     pack = FRAME_HEADER.pack
     total = len(prefix) + stop - start
     parts: list[bytes | memoryview] = []
@@ -59,8 +71,6 @@ def data_frames(
         n = min(frame_size, stop - pos)
         parts += (pack(n >> 16, n & 0xFFFF, DATA, 0, sid), view[pos : pos + n])
         pos += n
-    h2conn.outbound_flow_control_window -= total
-    h2stream.outbound_flow_control_window -= total
     return parts
 
 

@@ -31,6 +31,7 @@ h2 refuses raises ``ProtocolError`` as before and is not kept, so it is refused 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from h2.connection import ConnectionInputs, H2Connection
@@ -47,7 +48,7 @@ MAX_CHECKED_LISTS = 64
 def headers_frames(
     h2conn: H2Connection,
     h2stream: Any,
-    headers: list[tuple[bytes, bytes]],
+    headers: Sequence[tuple[bytes, bytes]],
     *,
     end_stream: bool = False,
 ) -> bytes:

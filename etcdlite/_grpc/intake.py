@@ -54,6 +54,7 @@ import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from h2.connection import ConnectionState
+from h2.errors import ErrorCodes
 from h2.stream import StreamClosedBy
 
 from .http2 import (
@@ -329,11 +330,11 @@ class RequestIntake:
         if not increment:
             return  # h2 refuses the frame (a connection error)
         stream.credit += increment
-        window = self._h2conn.remote_settings.initial_window_size + stream.credit - stream.sent
-        if window > _LARGEST_WINDOW:
+        if stream.stream_window() > _LARGEST_WINDOW:
             # h2 resets a stream whose window overflows (FLOW_CONTROL_ERROR)
             self._reset(stream.id, StreamClosedBy.SEND_RST_STREAM)
-            rst = FRAME_HEADER.pack(0, 4, RST_STREAM, 0, stream.id) + (3).to_bytes(4, "big")
+            code = int(ErrorCodes.FLOW_CONTROL_ERROR).to_bytes(4, "big")
+            rst = FRAME_HEADER.pack(0, 4, RST_STREAM, 0, stream.id) + code
             self._protocol.connection._transport.write(rst)
 
     def _reset(self, sid: int, closed_by: StreamClosedBy) -> None:

@@ -33,18 +33,26 @@ from grpclib.metadata import encode_grpc_message
 from h2.connection import ConnectionInputs, ConnectionState
 from h2.stream import StreamClosedBy
 
+from .frames import frame_pieces
 from .headers import frame_block
-from .http2 import DATA, FRAME_HEADER
 
 if TYPE_CHECKING:
     from grpclib.protocol import Connection
     from h2.connection import H2Connection
 
 
-__all__ = ["RESPONSE_HEADERS", "TRAILERS_OK", "TakenStream"]
+__all__ = ["RESPONSE_HEADERS", "TRAILERS_OK", "TakenStream", "status_headers"]
 
 RESPONSE_HEADERS = ((b":status", b"200"), (b"content-type", b"application/grpc+proto"))
 TRAILERS_OK = ((b"grpc-status", b"0"),)
+
+
+def status_headers(status: Status, message: str | None) -> list[tuple[bytes, bytes]]:
+    """A trailers-only response's headers for ``status`` (and its message)."""
+    headers = [*RESPONSE_HEADERS, (b"grpc-status", str(status.value).encode())]
+    if message is not None:
+        headers.append((b"grpc-message", encode_grpc_message(message).encode()))
+    return headers
 
 
 class TakenStream:
@@ -93,11 +101,14 @@ class TakenStream:
         self.reset = False
         self._etcdlite_release: Any = None
 
+    def stream_window(self) -> int:
+        """The stream's outbound window: the peer's initial window size now, plus the
+        stream's WINDOW_UPDATEs, minus the DATA sent (RFC 9113 6.9.2)."""
+        return self._h2_connection.remote_settings.initial_window_size + self.credit - self.sent
+
     def window(self) -> int:
         """Bytes of DATA both outbound windows allow now."""
-        h2conn = self._h2_connection
-        stream = h2conn.remote_settings.initial_window_size + self.credit - self.sent
-        return min(stream, h2conn.outbound_flow_control_window)
+        return min(self.stream_window(), self._h2_connection.outbound_flow_control_window)
 
     def reply_now(self, message: bytes) -> bool:
         """Write the reply (headers, ``message``, trailers) in one buffer if the
@@ -125,7 +136,9 @@ class TakenStream:
             frame_block(h2conn, sid, encode(RESPONSE_HEADERS)),
         ]
         prefix = b"\x00" + size.to_bytes(4, "big")  # gRPC: uncompressed, length
-        parts += _data_frames(h2conn, sid, prefix, memoryview(message))
+        parts += frame_pieces(
+            h2conn.max_outbound_frame_size, sid, memoryview(message), 0, size, prefix
+        )
         h2conn.outbound_flow_control_window -= size + 5
         self.sent += size + 5
         parts.append(frame_block(h2conn, sid, encode(TRAILERS_OK), end_stream=True))
@@ -166,7 +179,7 @@ class TakenStream:
                 continue
             stop = min(end, pos + window)
             parts: list[bytes | memoryview] = [h2conn.data_to_send()]
-            parts += _data_frames(h2conn, sid, b"", body[pos:stop])
+            parts += frame_pieces(h2conn.max_outbound_frame_size, sid, body, pos, stop)
             h2conn.outbound_flow_control_window -= stop - pos
             self.sent += stop - pos
             transport.write(b"".join(parts))
@@ -193,11 +206,8 @@ class TakenStream:
         if self.reset or self.answered:
             return True
         h2conn = self._h2_connection
-        headers = [*RESPONSE_HEADERS, (b"grpc-status", str(status.value).encode())]
-        if message is not None:
-            headers.append((b"grpc-message", encode_grpc_message(message).encode()))
         h2conn.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
-        block = h2conn.encoder.encode(headers)
+        block = h2conn.encoder.encode(status_headers(status, message))
         self._transport.write(
             h2conn.data_to_send() + frame_block(h2conn, self.id, block, end_stream=True)
         )
@@ -208,14 +218,12 @@ class TakenStream:
         """The handler is done with the stream: it leaves the intake, and h2 records it
         closed (by our END_STREAM, or by the reset)."""
         self._live.pop(self.id, None)
-        closed_by = StreamClosedBy.SEND_END_STREAM if self.answered else None
         if self.reset:
             return  # the intake recorded how
-        if closed_by is None:
-            # released unanswered (the connection is closing): h2 answers later frames on
-            # it as on a stream it reset
-            closed_by = StreamClosedBy.SEND_RST_STREAM
-        self._h2_connection._closed_streams[self.id] = closed_by
+        # released unanswered (the connection is closing): h2 answers later frames on it as
+        # on a stream it reset
+        closed = StreamClosedBy.SEND_END_STREAM if self.answered else StreamClosedBy.SEND_RST_STREAM
+        self._h2_connection._closed_streams[self.id] = closed
 
 
 class _FixedEncoder(Protocol):
@@ -227,22 +235,3 @@ class _FixedEncoder(Protocol):
 def _encoder(h2conn: H2Connection) -> _FixedEncoder:
     """The connection's HPACK encoder (a server connection's is always caching)."""
     return cast(_FixedEncoder, h2conn.encoder)
-
-
-def _data_frames(
-    h2conn: H2Connection, sid: int, prefix: bytes, body: memoryview
-) -> list[bytes | memoryview]:
-    """DATA frames (no flags) carrying ``prefix`` then ``body``, none over the peer's
-    ``SETTINGS_MAX_FRAME_SIZE``, as pieces for one join."""
-    frame_size = h2conn.max_outbound_frame_size
-    pack = FRAME_HEADER.pack
-    total = len(prefix) + len(body)
-    if total <= frame_size:
-        return [pack(total >> 16, total & 0xFFFF, DATA, 0, sid), prefix, body]
-    data = memoryview(prefix + bytes(body)) if prefix else body
-    parts: list[bytes | memoryview] = []
-    for pos in range(0, total, frame_size):
-        chunk = data[pos : pos + frame_size]
-        n = len(chunk)
-        parts += (pack(n >> 16, n & 0xFFFF, DATA, 0, sid), chunk)
-    return parts

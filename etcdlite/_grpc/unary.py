@@ -49,7 +49,7 @@ from typing import Any
 import h2.exceptions
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
-from grpclib.metadata import decode_timeout, encode_grpc_message
+from grpclib.metadata import decode_timeout
 from grpclib.protocol import Stream as H2Stream
 from grpclib.server import Handler
 
@@ -64,7 +64,7 @@ from .frames import data_frames, send_data
 from .headers import headers_frames
 from .intake import RequestIntake, Verdict
 from .messages import read_message
-from .taken import TakenStream
+from .taken import RESPONSE_HEADERS, TRAILERS_OK, TakenStream, status_headers
 
 __all__ = ["REQUESTS_PER_TURN", "FastMethod", "Interceptor", "UnaryHandler"]
 
@@ -75,10 +75,7 @@ log = logging.getLogger("etcdlite.server")
 FastMethod = tuple[Callable[[Any], Awaitable[Any]], type]
 Interceptor = Callable[[str], Awaitable[None]]
 
-_CONTENT_TYPE = "application/grpc+proto"
-_ACCEPTED_CONTENT_TYPES = frozenset({"application/grpc", _CONTENT_TYPE})
-_RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", _CONTENT_TYPE.encode())]
-_TRAILERS_OK = [(b"grpc-status", b"0")]
+_ACCEPTED_CONTENT_TYPES = frozenset({"application/grpc", "application/grpc+proto"})
 
 
 #: Requests :meth:`UnaryHandler.run_pending` starts per turn of the loop.
@@ -508,11 +505,11 @@ def _reply_now(stream: _Stream, message: bytes) -> bool:
     # header blocks are framed here, not by h2 (see .headers)
     parts: list[bytes | memoryview] = [
         h2conn.data_to_send(),
-        headers_frames(h2conn, h2stream, _RESPONSE_HEADERS),
+        headers_frames(h2conn, h2stream, RESPONSE_HEADERS),
     ]
     prefix = b"\x00" + size.to_bytes(4, "big")  # gRPC: uncompressed, length
     parts += data_frames(h2conn, sid, memoryview(message), 0, size, prefix)
-    parts.append(headers_frames(h2conn, h2stream, _TRAILERS_OK, end_stream=True))
+    parts.append(headers_frames(h2conn, h2stream, TRAILERS_OK, end_stream=True))
     stream._transport.write(b"".join(parts))
     conn.data_send_process()  # grpclib's keepalive accounting: the connection is in use
     return True
@@ -535,13 +532,13 @@ async def _send_reply(stream: _Stream, message: bytes) -> None:
     if h2stream is None:
         return
     transport = stream._transport
-    transport.write(h2conn.data_to_send() + headers_frames(h2conn, h2stream, _RESPONSE_HEADERS))
+    transport.write(h2conn.data_to_send() + headers_frames(h2conn, h2stream, RESPONSE_HEADERS))
     await send_data(stream, message, b"\x00" + len(message).to_bytes(4, "big"))
     h2stream = h2conn.streams.get(sid)
     if h2stream is None:
         return
     transport.write(
-        h2conn.data_to_send() + headers_frames(h2conn, h2stream, _TRAILERS_OK, end_stream=True)
+        h2conn.data_to_send() + headers_frames(h2conn, h2stream, TRAILERS_OK, end_stream=True)
     )
     conn.data_send_process()
 
@@ -558,13 +555,7 @@ def _status_now(stream: _Stream, status: Status, message: str | None) -> bool:
     assert stream.id is not None
     if stream.id not in h2conn.streams:
         return True
-    headers: list[tuple[bytes, bytes]] = [
-        *_RESPONSE_HEADERS,
-        (b"grpc-status", str(status.value).encode()),
-    ]
-    if message is not None:
-        headers.append((b"grpc-message", encode_grpc_message(message).encode()))
-    h2conn.send_headers(stream.id, headers, end_stream=True)
+    h2conn.send_headers(stream.id, status_headers(status, message), end_stream=True)
     stream._transport.write(h2conn.data_to_send())
     if stream.closable:
         stream.reset_nowait()
