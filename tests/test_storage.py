@@ -360,6 +360,41 @@ async def test_a_batch_is_handed_to_the_writer_before_the_loop_goes_on(data_dir:
         await put
 
 
+async def test_a_hand_over_the_writer_never_takes_is_given_up_after_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loop's wait for the writer thread to take a batch is bounded: a thread that is
+    marked idle but never wakes (here: none was started) costs the loop the bound once,
+    the batch stays queued for the thread, and the next hand-over is tried afresh."""
+    from etcdlite.storage import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "_HANDOVER_TIMEOUT", 0.05)
+    segment: Any = object()  # never written: no thread runs
+    commit = writer_module.GroupCommit(segment, lambda: 1, lambda revision: None)
+    loop = asyncio.get_running_loop()
+    commit._loop = loop
+    commit._sleeping = True  # as a thread asleep on its wake-up lock would be
+    started = time.monotonic()
+    commit.append(b"frame")
+    ran: list[bool] = []
+    done = loop.create_future()
+
+    def after() -> None:
+        ran.append(True)
+        done.set_result(None)
+
+    # due in the same turn as the hand-over: the loop waits for the thread, then gives up
+    loop.call_soon(after)
+    async with asyncio.timeout(TIMEOUT):
+        await done
+    assert ran == [True]
+    assert time.monotonic() - started >= 0.04  # the loop did wait for the thread, once
+    assert commit._wake.acquire(blocking=False)  # the thread was woken
+    assert not commit._taken.acquire(blocking=False)  # no hand-over left to consume
+    assert commit._items == [b"frame"] and not commit._handed
+    assert commit.appended == 1 and commit.synced == 0
+
+
 # --- kill -9 --------------------------------------------------------------------------------
 
 CHILD = r"""
